@@ -1,0 +1,57 @@
+//! The behaviour suite that every jobchain [`Store`](jobchain::Store) must pass.
+//!
+//! A backend's test file provides a factory that returns a fresh, isolated store (a temp
+//! SQLite file, a PostgreSQL schema of its own) wrapped in a [`Harness`], and expands
+//! [`conformance_suite!`] with it: every case becomes a `#[tokio::test]`. A behaviour
+//! change edits the cases here, never one backend's tests.
+//!
+//! Cases go through the public API — the client and the worker runtime — exactly as a
+//! user would, so they check the store and the runtime together.
+
+pub mod cases;
+pub mod support;
+
+pub use support::Harness;
+
+/// Expands every conformance case into a test, each calling `$factory().await` for a
+/// fresh [`Harness`] (`None` skips the case, e.g. when PostgreSQL is not reachable).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:path) => {
+        $crate::conformance_suite!(@cases $factory;
+            seed_full_chain_runs_in_order,
+            seed_failing_confirmation_stops_the_chain,
+            seed_conditional_chaining_runs_the_rest,
+            failing_step_retries_with_growing_delays_then_succeeds,
+            failing_step_ends_dead_with_every_error,
+            permanent_error_is_dead_after_one_attempt,
+            panic_is_a_failed_attempt_and_the_worker_survives,
+            timeout_is_a_failed_attempt,
+            dead_job_retried_from_the_dlq_runs_again,
+            failed_attempt_writes_no_follow_ups,
+            follow_ups_exactly_once_after_a_retry,
+            claims_by_priority_then_run_at_then_id,
+            delayed_job_never_runs_before_run_at,
+            unique_key_returns_the_live_job,
+            enqueue_many_is_one_batch,
+            late_completion_after_lease_takeover_is_rejected,
+            heartbeat_keeps_a_lease_and_reports_lost_ones,
+            rescuer_retries_expired_leases,
+            graceful_shutdown_releases_running_jobs,
+            malformed_payload_is_a_permanent_error,
+            unknown_kind_is_not_claimed,
+            cancel_running_job_signals_the_handler,
+            queues_and_per_queue_concurrency,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $factory().await else { return };
+                $crate::cases::$case(&harness).await;
+                harness.close().await;
+            }
+        )*
+    };
+}

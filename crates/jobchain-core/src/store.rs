@@ -1,0 +1,290 @@
+//! The storage seam: every database operation the engine needs, in one trait.
+//!
+//! A backend implements [`Store`]; the runtime never speaks SQL. Every state change that
+//! a worker asks for is *fenced* by a [`Lease`] (job id and attempt number): when the job
+//! is no longer `running` under that attempt, the change is rejected and nothing —
+//! neither the transition nor the staged follow-ups — is written.
+//!
+//! Times that decide leases, schedules and back-offs are taken from the store's clock
+//! (SQLite: the process clock at write time; PostgreSQL: `now()`), which is why the
+//! trait passes durations rather than instants.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::StoreResult;
+use crate::job::{Job, JobId, JobState, NewJob, Priority, WorkflowId};
+use crate::workflow::{
+    Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
+};
+
+/// What a backend can do beyond the trait's baseline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Commits made by other processes are pushed to [`Store::wait_for_change`] (e.g.
+    /// PostgreSQL's `LISTEN/NOTIFY`); without it, the runtime polls [`Store::change_marker`].
+    pub push_notifications: bool,
+}
+
+/// The result of writing one new job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enqueued {
+    /// The job's id: the new job's, or the live job's that holds the same unique key.
+    pub id: JobId,
+    /// True when a live job with the same unique key existed and nothing was written.
+    pub duplicate: bool,
+}
+
+/// A worker's request for jobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The queue to claim from.
+    pub queue: String,
+    /// Only jobs of these kinds are claimed (the kinds the worker has handlers for).
+    pub kinds: Vec<String>,
+    /// At most this many.
+    pub limit: usize,
+    /// The claiming worker's id, recorded on the job.
+    pub worker: String,
+    /// How long the claim holds unless extended by a heartbeat.
+    pub lease: Duration,
+}
+
+/// A claimed job, with what its handler needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedJob {
+    /// Job id.
+    pub id: JobId,
+    /// Handler name.
+    pub kind: String,
+    /// Queue it was claimed from.
+    pub queue: String,
+    /// JSON payload.
+    pub payload: Value,
+    /// Priority.
+    pub priority: Priority,
+    /// This attempt's number (1-based); the fencing token of the claim.
+    pub attempt: u32,
+    /// The attempt limit.
+    pub max_attempts: u32,
+    /// Workflow the job belongs to.
+    pub workflow_id: Option<WorkflowId>,
+    /// Job that staged this one.
+    pub parent_id: Option<JobId>,
+    /// Step name in a declared workflow.
+    pub step: Option<String>,
+}
+
+impl ClaimedJob {
+    /// The lease this claim holds.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// The fencing token of a claim: a job id and the attempt number it was claimed for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lease {
+    /// The job.
+    pub id: JobId,
+    /// The attempt number of the claim.
+    pub attempt: u32,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Success: store the output and write the staged follow-ups, in one transaction.
+    Completed {
+        /// The handler's output.
+        output: Option<Value>,
+        /// Follow-up jobs staged by the handler; each inherits the workflow and records
+        /// the job as its parent.
+        follow_ups: Vec<NewJob>,
+    },
+    /// A failed attempt that will run again after `delay`.
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// Back-off before the next attempt.
+        delay: Duration,
+    },
+    /// A failed attempt after which the job is dead (permanent error or no attempts left).
+    Dead {
+        /// What went wrong.
+        error: String,
+    },
+    /// The worker gives the job back unfinished (graceful shutdown): it is `pending`
+    /// at once and the attempt does not count against `max_attempts`.
+    Released,
+}
+
+/// One state change asked for by a worker, fenced by its lease.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settlement {
+    /// The claim being settled.
+    pub lease: Lease,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Apply only if the lease has expired (the rescuer), so a job whose worker is
+    /// still heart-beating is never taken from it.
+    pub only_if_expired: bool,
+}
+
+/// The result of one [`Settlement`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettleResult {
+    /// Written. For a completion, the ids of the follow-ups written with it.
+    Applied {
+        /// Ids of follow-up jobs written.
+        follow_ups: Vec<JobId>,
+    },
+    /// Rejected by the fence: the job is no longer running under that attempt (its
+    /// lease expired and it was rescued or claimed again, or it was cancelled).
+    Stale,
+}
+
+/// A running job whose lease has expired, as found by the rescuer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredJob {
+    /// Its lease.
+    pub lease: Lease,
+    /// Handler name (the rescuer picks the back-off by kind).
+    pub kind: String,
+    /// The attempt limit.
+    pub max_attempts: u32,
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this workflow.
+    pub workflow_id: Option<WorkflowId>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+    /// At most this many (default 100).
+    pub limit: Option<usize>,
+    /// Skip this many.
+    pub offset: usize,
+}
+
+/// What a cleaning pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanReport {
+    /// Jobs removed (including the jobs of removed workflows).
+    pub jobs: u64,
+    /// Workflows removed.
+    pub workflows: u64,
+}
+
+/// Counts of jobs by state, for a queue or a whole store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue: String,
+    /// Jobs per state.
+    pub counts: crate::workflow::JobCounts,
+}
+
+/// Every database operation jobchain needs. See the module docs for the contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short backend name: `sqlite`, `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// What this backend supports beyond the baseline.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Writes jobs in one transaction, durable when this returns. A job whose unique key
+    /// is held by a live job (blocked, pending or running) is not written; its entry
+    /// names the live job.
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>>;
+
+    /// Writes a workflow record and all its steps in one transaction: steps without
+    /// dependencies `pending`, the rest `blocked`. With a unique key held by a running
+    /// workflow, writes nothing and returns that workflow.
+    async fn start_workflow(&self, workflow: NewWorkflow) -> StoreResult<WorkflowStarted>;
+
+    /// Claims up to `limit` due pending jobs of the given kinds from one queue, ordered by
+    /// priority (highest first), then `run_at`, then id; each becomes `running` with its
+    /// attempt count raised by one and a lease.
+    async fn claim(&self, request: ClaimRequest) -> StoreResult<Vec<ClaimedJob>>;
+
+    /// Applies settlements, fenced by their leases; a settlement that reaches a terminal
+    /// state also releases or cancels the job's dependents, in the same transaction.
+    async fn settle(&self, settlements: Vec<Settlement>) -> StoreResult<Vec<SettleResult>>;
+
+    /// Extends the leases that are still held by `lease` from now; returns the jobs
+    /// whose lease is no longer held (rescued, cancelled), whose handlers should stop.
+    async fn heartbeat(&self, leases: Vec<Lease>, lease: Duration) -> StoreResult<Vec<JobId>>;
+
+    /// Running jobs whose lease has expired, at most `limit`.
+    async fn expired(&self, limit: usize) -> StoreResult<Vec<ExpiredJob>>;
+
+    /// Time until the earliest pending job whose `run_at` lies in the future becomes due,
+    /// by the store's clock; `None` when there is none.
+    async fn next_scheduled(&self) -> StoreResult<Option<Duration>>;
+
+    /// A number that changes when another process commits; polled by idle workers on
+    /// backends without push notifications.
+    async fn change_marker(&self) -> StoreResult<u64>;
+
+    /// Waits up to `timeout` for a notification that jobs became available from another
+    /// process; returns whether one came. Backends without push notifications return
+    /// `Ok(false)` at once.
+    async fn wait_for_change(&self, timeout: Duration) -> StoreResult<bool> {
+        let _ = timeout;
+        Ok(false)
+    }
+
+    /// One job with its whole history.
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+
+    /// Jobs matching a filter, ordered by id.
+    async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Vec<Job>>;
+
+    /// Job counts by queue and state.
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>>;
+
+    /// Retries a dead job: `pending` at once with a fresh budget of attempts; its
+    /// dependents that were cancelled because of it go back to `blocked`, transitively.
+    async fn retry(&self, id: JobId) -> StoreResult<Job>;
+
+    /// Cancels a live job (a running job's worker loses its lease) and cascades to its
+    /// dependents by their edge policies.
+    async fn cancel(&self, id: JobId, reason: &str) -> StoreResult<Job>;
+
+    /// One workflow record with its counts.
+    async fn workflow(&self, id: WorkflowId) -> StoreResult<Option<WorkflowInfo>>;
+
+    /// Workflows matching a filter, newest first.
+    async fn list_workflows(&self, filter: WorkflowFilter) -> StoreResult<Vec<WorkflowInfo>>;
+
+    /// The declared dependency edges among a workflow's jobs.
+    async fn dependencies(&self, id: WorkflowId) -> StoreResult<Vec<Dependency>>;
+
+    /// The dependencies of a job, with their states, outputs and last errors.
+    async fn step_results(&self, job: JobId) -> StoreResult<Vec<StepResult>>;
+
+    /// Cancels every live job of a workflow and marks it cancelled.
+    async fn cancel_workflow(&self, id: WorkflowId) -> StoreResult<WorkflowInfo>;
+
+    /// Removes terminal jobs that finished more than `older_than` ago and belong to no
+    /// running workflow, and finished workflows with all their jobs.
+    async fn clean(&self, older_than: Duration, limit: usize) -> StoreResult<CleanReport>;
+
+    /// Flushes pending writes and closes connections; later calls fail with `Closed`.
+    async fn close(&self);
+}

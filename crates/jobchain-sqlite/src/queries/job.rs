@@ -1,0 +1,552 @@
+//! SQL on `jobchain_jobs`: enqueue, claim, settle, heartbeat, rescue and inspection.
+
+use std::time::Duration;
+
+use jobchain_core::job::{AttemptError, Job, JobId, JobState, NewJob, Priority, RunAt};
+use jobchain_core::store::{
+    ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, Outcome, QueueStats,
+    SettleResult, Settlement,
+};
+use jobchain_core::workflow::JobCounts;
+use jobchain_core::{StoreError, WorkflowId};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::Value;
+
+use super::{duration_ms, to_time, workflow};
+use crate::map_err;
+
+/// The columns [`job_from_row`] reads, in order.
+pub const JOB_COLUMNS: &str = "id, kind, queue, payload, priority, state, run_at, attempts, \
+    max_attempts, errors, output, workflow_id, step, parent_id, unique_key, optional, worker, \
+    lease_until, created_at, started_at, finished_at, cancel_reason";
+
+const INSERT: &str = "INSERT INTO jobchain_jobs (kind, queue, payload, priority, state, run_at, \
+    max_attempts, attempt_budget, workflow_id, step, parent_id, unique_key, optional, waiting_for, created_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+const FIND_LIVE_UNIQUE: &str = "SELECT id FROM jobchain_jobs WHERE unique_key = ?1 \
+    AND state IN ('blocked', 'pending', 'running')";
+
+const CLAIM: &str = "UPDATE jobchain_jobs SET state = 'running', attempts = attempts + 1, \
+    worker = ?1, lease_until = ?2, started_at = ?3 \
+    WHERE id IN (SELECT id FROM jobchain_jobs \
+        WHERE state = 'pending' AND queue = ?4 AND run_at <= ?3 \
+          AND kind IN (SELECT value FROM json_each(?5)) \
+        ORDER BY priority DESC, run_at, id LIMIT ?6) \
+    RETURNING id, kind, queue, payload, priority, attempts, max_attempts, workflow_id, parent_id, step, run_at";
+
+const COMPLETE: &str =
+    "UPDATE jobchain_jobs SET state = 'completed', output = ?3, finished_at = ?4, \
+    lease_until = NULL WHERE id = ?1 AND attempts = ?2 AND state = 'running' \
+    AND (?5 = 0 OR lease_until <= ?4) RETURNING workflow_id";
+
+const RETRY: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?4 + ?5, \
+    errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?6 = 0 OR lease_until <= ?4)";
+
+const DEAD: &str = "UPDATE jobchain_jobs SET state = 'dead', finished_at = ?4, \
+    errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?5 = 0 OR lease_until <= ?4) \
+    RETURNING workflow_id";
+
+const RELEASE: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?3, \
+    max_attempts = max_attempts + 1, lease_until = NULL, worker = NULL \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?4 = 0 OR lease_until <= ?3)";
+
+const HEARTBEAT: &str = "UPDATE jobchain_jobs SET lease_until = ?3 \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running'";
+
+const EXPIRED: &str = "SELECT id, attempts, kind, max_attempts FROM jobchain_jobs \
+    WHERE state = 'running' AND lease_until <= ?1 ORDER BY lease_until LIMIT ?2";
+
+const NEXT_SCHEDULED: &str =
+    "SELECT min(run_at) FROM jobchain_jobs WHERE state = 'pending' AND run_at > ?1";
+
+/// Resolves when a new job may run, in milliseconds.
+pub fn run_at_ms(run_at: RunAt, now: i64) -> i64 {
+    match run_at {
+        RunAt::Now => now,
+        RunAt::After(delay) => now.saturating_add(duration_ms(delay)),
+        RunAt::At(at) => at.timestamp_millis(),
+    }
+}
+
+/// Inserts one job in `state`, or returns the live job holding its unique key.
+pub fn insert(
+    conn: &Connection,
+    now: i64,
+    job: &NewJob,
+    state: JobState,
+    waiting_for: usize,
+) -> Result<Enqueued, StoreError> {
+    job.validate().map_err(StoreError::Invalid)?;
+    if let Some(key) = &job.unique_key {
+        let existing: Option<i64> = conn
+            .prepare_cached(FIND_LIVE_UNIQUE)
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(map_err)?;
+        if let Some(id) = existing {
+            return Ok(Enqueued {
+                id: JobId(id),
+                duplicate: true,
+            });
+        }
+    }
+    let payload = serde_json::to_string(&job.payload)
+        .map_err(|e| StoreError::Invalid(format!("payload of kind `{}`: {e}", job.kind)))?;
+    let mut stmt = conn.prepare_cached(INSERT).map_err(map_err)?;
+    stmt.execute(params![
+        job.kind,
+        job.queue,
+        payload,
+        job.priority.0,
+        state.as_str(),
+        run_at_ms(job.run_at, now),
+        job.max_attempts,
+        job.workflow_id.map(|w| w.to_string()),
+        job.step,
+        job.parent_id.map(|p| p.0),
+        job.unique_key,
+        job.optional,
+        waiting_for as i64,
+        now,
+    ])
+    .map_err(map_err)?;
+    Ok(Enqueued {
+        id: JobId(conn.last_insert_rowid()),
+        duplicate: false,
+    })
+}
+
+/// Inserts pending jobs; with a workflow id, the workflow must exist.
+pub fn insert_many(
+    conn: &Connection,
+    now: i64,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>, StoreError> {
+    for job in jobs {
+        job.validate().map_err(StoreError::Invalid)?;
+        if let Some(wf) = job.workflow_id {
+            workflow::ensure_exists(conn, now, wf, &job.kind)?;
+        }
+    }
+    jobs.iter()
+        .map(|job| insert(conn, now, job, JobState::Pending, 0))
+        .collect()
+}
+
+/// Claims due pending jobs (see [`jobchain_core::Store::claim`]).
+pub fn claim(
+    conn: &Connection,
+    now: i64,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let kinds = serde_json::to_string(&request.kinds)
+        .map_err(|e| StoreError::Invalid(format!("kinds: {e}")))?;
+    let mut stmt = conn.prepare_cached(CLAIM).map_err(map_err)?;
+    let rows = stmt
+        .query_map(
+            params![
+                request.worker,
+                now.saturating_add(duration_ms(request.lease)),
+                now,
+                request.queue,
+                kinds,
+                request.limit as i64,
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(10)?,
+                    ClaimedJob {
+                        id: JobId(r.get(0)?),
+                        kind: r.get(1)?,
+                        queue: r.get(2)?,
+                        payload: parse_json(r, 3)?,
+                        priority: Priority(r.get(4)?),
+                        attempt: r.get(5)?,
+                        max_attempts: r.get(6)?,
+                        workflow_id: parse_workflow_id(r, 7)?,
+                        parent_id: r.get::<_, Option<i64>>(8)?.map(JobId),
+                        step: r.get(9)?,
+                    },
+                ))
+            },
+        )
+        .map_err(map_err)?;
+    let mut jobs = rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+    // RETURNING gives no order: restore the claim order.
+    jobs.sort_by(|(a_run, a), (b_run, b)| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a_run.cmp(b_run))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(jobs.into_iter().map(|(_, j)| j).collect())
+}
+
+/// The JSON of one recorded failure.
+fn error_json(attempt: u32, now: i64, message: &str) -> String {
+    serde_json::to_string(&AttemptError {
+        attempt,
+        at: to_time(now),
+        message: message.to_string(),
+    })
+    .unwrap_or_else(|_| "{}".to_string())
+}
+
+/// Applies one settlement inside its own savepoint, so a failure leaves nothing of it.
+pub fn settle(
+    conn: &Connection,
+    now: i64,
+    settlement: &Settlement,
+) -> Result<SettleResult, StoreError> {
+    conn.execute_batch("SAVEPOINT settle").map_err(map_err)?;
+    let result = settle_inner(conn, now, settlement);
+    let end = if result.is_ok() {
+        "RELEASE settle"
+    } else {
+        "ROLLBACK TO settle; RELEASE settle"
+    };
+    conn.execute_batch(end).map_err(map_err)?;
+    result
+}
+
+fn settle_inner(
+    conn: &Connection,
+    now: i64,
+    settlement: &Settlement,
+) -> Result<SettleResult, StoreError> {
+    let Lease { id, attempt } = settlement.lease;
+    let expired_only = settlement.only_if_expired;
+    match &settlement.outcome {
+        Outcome::Completed { output, follow_ups } => {
+            let output = output
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Invalid(format!("output of job {id}: {e}")))?;
+            let workflow: Option<Option<String>> = conn
+                .prepare_cached(COMPLETE)
+                .and_then(|mut s| {
+                    s.query_row(params![id.0, attempt, output, now, expired_only], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                })
+                .map_err(map_err)?;
+            let Some(workflow) = workflow else {
+                return Ok(SettleResult::Stale);
+            };
+            let workflow_id = workflow
+                .map(|w| w.parse::<WorkflowId>())
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("workflow id of job {id}: {e}")))?;
+            let mut created = Vec::with_capacity(follow_ups.len());
+            for follow_up in follow_ups {
+                let mut job = follow_up.clone();
+                job.parent_id = Some(id);
+                if job.workflow_id.is_none() {
+                    job.workflow_id = workflow_id;
+                } else if job.workflow_id != workflow_id {
+                    if let Some(wf) = job.workflow_id {
+                        workflow::ensure_exists(conn, now, wf, &job.kind)?;
+                    }
+                }
+                created.push(insert(conn, now, &job, JobState::Pending, 0)?.id);
+            }
+            if workflow_id.is_some() {
+                workflow::settle_dependents(conn, now, id, JobState::Completed)?;
+            }
+            Ok(SettleResult::Applied {
+                follow_ups: created,
+            })
+        }
+        Outcome::Retry { error, delay } => {
+            let changed = conn
+                .prepare_cached(RETRY)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id.0,
+                        attempt,
+                        error_json(attempt, now, error),
+                        now,
+                        duration_ms(*delay),
+                        expired_only
+                    ])
+                })
+                .map_err(map_err)?;
+            Ok(applied_or_stale(changed))
+        }
+        Outcome::Dead { error } => {
+            let workflow: Option<Option<String>> = conn
+                .prepare_cached(DEAD)
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            id.0,
+                            attempt,
+                            error_json(attempt, now, error),
+                            now,
+                            expired_only
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(map_err)?;
+            let Some(workflow) = workflow else {
+                return Ok(SettleResult::Stale);
+            };
+            if workflow.is_some() {
+                workflow::settle_dependents(conn, now, id, JobState::Dead)?;
+            }
+            Ok(SettleResult::Applied {
+                follow_ups: Vec::new(),
+            })
+        }
+        Outcome::Released => {
+            let changed = conn
+                .prepare_cached(RELEASE)
+                .and_then(|mut s| s.execute(params![id.0, attempt, now, expired_only]))
+                .map_err(map_err)?;
+            Ok(applied_or_stale(changed))
+        }
+    }
+}
+
+fn applied_or_stale(changed: usize) -> SettleResult {
+    if changed == 0 {
+        SettleResult::Stale
+    } else {
+        SettleResult::Applied {
+            follow_ups: Vec::new(),
+        }
+    }
+}
+
+/// Extends held leases; returns the jobs no longer held.
+pub fn heartbeat(
+    conn: &Connection,
+    now: i64,
+    leases: &[Lease],
+    lease: Duration,
+) -> Result<Vec<JobId>, StoreError> {
+    let until = now.saturating_add(duration_ms(lease));
+    let mut stmt = conn.prepare_cached(HEARTBEAT).map_err(map_err)?;
+    let mut lost = Vec::new();
+    for l in leases {
+        if stmt
+            .execute(params![l.id.0, l.attempt, until])
+            .map_err(map_err)?
+            == 0
+        {
+            lost.push(l.id);
+        }
+    }
+    Ok(lost)
+}
+
+/// Running jobs whose lease expired.
+pub fn expired(conn: &Connection, now: i64, limit: usize) -> Result<Vec<ExpiredJob>, StoreError> {
+    let mut stmt = conn.prepare_cached(EXPIRED).map_err(map_err)?;
+    let rows = stmt
+        .query_map(params![now, limit as i64], |r| {
+            Ok(ExpiredJob {
+                lease: Lease {
+                    id: JobId(r.get(0)?),
+                    attempt: r.get(1)?,
+                },
+                kind: r.get(2)?,
+                max_attempts: r.get(3)?,
+            })
+        })
+        .map_err(map_err)?;
+    rows.collect::<Result<_, _>>().map_err(map_err)
+}
+
+/// Milliseconds until the earliest future pending job is due.
+pub fn next_scheduled(conn: &Connection, now: i64) -> Result<Option<Duration>, StoreError> {
+    let next: Option<i64> = conn
+        .prepare_cached(NEXT_SCHEDULED)
+        .and_then(|mut s| s.query_row([now], |r| r.get(0)))
+        .map_err(map_err)?;
+    Ok(next.map(|at| Duration::from_millis(at.saturating_sub(now).max(0) as u64)))
+}
+
+/// One job.
+pub fn get(conn: &Connection, id: JobId) -> Result<Option<Job>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobchain_jobs WHERE id = ?1"
+    ))
+    .and_then(|mut s| s.query_row([id.0], job_from_row).optional())
+    .map_err(map_err)
+}
+
+/// Jobs matching a filter, ordered by id.
+pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+    let order = if filter.newest_first { "DESC" } else { "ASC" };
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobchain_jobs WHERE (?1 IS NULL OR state = ?1) \
+         AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR queue = ?3) \
+         AND (?4 IS NULL OR workflow_id = ?4) ORDER BY id {order} LIMIT ?5 OFFSET ?6"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let rows = stmt
+        .query_map(
+            params![
+                filter.state.map(JobState::as_str),
+                filter.kind,
+                filter.queue,
+                filter.workflow_id.map(|w| w.to_string()),
+                filter.limit.unwrap_or(100) as i64,
+                filter.offset as i64,
+            ],
+            job_from_row,
+        )
+        .map_err(map_err)?;
+    rows.collect::<Result<_, _>>().map_err(map_err)
+}
+
+/// Counts by queue and state.
+pub fn queue_stats(conn: &Connection) -> Result<Vec<QueueStats>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT queue, state, count(*) FROM jobchain_jobs GROUP BY queue, state ORDER BY queue",
+        )
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(map_err)?;
+    let mut stats: Vec<QueueStats> = Vec::new();
+    for row in rows {
+        let (queue, state, count) = row.map_err(map_err)?;
+        let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
+        if stats.last().map(|s| s.queue != queue).unwrap_or(true) {
+            stats.push(QueueStats {
+                queue,
+                counts: JobCounts::default(),
+            });
+        }
+        if let Some(last) = stats.last_mut() {
+            for _ in 0..count {
+                last.counts.add(state);
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Retries a dead job with a fresh budget of attempts and revives its branch.
+pub fn retry(conn: &Connection, now: i64, id: JobId) -> Result<Job, StoreError> {
+    let job = get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    if job.state != JobState::Dead {
+        return Err(StoreError::Conflict(format!(
+            "job {id} is {}, not dead: only dead jobs can be retried",
+            job.state
+        )));
+    }
+    conn.prepare_cached(
+        "UPDATE jobchain_jobs SET state = 'pending', run_at = ?2, finished_at = NULL, \
+         max_attempts = attempts + attempt_budget, worker = NULL WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id.0, now]))
+    .map_err(map_err)?;
+    if let Some(wf) = job.workflow_id {
+        workflow::clear_cancel_request(conn, wf)?;
+    }
+    workflow::revive_dependents(conn, id)?;
+    get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
+}
+
+/// Cancels a live job and cascades to its dependents.
+pub fn cancel(conn: &Connection, now: i64, id: JobId, reason: &str) -> Result<Job, StoreError> {
+    let job = get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    if job.state.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "job {id} is already {}: only blocked, pending or running jobs can be cancelled",
+            job.state
+        )));
+    }
+    cancel_live(conn, now, id, reason, None)?;
+    workflow::settle_dependents(conn, now, id, JobState::Cancelled)?;
+    get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
+}
+
+/// Marks a live job cancelled; returns whether it was live.
+pub fn cancel_live(
+    conn: &Connection,
+    now: i64,
+    id: JobId,
+    reason: &str,
+    cancelled_by: Option<JobId>,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE jobchain_jobs SET state = 'cancelled', cancel_reason = ?2, cancelled_by = ?3, \
+             finished_at = ?4, lease_until = NULL \
+             WHERE id = ?1 AND state IN ('blocked', 'pending', 'running')",
+        )
+        .and_then(|mut s| s.execute(params![id.0, reason, cancelled_by.map(|c| c.0), now]))
+        .map_err(map_err)?;
+    Ok(changed > 0)
+}
+
+fn parse_json(r: &Row<'_>, i: usize) -> rusqlite::Result<Value> {
+    let text: String = r.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn parse_workflow_id(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<WorkflowId>> {
+    let text: Option<String> = r.get(i)?;
+    text.map(|t| {
+        t.parse().map_err(|e: uuid::Error| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+        })
+    })
+    .transpose()
+}
+
+/// Reads a job from a row of [`JOB_COLUMNS`].
+pub fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let state: String = r.get(5)?;
+    let errors: String = r.get(9)?;
+    let output: Option<String> = r.get(10)?;
+    let conversion = |i: usize, e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e)
+    };
+    Ok(Job {
+        id: JobId(r.get(0)?),
+        kind: r.get(1)?,
+        queue: r.get(2)?,
+        payload: parse_json(r, 3)?,
+        priority: Priority(r.get(4)?),
+        state: state.parse().map_err(|e: String| conversion(5, e.into()))?,
+        run_at: to_time(r.get(6)?),
+        attempts: r.get(7)?,
+        max_attempts: r.get(8)?,
+        errors: serde_json::from_str(&errors).map_err(|e| conversion(9, e.into()))?,
+        output: output
+            .map(|o| serde_json::from_str(&o))
+            .transpose()
+            .map_err(|e| conversion(10, e.into()))?,
+        workflow_id: parse_workflow_id(r, 11)?,
+        step: r.get(12)?,
+        parent_id: r.get::<_, Option<i64>>(13)?.map(JobId),
+        unique_key: r.get(14)?,
+        optional: r.get(15)?,
+        worker: r.get(16)?,
+        lease_until: r.get::<_, Option<i64>>(17)?.map(to_time),
+        created_at: to_time(r.get(18)?),
+        started_at: r.get::<_, Option<i64>>(19)?.map(to_time),
+        finished_at: r.get::<_, Option<i64>>(20)?.map(to_time),
+        cancel_reason: r.get(21)?,
+    })
+}

@@ -1,0 +1,149 @@
+//! [`Store`] for [`SqliteStore`]: each operation is one write (group-committed) or one
+//! read, delegating its SQL to [`crate::queries`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jobchain_core::job::{Job, JobId, NewJob};
+use jobchain_core::store::{
+    Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
+    QueueStats, SettleResult, Settlement, Store,
+};
+use jobchain_core::workflow::{
+    Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
+};
+use jobchain_core::{StoreError, WorkflowId};
+
+use crate::queries::{job, now_ms, workflow};
+use crate::SqliteStore;
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            push_notifications: false,
+        }
+    }
+
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
+        for j in &jobs {
+            j.validate().map_err(StoreError::Invalid)?;
+        }
+        self.write(move |conn| job::insert_many(conn, now_ms(), &jobs))
+            .await
+    }
+
+    async fn start_workflow(&self, wf: NewWorkflow) -> Result<WorkflowStarted, StoreError> {
+        self.write(move |conn| workflow::start(conn, now_ms(), &wf))
+            .await
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
+        if request.limit == 0 || request.kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |conn| job::claim(conn, now_ms(), &request))
+            .await
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<SettleResult>, StoreError> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |conn| {
+            let now = now_ms();
+            settlements
+                .iter()
+                .map(|s| job::settle(conn, now, s))
+                .collect()
+        })
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        leases: Vec<Lease>,
+        lease: Duration,
+    ) -> Result<Vec<JobId>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |conn| job::heartbeat(conn, now_ms(), &leases, lease))
+            .await
+    }
+
+    async fn expired(&self, limit: usize) -> Result<Vec<ExpiredJob>, StoreError> {
+        self.read(move |conn| job::expired(conn, now_ms(), limit))
+            .await
+    }
+
+    async fn next_scheduled(&self) -> Result<Option<Duration>, StoreError> {
+        self.read(|conn| job::next_scheduled(conn, now_ms())).await
+    }
+
+    async fn change_marker(&self) -> Result<u64, StoreError> {
+        self.data_version().await
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.read(move |conn| job::get(conn, id)).await
+    }
+
+    async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>, StoreError> {
+        self.read(move |conn| job::list(conn, &filter)).await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
+        self.read(job::queue_stats).await
+    }
+
+    async fn retry(&self, id: JobId) -> Result<Job, StoreError> {
+        self.write(move |conn| job::retry(conn, now_ms(), id)).await
+    }
+
+    async fn cancel(&self, id: JobId, reason: &str) -> Result<Job, StoreError> {
+        let reason = reason.to_string();
+        self.write(move |conn| job::cancel(conn, now_ms(), id, &reason))
+            .await
+    }
+
+    async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowInfo>, StoreError> {
+        self.read(move |conn| workflow::get(conn, id)).await
+    }
+
+    async fn list_workflows(
+        &self,
+        filter: WorkflowFilter,
+    ) -> Result<Vec<WorkflowInfo>, StoreError> {
+        self.read(move |conn| workflow::list(conn, &filter)).await
+    }
+
+    async fn dependencies(&self, id: WorkflowId) -> Result<Vec<Dependency>, StoreError> {
+        self.read(move |conn| workflow::dependencies(conn, id))
+            .await
+    }
+
+    async fn step_results(&self, id: JobId) -> Result<Vec<StepResult>, StoreError> {
+        self.read(move |conn| workflow::step_results(conn, id))
+            .await
+    }
+
+    async fn cancel_workflow(&self, id: WorkflowId) -> Result<WorkflowInfo, StoreError> {
+        self.write(move |conn| workflow::cancel(conn, now_ms(), id))
+            .await
+    }
+
+    async fn clean(&self, older_than: Duration, limit: usize) -> Result<CleanReport, StoreError> {
+        self.write(move |conn| workflow::clean(conn, now_ms(), older_than, limit))
+            .await
+    }
+
+    async fn close(&self) {
+        let store = self.clone();
+        let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+    }
+}

@@ -1,0 +1,84 @@
+//! The one writer thread: group commit.
+//!
+//! SQLite allows one writer at a time, and a commit costs a WAL append (and an fsync
+//! with `synchronous=FULL`) however much it carries. So every write goes to one thread
+//! that owns the write connection. It takes every operation queued at that moment (up to
+//! [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN IMMEDIATE`
+//! transaction, commits once, and only then answers the callers: an answer always means
+//! durable. An operation that fails rolls back its own savepoint and nothing else.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use jobchain_core::StoreError;
+use rusqlite::Connection;
+
+use crate::map_err;
+
+/// Most operations committed together.
+pub const MAX_BATCH: usize = 512;
+
+/// Called after the commit with its result.
+pub type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// An operation: runs on the write connection (or learns that the transaction could not
+/// start), says whether it succeeded, and gives the reply to send once the
+/// transaction's fate is known.
+pub type WriteOp = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Reply) + Send>;
+
+/// Starts the writer thread on `conn`; it ends when every sender is dropped.
+pub fn spawn(conn: Connection, ops: mpsc::Receiver<WriteOp>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("jobchain-sqlite-writer".into())
+        .spawn(move || run(conn, ops))
+}
+
+fn run(conn: Connection, ops: mpsc::Receiver<WriteOp>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = ops.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = map_err(e);
+            for op in batch.drain(..) {
+                let (_, reply) = op(Err(&err));
+                reply(Err(&err));
+            }
+            continue;
+        }
+        for op in batch.drain(..) {
+            let savepoint = conn.execute_batch("SAVEPOINT op");
+            let (ok, reply) = op(Ok(&conn));
+            if savepoint.is_ok() {
+                let end = if ok {
+                    "RELEASE op"
+                } else {
+                    "ROLLBACK TO op; RELEASE op"
+                };
+                if let Err(e) = conn.execute_batch(end) {
+                    tracing::error!(error = %e, "sqlite savepoint could not be closed");
+                }
+            }
+            replies.push(reply);
+        }
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                for reply in replies.drain(..) {
+                    reply(Ok(()));
+                }
+            }
+            Err(e) => {
+                let err = map_err(e);
+                let _ = conn.execute_batch("ROLLBACK");
+                for reply in replies.drain(..) {
+                    reply(Err(&err));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! What a handler knows about the attempt it runs, and how it hands on the next steps.
+
+use std::sync::{Arc, Mutex};
+
+use jobchain_core::job::{EnqueueOptions, JobId, NewJob, WorkflowId};
+use jobchain_core::store::ClaimedJob;
+use jobchain_core::workflow::StepResult;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+use crate::handler::JobError;
+
+/// The context of one attempt. Cheap to clone.
+///
+/// [`enqueue`](JobContext::enqueue) *stages* follow-up jobs: they are written in the same
+/// transaction that marks this job completed, and never if the attempt fails.
+#[derive(Clone)]
+pub struct JobContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    job: ClaimedJob,
+    client: Client,
+    cancel: CancellationToken,
+    staged: Mutex<Vec<NewJob>>,
+}
+
+impl JobContext {
+    pub(crate) fn new(job: ClaimedJob, client: Client, cancel: CancellationToken) -> Self {
+        JobContext {
+            inner: Arc::new(Inner {
+                job,
+                client,
+                cancel,
+                staged: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// This job's id.
+    pub fn job_id(&self) -> JobId {
+        self.inner.job.id
+    }
+
+    /// This job's kind.
+    pub fn kind(&self) -> &str {
+        &self.inner.job.kind
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.job.attempt
+    }
+
+    /// The attempt limit.
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.job.max_attempts
+    }
+
+    /// The workflow this job belongs to.
+    pub fn workflow_id(&self) -> Option<WorkflowId> {
+        self.inner.job.workflow_id
+    }
+
+    /// The job that staged this one.
+    pub fn parent_id(&self) -> Option<JobId> {
+        self.inner.job.parent_id
+    }
+
+    /// The step name, for a step of a declared workflow.
+    pub fn step(&self) -> Option<&str> {
+        self.inner.job.step.as_deref()
+    }
+
+    /// Whether this attempt should stop: the worker is shutting down past its deadline,
+    /// the job was cancelled, or its lease was lost.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Completes when this attempt should stop (see [`is_cancelled`](Self::is_cancelled)).
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// Stages a follow-up job. It inherits this job's workflow and records this job as
+    /// its parent; it is written only when this attempt completes successfully.
+    pub fn enqueue<P: Serialize>(
+        &self,
+        kind: &str,
+        payload: &P,
+        options: EnqueueOptions,
+    ) -> Result<(), JobError> {
+        let mut job = self
+            .inner
+            .client
+            .new_job(kind, payload, options)
+            .map_err(|e| JobError::permanent(e.to_string()))?;
+        job.parent_id = Some(self.inner.job.id);
+        if job.workflow_id.is_none() {
+            job.workflow_id = self.inner.job.workflow_id;
+        }
+        self.inner
+            .staged
+            .lock()
+            .map_err(|_| JobError::retryable("staged follow-ups are unavailable"))?
+            .push(job);
+        Ok(())
+    }
+
+    /// The outcomes of this step's declared dependencies.
+    pub async fn dependencies(&self) -> Result<Vec<StepResult>, JobError> {
+        Ok(self
+            .inner
+            .client
+            .store()
+            .step_results(self.inner.job.id)
+            .await?)
+    }
+
+    /// The output of the dependency named `step`, decoded; `None` when it has no output
+    /// (it failed, was cancelled, or returned nothing).
+    pub async fn output_of<T: DeserializeOwned>(&self, step: &str) -> Result<Option<T>, JobError> {
+        let deps = self.dependencies().await?;
+        let dep = deps.into_iter().find(|d| d.name == step).ok_or_else(|| {
+            JobError::permanent(format!(
+                "step `{step}` is not a dependency of job {} ({})",
+                self.inner.job.id, self.inner.job.kind
+            ))
+        })?;
+        dep.output
+            .map(|o| {
+                serde_json::from_value(o).map_err(|e| {
+                    JobError::permanent(format!("the output of step `{step}` does not decode: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    pub(crate) fn take_staged(&self) -> Vec<NewJob> {
+        self.inner
+            .staged
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,73 @@
+//! The rescuer: finds running jobs whose lease expired (their worker crashed, hung or
+//! lost its connection) and counts the attempt as failed: retried after the kind's
+//! back-off, or dead when no attempts are left.
+//!
+//! Each rescue is a settlement fenced by the lease *and* by the lease having expired, so
+//! a worker that completes the job first wins, and a rescue never overwrites a job that
+//! completed or was extended by a heartbeat in the meantime.
+
+use std::sync::Arc;
+
+use jobchain_core::store::{Outcome, SettleResult, Settlement};
+
+use crate::runtime::notifier::sleep_or_stop;
+use crate::runtime::Shared;
+
+const BATCH: usize = 200;
+
+pub(crate) async fn run(shared: Arc<Shared>) {
+    loop {
+        if !sleep_or_stop(shared.config.rescue_interval, &shared.finished).await {
+            return;
+        }
+        if let Err(e) = rescue_once(&shared).await {
+            tracing::warn!(error = %e, "rescuing expired jobs failed");
+        }
+    }
+}
+
+/// One pass; returns how many jobs were rescued.
+pub(crate) async fn rescue_once(shared: &Shared) -> Result<usize, jobchain_core::StoreError> {
+    let store = shared.client.store();
+    let expired = store.expired(BATCH).await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let settlements: Vec<Settlement> = expired
+        .iter()
+        .map(|e| {
+            let policy = shared.retry_policy(&e.kind);
+            let error = format!(
+                "lease expired during attempt {}: the worker stopped heart-beating (crashed, hung or disconnected)",
+                e.lease.attempt
+            );
+            let outcome = if policy.should_retry(e.lease.attempt, e.max_attempts) {
+                Outcome::Retry {
+                    error,
+                    delay: policy.backoff(e.lease.attempt, e.lease.id.0 as u64),
+                }
+            } else {
+                Outcome::Dead { error }
+            };
+            Settlement {
+                lease: e.lease,
+                outcome,
+                only_if_expired: true,
+            }
+        })
+        .collect();
+    let results = store.settle(settlements.clone()).await?;
+    let notifier = shared.client.notifier();
+    let mut rescued = 0;
+    for (s, r) in settlements.iter().zip(results) {
+        if matches!(r, SettleResult::Applied { .. }) {
+            rescued += 1;
+            tracing::warn!(job.id = %s.lease.id, job.attempt = s.lease.attempt, "rescued a job whose lease expired");
+            if let Outcome::Retry { delay, .. } = s.outcome {
+                notifier.schedule_in(delay);
+            }
+        }
+    }
+    notifier.notify();
+    Ok(rescued)
+}

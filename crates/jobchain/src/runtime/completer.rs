@@ -1,0 +1,76 @@
+//! The completer: writes settlements in batches.
+//!
+//! Executors hand their settlement over a channel; the completer takes everything that
+//! is waiting (up to `completer_batch`) and writes it in one store call, so under load
+//! many completions, their staged follow-ups and their workflow updates share one
+//! transaction, while at low load a lone settlement is written at once. A failed write
+//! is retried with back-off: settlements are fenced, so a repeat is harmless. After each
+//! write, the jobs leave the running set (their heartbeats stop) and producers are woken.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobchain_core::store::{Outcome, SettleResult, Settlement};
+use jobchain_core::StoreError;
+use tokio::sync::mpsc;
+
+use super::Shared;
+
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Settlement>) {
+    let max = shared.config.completer_batch.max(1);
+    let mut batch = Vec::with_capacity(max);
+    while rx.recv_many(&mut batch, max).await > 0 {
+        write(&shared, &batch).await;
+        if let Ok(mut running) = shared.running.lock() {
+            for s in &batch {
+                if running
+                    .get(&s.lease.id)
+                    .is_some_and(|r| r.attempt == s.lease.attempt)
+                {
+                    running.remove(&s.lease.id);
+                }
+            }
+        }
+        let notifier = shared.client.notifier();
+        for s in &batch {
+            if let Outcome::Retry { delay, .. } = s.outcome {
+                notifier.schedule_in(delay);
+            }
+        }
+        notifier.notify();
+        batch.clear();
+    }
+}
+
+async fn write(shared: &Shared, batch: &[Settlement]) {
+    let mut backoff = Duration::from_millis(20);
+    for attempt in 1.. {
+        match shared.client.store().settle(batch.to_vec()).await {
+            Ok(results) => {
+                for (s, r) in batch.iter().zip(results) {
+                    if r == SettleResult::Stale {
+                        tracing::info!(
+                            job.id = %s.lease.id,
+                            job.attempt = s.lease.attempt,
+                            "settlement rejected: the job's lease was lost (rescued, cancelled or claimed again)"
+                        );
+                    }
+                }
+                return;
+            }
+            Err(StoreError::Closed) => {
+                tracing::error!(jobs = batch.len(), "store closed before settlements were written; the jobs will be rescued when their leases expire");
+                return;
+            }
+            Err(e) if attempt < 12 => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "writing settlements failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "giving up writing settlements; the jobs will be rescued when their leases expire");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The executor: runs one claimed job.
+//!
+//! The handler runs in its own task, so a panic is caught as a failed attempt and never
+//! takes the worker down, inside a tracing span that carries kind, job id, attempt and
+//! workflow id. The attempt ends in exactly one settlement for the completer:
+//! completed (with the staged follow-ups), retry after back-off, dead (permanent error
+//! or no attempts left), or released (interrupted by shutdown).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use jobchain_core::store::{ClaimedJob, Outcome, Settlement};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Running, Shared};
+use crate::context::JobContext;
+use crate::handler::JobError;
+
+enum Ended {
+    Finished(Result<Option<serde_json::Value>, JobError>),
+    Panicked(String),
+    TimedOut,
+    Interrupted,
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
+    let cancel = shared.hard_stop.child_token();
+    if let Ok(mut running) = shared.running.lock() {
+        running.insert(
+            job.id,
+            Running {
+                attempt: job.attempt,
+                cancel: cancel.clone(),
+            },
+        );
+    }
+    let span = tracing::info_span!(
+        "job",
+        job.kind = %job.kind,
+        job.id = %job.id,
+        job.attempt = job.attempt,
+        workflow.id = job.workflow_id.map(|w| w.to_string()).as_deref().unwrap_or(""),
+    );
+    let lease = job.lease();
+    let outcome = execute(&shared, job, cancel).instrument(span).await;
+    shared.settle(Settlement {
+        lease,
+        outcome,
+        only_if_expired: false,
+    });
+    drop(permit);
+}
+
+async fn execute(shared: &Arc<Shared>, job: ClaimedJob, cancel: CancellationToken) -> Outcome {
+    let Some(registered) = shared.handlers.get(&job.kind) else {
+        return Outcome::Dead {
+            error: format!("no handler for kind `{}` on this worker", job.kind),
+        };
+    };
+    let ctx = JobContext::new(job.clone(), shared.client.clone(), cancel);
+    let future = (registered.handler)(ctx.clone(), job.payload.clone());
+    let task = tokio::spawn(future.in_current_span());
+    let abort = task.abort_handle();
+    let timeout = registered.options.timeout;
+    let guarded = async {
+        match timeout {
+            Some(limit) => match tokio::time::timeout(limit, task).await {
+                Ok(joined) => Some(joined),
+                Err(_) => None,
+            },
+            None => Some(task.await),
+        }
+    };
+    let ended = tokio::select! {
+        joined = guarded => match joined {
+            Some(Ok(result)) => Ended::Finished(result),
+            Some(Err(e)) if e.is_panic() => Ended::Panicked(panic_message(e.into_panic())),
+            Some(Err(_)) => Ended::Interrupted,
+            None => Ended::TimedOut,
+        },
+        _ = shared.hard_stop.cancelled() => Ended::Interrupted,
+    };
+    match ended {
+        Ended::Finished(Ok(output)) => {
+            tracing::debug!("job completed");
+            Outcome::Completed {
+                output,
+                follow_ups: ctx.take_staged(),
+            }
+        }
+        Ended::Finished(Err(e)) => failure(shared, &job, e.message().to_string(), e.is_permanent()),
+        Ended::Panicked(message) => {
+            failure(shared, &job, format!("handler panicked: {message}"), false)
+        }
+        Ended::TimedOut => {
+            abort.abort();
+            let limit = timeout.unwrap_or_default();
+            failure(shared, &job, format!("timed out after {limit:?}"), false)
+        }
+        Ended::Interrupted => {
+            abort.abort();
+            tracing::info!("job interrupted by shutdown; releasing it");
+            Outcome::Released
+        }
+    }
+}
+
+/// A failed attempt: dead when permanent or out of attempts, else retried after the
+/// kind's back-off.
+fn failure(shared: &Shared, job: &ClaimedJob, error: String, permanent: bool) -> Outcome {
+    let policy = shared.retry_policy(&job.kind);
+    if permanent || !policy.should_retry(job.attempt, job.max_attempts) {
+        tracing::warn!(error = %error, permanent, "job failed; moving it to the dead-letter queue");
+        Outcome::Dead { error }
+    } else {
+        let delay = policy.backoff(job.attempt, job.id.0 as u64);
+        tracing::info!(error = %error, retry_in = ?delay, "job failed; will retry");
+        Outcome::Retry { error, delay }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic payload that is not a string)".to_string()
+    }
+}
