@@ -9,6 +9,7 @@
 //! user would, so they check the store and the runtime together.
 
 pub mod cases;
+pub mod processes;
 pub mod support;
 
 pub use support::Harness;

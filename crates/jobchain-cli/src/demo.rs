@@ -1,0 +1,257 @@
+//! `jobchain demo`: the order workflow on a SQLite file.
+//!
+//! process_order → send_order_confirmation → {generate_invoice, sync_inventory}, with
+//! simulated external calls of a few milliseconds. Chained dynamically by default (each
+//! handler hands on the next steps), or declared up front with `--declared`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use jobchain::{
+    Client, EnqueueOptions, HandlerOptions, JobContext, JobError, JobState, RetryPolicy, Step,
+    Worker, Workflow, WorkflowId, WorkflowState,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::CliError;
+
+/// A step that `--fail` makes fail on every attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailStep {
+    /// process_order: the payment gateway times out.
+    Payment,
+    /// send_order_confirmation: the mail server is down.
+    Email,
+    /// generate_invoice: the invoice service errors.
+    Invoice,
+}
+
+/// Options of `jobchain demo`.
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// How many orders to process.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub orders: u32,
+    /// Makes this step fail on every attempt, so it ends in the dead-letter queue.
+    #[arg(long, value_enum)]
+    pub fail: Option<FailStep>,
+    /// Treats the confirmation e-mail as nice-to-have: if it fails, invoice and inventory
+    /// run anyway (conditional chaining; with --declared, optional edges).
+    #[arg(long)]
+    pub email_optional: bool,
+    /// Declares the workflow up front as a graph instead of chaining in the handlers.
+    #[arg(long)]
+    pub declared: bool,
+    /// SQLite file to use (created if missing).
+    #[arg(long, default_value = "jobchain-demo.db")]
+    pub database: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Order {
+    order_id: u32,
+    amount_cents: u64,
+    email: String,
+}
+
+/// A simulated external call of a few milliseconds.
+async fn external_call(order: &Order, base_ms: u64) {
+    let jitter = u64::from(order.order_id * 7 % 5);
+    tokio::time::sleep(Duration::from_millis(base_ms + jitter)).await;
+}
+
+fn demo_retry() -> HandlerOptions {
+    HandlerOptions::new().retry(RetryPolicy {
+        max_attempts: 3,
+        base: Duration::from_millis(100),
+        cap: Duration::from_millis(400),
+        jitter: 0.2,
+    })
+}
+
+/// Runs the demo and prints each order's workflow tree and a summary.
+pub async fn run(args: DemoArgs) -> Result<(), CliError> {
+    let client = Client::open(&args.database).await?;
+    let worker = register(Worker::builder(&client), &args).build()?.start();
+    let style = if args.declared {
+        "declared up front"
+    } else {
+        "chained dynamically"
+    };
+    println!(
+        "jobchain demo: {} order(s) on {} ({style})\n",
+        args.orders, args.database
+    );
+    let started = Instant::now();
+    let mut workflows = Vec::new();
+    for n in 1..=args.orders {
+        let order = Order {
+            order_id: n,
+            amount_cents: 1999 + u64::from(n) * 100,
+            email: format!("customer{n}@example.com"),
+        };
+        let id = if args.declared {
+            client.start(declared(&order, args.email_optional)).await?
+        } else {
+            client.start_workflow("process_order", &order).await?
+        };
+        workflows.push((n, id));
+    }
+    let mut summary = Summary::default();
+    for (n, id) in &workflows {
+        let info = client
+            .wait_for_workflow(*id, Duration::from_millis(20), Duration::from_secs(120))
+            .await?;
+        if info.state == WorkflowState::Running {
+            return Err(CliError(format!(
+                "order {n} (workflow {id}) did not finish within 120 s"
+            )));
+        }
+        print_order(&client, *n, *id, &mut summary).await?;
+    }
+    let elapsed = started.elapsed();
+    worker.shutdown().await;
+    client.close().await;
+    println!("{}", summary.line(args.orders, elapsed));
+    Ok(())
+}
+
+fn register(builder: jobchain::WorkerBuilder, args: &DemoArgs) -> jobchain::WorkerBuilder {
+    let fail = args.fail;
+    let email_optional = args.email_optional;
+    builder
+        .handler_with("process_order", demo_retry(), move |ctx: JobContext, order: Order| async move {
+            external_call(&order, 8).await;
+            if fail == Some(FailStep::Payment) {
+                return Err(JobError::retryable(format!(
+                    "payment gateway timed out charging {} cents",
+                    order.amount_cents
+                )));
+            }
+            if ctx.step().is_none() {
+                ctx.enqueue("send_order_confirmation", &order, EnqueueOptions::new())?;
+            }
+            Ok(serde_json::json!({ "charge_id": format!("ch_{}", order.order_id) }))
+        })
+        .handler_with("send_order_confirmation", demo_retry(), move |ctx: JobContext, order: Order| async move {
+            external_call(&order, 5).await;
+            let sent = if fail == Some(FailStep::Email) {
+                Err(JobError::retryable(format!("mail server refused {}", order.email)))
+            } else {
+                Ok(())
+            };
+            if ctx.step().is_some() {
+                // Declared: the graph decides what runs next.
+                return sent;
+            }
+            match sent {
+                Ok(()) => {}
+                Err(e) if email_optional => {
+                    tracing::warn!(order = order.order_id, error = %e, "confirmation e-mail failed; continuing without it");
+                }
+                Err(e) => return Err(e),
+            }
+            ctx.enqueue("generate_invoice", &order, EnqueueOptions::new())?;
+            ctx.enqueue("sync_inventory", &order, EnqueueOptions::new())?;
+            Ok(())
+        })
+        .handler_with("generate_invoice", demo_retry(), move |_ctx: JobContext, order: Order| async move {
+            external_call(&order, 6).await;
+            if fail == Some(FailStep::Invoice) {
+                return Err(JobError::retryable("invoice service returned 500"));
+            }
+            Ok(serde_json::json!({ "invoice": format!("INV-{:05}", order.order_id) }))
+        })
+        .handler_with("sync_inventory", demo_retry(), |_ctx: JobContext, order: Order| async move {
+            external_call(&order, 4).await;
+            Ok(())
+        })
+}
+
+/// The order workflow as a declared graph.
+fn declared(order: &Order, email_optional: bool) -> Workflow {
+    let after_email = |step: Step| {
+        if email_optional {
+            step.after_optional("send_order_confirmation")
+        } else {
+            step.after("send_order_confirmation")
+        }
+    };
+    Workflow::new("order")
+        .step(Step::new("process_order", "process_order", order))
+        .step(
+            Step::new("send_order_confirmation", "send_order_confirmation", order)
+                .after("process_order"),
+        )
+        .step(after_email(Step::new(
+            "generate_invoice",
+            "generate_invoice",
+            order,
+        )))
+        .step(after_email(Step::new(
+            "sync_inventory",
+            "sync_inventory",
+            order,
+        )))
+}
+
+#[derive(Default)]
+struct Summary {
+    workflows: BTreeMap<&'static str, u32>,
+    jobs: BTreeMap<&'static str, u64>,
+    tolerated: u64,
+}
+
+impl Summary {
+    fn line(&self, orders: u32, elapsed: Duration) -> String {
+        let workflows: Vec<String> = self
+            .workflows
+            .iter()
+            .map(|(state, n)| format!("{n} {state}"))
+            .collect();
+        let total: u64 = self.jobs.values().sum();
+        let jobs: Vec<String> = JobState::ALL
+            .iter()
+            .filter_map(|s| self.jobs.get(s.as_str()).map(|n| format!("{n} {s}")))
+            .collect();
+        let dead = self.jobs.get("dead").copied().unwrap_or(0);
+        let tolerated = if self.tolerated > 0 {
+            format!(" ({} tolerated)", self.tolerated)
+        } else {
+            String::new()
+        };
+        format!(
+            "{orders} order(s): {} · {total} jobs: {}{tolerated} · {dead} in the dead-letter queue · {:.2} s",
+            workflows.join(", "),
+            jobs.join(", "),
+            elapsed.as_secs_f64()
+        )
+    }
+}
+
+async fn print_order(
+    client: &Client,
+    n: u32,
+    id: WorkflowId,
+    summary: &mut Summary,
+) -> Result<(), CliError> {
+    let info = client.workflow(id).await?;
+    let tolerated = if info.tolerated_failures > 0 {
+        format!(", {} tolerated failure(s)", info.tolerated_failures)
+    } else {
+        String::new()
+    };
+    println!("order {n} · workflow {id} · {}{tolerated}", info.state);
+    print!("{}", client.render_workflow(id).await?);
+    println!();
+    *summary.workflows.entry(info.state.as_str()).or_default() += 1;
+    for state in JobState::ALL {
+        let count = info.counts.get(state);
+        if count > 0 {
+            *summary.jobs.entry(state.as_str()).or_default() += count;
+        }
+    }
+    summary.tolerated += info.tolerated_failures;
+    Ok(())
+}
