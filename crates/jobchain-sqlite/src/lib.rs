@@ -106,14 +106,33 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `op` on the write connection in the next group commit; answers after commit.
+    /// Runs `op` on the write connection in the next group commit, in a savepoint of its
+    /// own; answers after commit.
     pub(crate) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_op(false, op).await
+    }
+
+    /// Like [`write`](Self::write) for an operation that runs exactly one SQL statement,
+    /// which is atomic by itself and needs no savepoint.
+    pub(crate) async fn write_statement<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_op(true, op).await
+    }
+
+    async fn write_op<T, F>(&self, single_statement: bool, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: writer::WriteOp = Box::new(move |conn| {
+        let run: writer::WriteFn = Box::new(move |conn| {
             let result = match conn {
                 Ok(conn) => op(conn),
                 Err(e) => Err(e.clone()),
@@ -128,6 +147,10 @@ impl SqliteStore {
             });
             (ok, reply)
         });
+        let job = writer::WriteOp {
+            single_statement,
+            run,
+        };
         {
             let guard = self.inner.sender.read().map_err(|_| StoreError::Closed)?;
             let sender = guard.as_ref().ok_or(StoreError::Closed)?;

@@ -46,7 +46,7 @@ impl Store for SqliteStore {
         if request.limit == 0 || request.kinds.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(move |conn| job::claim(conn, now_ms(), &request))
+        self.write_statement(move |conn| job::claim(conn, now_ms(), &request))
             .await
     }
 

@@ -20,10 +20,19 @@ pub const MAX_BATCH: usize = 512;
 
 /// Called after the commit with its result.
 pub type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-/// An operation: runs on the write connection (or learns that the transaction could not
-/// start), says whether it succeeded, and gives the reply to send once the
-/// transaction's fate is known.
-pub type WriteOp = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Reply) + Send>;
+/// The body of an operation: runs on the write connection (or learns that the
+/// transaction could not start), says whether it succeeded, and gives the reply to send
+/// once the transaction's fate is known.
+pub type WriteFn = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Reply) + Send>;
+
+/// One operation of a group commit.
+pub struct WriteOp {
+    /// The operation is one SQL statement, which SQLite already makes atomic: it needs
+    /// no savepoint of its own (a savepoint journals every page it touches).
+    pub single_statement: bool,
+    /// What it does.
+    pub run: WriteFn,
+}
 
 /// Starts the writer thread on `conn`; it ends when every sender is dropped.
 pub fn spawn(conn: Connection, ops: mpsc::Receiver<WriteOp>) -> std::io::Result<JoinHandle<()>> {
@@ -43,30 +52,36 @@ fn run(conn: Connection, ops: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             let err = map_err(e);
             for op in batch.drain(..) {
-                let (_, reply) = op(Err(&err));
+                let (_, reply) = (op.run)(Err(&err));
                 reply(Err(&err));
             }
             continue;
         }
         for op in batch.drain(..) {
-            let savepoint = conn.execute_batch("SAVEPOINT op");
-            let (ok, reply) = op(Ok(&conn));
+            if op.single_statement {
+                let (_, reply) = (op.run)(Ok(&conn));
+                replies.push(reply);
+                continue;
+            }
+            let savepoint = run_cached(&conn, "SAVEPOINT op");
+            let (ok, reply) = (op.run)(Ok(&conn));
             if savepoint.is_ok() {
                 let end = if ok {
-                    "RELEASE op"
+                    run_cached(&conn, "RELEASE op")
                 } else {
-                    "ROLLBACK TO op; RELEASE op"
+                    run_cached(&conn, "ROLLBACK TO op")
+                        .and_then(|()| run_cached(&conn, "RELEASE op"))
                 };
-                if let Err(e) = conn.execute_batch(end) {
+                if let Err(e) = end {
                     tracing::error!(error = %e, "sqlite savepoint could not be closed");
                 }
             }
             replies.push(reply);
         }
-        match conn.execute_batch("COMMIT") {
+        match run_cached(&conn, "COMMIT") {
             Ok(()) => {
                 for reply in replies.drain(..) {
                     reply(Ok(()));
@@ -81,4 +96,9 @@ fn run(conn: Connection, ops: mpsc::Receiver<WriteOp>) {
             }
         }
     }
+}
+
+/// Runs a parameterless statement through the statement cache (no re-parsing).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }

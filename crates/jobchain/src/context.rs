@@ -99,6 +99,7 @@ impl JobContext {
             .client
             .new_job(kind, payload, options)
             .map_err(|e| JobError::permanent(e.to_string()))?;
+        job.validate().map_err(JobError::permanent)?;
         job.parent_id = Some(self.inner.job.id);
         if job.workflow_id.is_none() {
             job.workflow_id = self.inner.job.workflow_id;

@@ -27,12 +27,14 @@ const INSERT: &str = "INSERT INTO jobchain_jobs (kind, queue, payload, priority,
 const FIND_LIVE_UNIQUE: &str = "SELECT id FROM jobchain_jobs WHERE unique_key = ?1 \
     AND state IN ('blocked', 'pending', 'running')";
 
+// `LIMIT CAST(?6 AS INTEGER)`, not `LIMIT ?6`: a bare parameter in the subquery's LIMIT
+// makes SQLite re-prepare the statement on every execution.
 const CLAIM: &str = "UPDATE jobchain_jobs SET state = 'running', attempts = attempts + 1, \
     worker = ?1, lease_until = ?2, started_at = ?3 \
     WHERE id IN (SELECT id FROM jobchain_jobs \
         WHERE state = 'pending' AND queue = ?4 AND run_at <= ?3 \
           AND kind IN (SELECT value FROM json_each(?5)) \
-        ORDER BY priority DESC, run_at, id LIMIT ?6) \
+        ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)) \
     RETURNING id, kind, queue, payload, priority, attempts, max_attempts, workflow_id, parent_id, step, run_at";
 
 const COMPLETE: &str =
@@ -194,24 +196,9 @@ fn error_json(attempt: u32, now: i64, message: &str) -> String {
     .unwrap_or_else(|_| "{}".to_string())
 }
 
-/// Applies one settlement inside its own savepoint, so a failure leaves nothing of it.
+/// Applies one settlement. Atomicity comes from the writer: the whole settle call runs in
+/// one savepoint, so a failure anywhere leaves nothing of it.
 pub fn settle(
-    conn: &Connection,
-    now: i64,
-    settlement: &Settlement,
-) -> Result<SettleResult, StoreError> {
-    conn.execute_batch("SAVEPOINT settle").map_err(map_err)?;
-    let result = settle_inner(conn, now, settlement);
-    let end = if result.is_ok() {
-        "RELEASE settle"
-    } else {
-        "ROLLBACK TO settle; RELEASE settle"
-    };
-    conn.execute_batch(end).map_err(map_err)?;
-    result
-}
-
-fn settle_inner(
     conn: &Connection,
     now: i64,
     settlement: &Settlement,

@@ -43,6 +43,23 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Set
 }
 
 async fn write(shared: &Shared, batch: &[Settlement]) {
+    if try_write(shared, batch, 3).await || batch.len() == 1 {
+        return;
+    }
+    // One settlement may be what fails the batch: write them one by one, so the others
+    // are not held back by it.
+    tracing::warn!(
+        jobs = batch.len(),
+        "writing a batch of settlements failed; writing them one by one"
+    );
+    for settlement in batch {
+        try_write(shared, std::slice::from_ref(settlement), 12).await;
+    }
+}
+
+/// Writes a batch, retrying up to `tries` times with back-off; returns whether it was
+/// written (or the store is closed, which retrying cannot mend).
+async fn try_write(shared: &Shared, batch: &[Settlement], tries: u32) -> bool {
     let mut backoff = Duration::from_millis(20);
     for attempt in 1.. {
         match shared.client.store().settle(batch.to_vec()).await {
@@ -56,21 +73,22 @@ async fn write(shared: &Shared, batch: &[Settlement]) {
                         );
                     }
                 }
-                return;
+                return true;
             }
             Err(StoreError::Closed) => {
                 tracing::error!(jobs = batch.len(), "store closed before settlements were written; the jobs will be rescued when their leases expire");
-                return;
+                return true;
             }
-            Err(e) if attempt < 12 => {
+            Err(e) if attempt < tries => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "writing settlements failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 tracing::error!(error = %e, jobs = batch.len(), "giving up writing settlements; the jobs will be rescued when their leases expire");
-                return;
+                return false;
             }
         }
     }
+    false
 }

@@ -66,10 +66,7 @@ async fn execute(shared: &Arc<Shared>, job: ClaimedJob, cancel: CancellationToke
     let timeout = registered.options.timeout;
     let guarded = async {
         match timeout {
-            Some(limit) => match tokio::time::timeout(limit, task).await {
-                Ok(joined) => Some(joined),
-                Err(_) => None,
-            },
+            Some(limit) => tokio::time::timeout(limit, task).await.ok(),
             None => Some(task.await),
         }
     };

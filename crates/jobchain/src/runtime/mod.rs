@@ -79,7 +79,7 @@ impl Default for WorkerConfig {
                 std::process::id(),
                 NEXT.fetch_add(1, Ordering::Relaxed)
             ),
-            concurrency: 32,
+            concurrency: 100,
             queues: BTreeMap::new(),
             lease: Duration::from_secs(30),
             heartbeat: None,
