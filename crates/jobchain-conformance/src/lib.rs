@@ -10,7 +10,9 @@
 
 pub mod cases;
 pub mod processes;
+pub mod properties;
 pub mod support;
+pub mod workflows;
 
 pub use support::Harness;
 
@@ -44,6 +46,35 @@ macro_rules! conformance_suite {
             cancel_running_job_signals_the_handler,
             queues_and_per_queue_concurrency,
         );
+        $crate::conformance_suite!(@workflows $factory;
+            declared_order_tolerates_failed_email_on_optional_edges,
+            declared_order_cancels_dependents_of_failed_email_on_required_edges,
+            fan_out_fan_in_join_runs_once_with_every_output,
+            diamond_and_three_level_cascade,
+            optional_edges_after_dead_and_cancelled_dependencies,
+            invalid_workflows_are_rejected_and_write_nothing,
+            cancelling_a_workflow_mid_run,
+            dlq_retry_revives_the_cancelled_branch,
+            cleaner_keeps_running_workflows_whole,
+            declared_steps_can_chain_dynamically,
+            workflow_unique_key_listing_and_counts,
+        );
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn random_workflows_reach_terminal_states() {
+            let Some(harness) = $factory().await else { return };
+            $crate::properties::random_workflows_reach_terminal_states(&harness).await;
+            harness.close().await;
+        }
+    };
+    (@workflows $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $factory().await else { return };
+                $crate::workflows::$case(&harness).await;
+                harness.close().await;
+            }
+        )*
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
         $(

@@ -1,0 +1,637 @@
+//! Conformance cases for declared workflows: fan-in, edge policies, outputs, tracking,
+//! cancel, revival and retention.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jobchain::{
+    EnqueueOptions, HandlerOptions, JobContext, JobError, JobFilter, JobState, RetryPolicy, Step,
+    Workflow, WorkflowFilter, WorkflowId, WorkflowState,
+};
+use serde_json::json;
+
+use crate::support::{eventually, in_state, Harness};
+
+fn fast_retry(max_attempts: u32) -> HandlerOptions {
+    HandlerOptions::new().retry(RetryPolicy {
+        max_attempts,
+        base: Duration::from_millis(5),
+        cap: Duration::from_millis(20),
+        jitter: 0.0,
+    })
+}
+
+/// Waits until the workflow is no longer running.
+pub async fn settled(h: &Harness, id: WorkflowId) -> jobchain::WorkflowInfo {
+    eventually(&format!("workflow {id} to finish"), || async {
+        let info = h.client.workflow(id).await.expect("workflow");
+        (info.state != WorkflowState::Running).then_some(info)
+    })
+    .await
+}
+
+async fn jobs_by_step(h: &Harness, id: WorkflowId) -> HashMap<String, jobchain::Job> {
+    h.client
+        .workflow_jobs(id)
+        .await
+        .expect("jobs")
+        .into_iter()
+        .map(|j| (j.step.clone().unwrap_or_else(|| j.kind.clone()), j))
+        .collect()
+}
+
+/// A worker whose `ok` handler succeeds (returning its payload) and whose `fail`
+/// handler fails every attempt.
+fn ok_fail_worker(h: &Harness) -> jobchain::WorkerHandle {
+    h.worker()
+        .handler(
+            "ok",
+            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
+        )
+        .handler_with(
+            "fail",
+            fast_retry(2),
+            |_: JobContext, _: serde_json::Value| async move {
+                Err::<(), _>(JobError::retryable("the step failed"))
+            },
+        )
+        .build()
+        .expect("worker")
+        .start()
+}
+
+fn order(optional_edges: bool) -> Workflow {
+    let after = |s: Step| {
+        if optional_edges {
+            s.after_optional("confirm")
+        } else {
+            s.after("confirm")
+        }
+    };
+    Workflow::new("order")
+        .step(Step::new("charge", "ok", &json!("charged")))
+        .step(Step::new("confirm", "fail", &json!({})).after("charge"))
+        .step(after(Step::new("invoice", "ok", &json!("invoiced"))))
+        .step(after(Step::new("inventory", "ok", &json!("synced"))))
+}
+
+/// The declared order workflow with a failing e-mail step and optional edges out of it:
+/// invoice and inventory run, and the workflow completes with one tolerated failure.
+pub async fn declared_order_tolerates_failed_email_on_optional_edges(h: &Harness) {
+    let worker = ok_fail_worker(h);
+    let id = h.client.start(order(true)).await.expect("start");
+    let info = settled(h, id).await;
+    worker.shutdown().await;
+    assert_eq!(info.state, WorkflowState::Completed);
+    assert_eq!(info.tolerated_failures, 1);
+    assert_eq!(info.counts.completed, 3);
+    assert_eq!(info.counts.dead, 1);
+    let jobs = jobs_by_step(h, id).await;
+    assert_eq!(jobs["confirm"].state, JobState::Dead);
+    assert_eq!(jobs["invoice"].state, JobState::Completed);
+    assert_eq!(jobs["inventory"].state, JobState::Completed);
+}
+
+/// With required edges, invoice and inventory are cancelled naming the e-mail step, and
+/// the workflow fails.
+pub async fn declared_order_cancels_dependents_of_failed_email_on_required_edges(h: &Harness) {
+    let worker = ok_fail_worker(h);
+    let id = h.client.start(order(false)).await.expect("start");
+    let info = settled(h, id).await;
+    worker.shutdown().await;
+    assert_eq!(info.state, WorkflowState::Failed);
+    let jobs = jobs_by_step(h, id).await;
+    for step in ["invoice", "inventory"] {
+        let job = &jobs[step];
+        assert_eq!(job.state, JobState::Cancelled);
+        assert_eq!(job.attempts, 0, "{step} never ran");
+        let reason = job.cancel_reason.as_deref().expect("reason");
+        assert!(
+            reason.contains("confirm") && reason.contains("dead"),
+            "{reason}"
+        );
+    }
+    let tree = h.client.render_workflow(id).await.expect("tree");
+    assert!(tree.contains("cancelled"), "{tree}");
+}
+
+/// 1 → 20 → 1: the join runs exactly once, after all 20, and sees all 20 outputs.
+pub async fn fan_out_fan_in_join_runs_once_with_every_output(h: &Harness) {
+    let join_runs = Arc::new(AtomicU32::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (runs, s) = (join_runs.clone(), seen.clone());
+    let worker = h
+        .worker()
+        .handler("part", |_: JobContext, n: u32| async move {
+            tokio::time::sleep(Duration::from_millis(u64::from(n % 5))).await;
+            Ok(n * n)
+        })
+        .handler("split", |_: JobContext, _: serde_json::Value| async move {
+            Ok("split")
+        })
+        .handler("join", move |ctx: JobContext, _: serde_json::Value| {
+            let (runs, s) = (runs.clone(), s.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let deps = ctx.dependencies().await?;
+                let mut outputs = Vec::new();
+                for dep in &deps {
+                    assert_eq!(dep.state, JobState::Completed);
+                    outputs.push(ctx.output_of::<u32>(&dep.name).await?.expect("output"));
+                }
+                outputs.sort_unstable();
+                *s.lock().expect("seen") = outputs.clone();
+                Ok(outputs.iter().sum::<u32>())
+            }
+        })
+        .build()
+        .expect("worker")
+        .start();
+    let mut wf = Workflow::new("fan").step(Step::new("split", "split", &json!({})));
+    let mut join = Step::new("join", "join", &json!({}));
+    for n in 0..20u32 {
+        let name = format!("part-{n}");
+        wf = wf.step(Step::new(&name, "part", &n).after("split"));
+        join = join.after(&name);
+    }
+    let id = h.client.start(wf.step(join)).await.expect("start");
+    let info = settled(h, id).await;
+    worker.shutdown().await;
+    assert_eq!(info.state, WorkflowState::Completed);
+    assert_eq!(info.counts.completed, 22);
+    assert_eq!(join_runs.load(Ordering::SeqCst), 1);
+    let expected: Vec<u32> = (0..20).map(|n| n * n).collect();
+    assert_eq!(*seen.lock().expect("seen"), expected);
+    let jobs = jobs_by_step(h, id).await;
+    let join = &jobs["join"];
+    assert_eq!(join.output, Some(json!(expected.iter().sum::<u32>())));
+    let last_part = jobs
+        .values()
+        .filter(|j| j.kind == "part")
+        .filter_map(|j| j.finished_at)
+        .max()
+        .expect("parts finished");
+    assert!(join.started_at.expect("started") >= last_part);
+}
+
+/// A diamond completes in order; a failure cascades cancellation three levels deep.
+pub async fn diamond_and_three_level_cascade(h: &Harness) {
+    let worker = ok_fail_worker(h);
+    let diamond = Workflow::new("diamond")
+        .step(Step::new("a", "ok", &json!("a")))
+        .step(Step::new("b", "ok", &json!("b")).after("a"))
+        .step(Step::new("c", "ok", &json!("c")).after("a"))
+        .step(Step::new("d", "ok", &json!("d")).after("b").after("c"));
+    let diamond = h.client.start(diamond).await.expect("start");
+    let chain = Workflow::new("cascade")
+        .step(Step::new("root", "fail", &json!({})))
+        .step(Step::new("level1", "ok", &json!(1)).after("root"))
+        .step(Step::new("level2", "ok", &json!(2)).after("level1"))
+        .step(Step::new("level3", "ok", &json!(3)).after("level2"));
+    let chain = h.client.start(chain).await.expect("start");
+    let d_info = settled(h, diamond).await;
+    let c_info = settled(h, chain).await;
+    worker.shutdown().await;
+    assert_eq!(d_info.state, WorkflowState::Completed);
+    let d = jobs_by_step(h, diamond).await;
+    let d_start = d["d"].started_at.expect("d started");
+    assert!(d_start >= d["b"].finished_at.expect("b finished"));
+    assert!(d_start >= d["c"].finished_at.expect("c finished"));
+    assert_eq!(c_info.state, WorkflowState::Failed);
+    assert_eq!(c_info.counts.cancelled, 3);
+    let c = jobs_by_step(h, chain).await;
+    for (step, cause) in [
+        ("level1", "root"),
+        ("level2", "level1"),
+        ("level3", "level2"),
+    ] {
+        assert_eq!(c[step].state, JobState::Cancelled);
+        let reason = c[step].cancel_reason.as_deref().expect("reason");
+        assert!(reason.contains(&format!("`{cause}`")), "{step}: {reason}");
+    }
+}
+
+/// Optional edges run after a dead and after a cancelled dependency; the dependent sees
+/// the failed dependency's absent output and its last error.
+pub async fn optional_edges_after_dead_and_cancelled_dependencies(h: &Harness) {
+    let observed = Arc::new(Mutex::new(Vec::new()));
+    let o = observed.clone();
+    let worker = h
+        .worker()
+        .handler(
+            "ok",
+            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
+        )
+        .handler_with(
+            "fail",
+            fast_retry(1),
+            |_: JobContext, _: serde_json::Value| async move {
+                Err::<(), _>(JobError::permanent("card declined"))
+            },
+        )
+        .handler("inspect", move |ctx: JobContext, _: serde_json::Value| {
+            let o = o.clone();
+            async move {
+                for dep in ctx.dependencies().await? {
+                    let output: Option<serde_json::Value> = ctx.output_of(&dep.name).await?;
+                    o.lock().expect("observed").push((
+                        ctx.step().unwrap_or_default().to_string(),
+                        dep.name.clone(),
+                        dep.state,
+                        output,
+                        dep.last_error.map(|e| e.message),
+                    ));
+                }
+                Ok(())
+            }
+        })
+        .build()
+        .expect("worker")
+        .start();
+    let wf = Workflow::new("optional")
+        .step(Step::new("pay", "fail", &json!({})))
+        .step(Step::new("ship", "ok", &json!("shipped")).after("pay"))
+        .step(Step::new("after_dead", "inspect", &json!({})).after_optional("pay"))
+        .step(Step::new("after_cancelled", "inspect", &json!({})).after_optional("ship"));
+    let id = h.client.start(wf).await.expect("start");
+    let info = settled(h, id).await;
+    worker.shutdown().await;
+    let jobs = jobs_by_step(h, id).await;
+    assert_eq!(jobs["pay"].state, JobState::Dead);
+    assert_eq!(jobs["ship"].state, JobState::Cancelled);
+    assert_eq!(jobs["after_dead"].state, JobState::Completed);
+    assert_eq!(jobs["after_cancelled"].state, JobState::Completed);
+    // `pay` has a required edge out of it: its failure is not tolerated.
+    assert_eq!(info.state, WorkflowState::Failed);
+    let mut seen = observed.lock().expect("observed").clone();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, "after_cancelled");
+    assert_eq!(seen[0].2, JobState::Cancelled);
+    assert_eq!(seen[0].3, None);
+    assert_eq!(seen[1].0, "after_dead");
+    assert_eq!(seen[1].2, JobState::Dead);
+    assert_eq!(seen[1].3, None);
+    assert_eq!(seen[1].4.as_deref(), Some("card declined"));
+}
+
+/// Invalid graphs are rejected naming the offending steps, and nothing is written.
+pub async fn invalid_workflows_are_rejected_and_write_nothing(h: &Harness) {
+    let cycle = Workflow::new("cycle")
+        .step(Step::new("a", "ok", &json!({})).after("c"))
+        .step(Step::new("b", "ok", &json!({})).after("a"))
+        .step(Step::new("c", "ok", &json!({})).after("b"));
+    let err = h.client.start(cycle).await.expect_err("cycle").to_string();
+    assert!(
+        err.contains("cycle") && err.contains('a') && err.contains('c'),
+        "{err}"
+    );
+    let unknown = Workflow::new("unknown")
+        .step(Step::new("a", "ok", &json!({})))
+        .step(Step::new("b", "ok", &json!({})).after("ghost"));
+    let err = h
+        .client
+        .start(unknown)
+        .await
+        .expect_err("unknown")
+        .to_string();
+    assert!(err.contains("`b`") && err.contains("`ghost`"), "{err}");
+    let duplicate = Workflow::new("duplicate")
+        .step(Step::new("a", "ok", &json!({})))
+        .step(Step::new("a", "ok", &json!({})));
+    let err = h
+        .client
+        .start(duplicate)
+        .await
+        .expect_err("dup")
+        .to_string();
+    assert!(err.contains("`a`") && err.contains("twice"), "{err}");
+    let err = h
+        .client
+        .start(Workflow::new("empty"))
+        .await
+        .expect_err("empty")
+        .to_string();
+    assert!(err.contains("no steps"), "{err}");
+    let workflows = h
+        .client
+        .workflows(WorkflowFilter::default())
+        .await
+        .expect("list");
+    assert!(workflows.is_empty());
+    assert!(h
+        .client
+        .jobs(JobFilter::default())
+        .await
+        .expect("jobs")
+        .is_empty());
+}
+
+/// Cancelling a workflow mid-run cancels its live jobs (the running one is told) and
+/// marks it cancelled.
+pub async fn cancelling_a_workflow_mid_run(h: &Harness) {
+    let told = Arc::new(AtomicBool::new(false));
+    let t = told.clone();
+    let worker = h
+        .worker()
+        .configure(|c| c.heartbeat = Some(Duration::from_millis(30)))
+        .handler("wait", move |ctx: JobContext, _: serde_json::Value| {
+            let t = t.clone();
+            async move {
+                ctx.cancelled().await;
+                t.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .handler(
+            "ok",
+            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
+        )
+        .build()
+        .expect("worker")
+        .start();
+    let wf = Workflow::new("cancel-me")
+        .step(Step::new("first", "ok", &json!(1)))
+        .step(Step::new("long", "wait", &json!({})).after("first"))
+        .step(Step::new("after", "ok", &json!(2)).after("long"));
+    let id = h.client.start(wf).await.expect("start");
+    let long = eventually("the long step to run", || async {
+        let jobs = jobs_by_step(h, id).await;
+        (jobs["long"].state == JobState::Running).then(|| jobs["long"].id)
+    })
+    .await;
+    let info = h.client.cancel_workflow(id).await.expect("cancel");
+    assert_eq!(info.state, WorkflowState::Cancelled);
+    eventually("the running handler to be told", || async {
+        told.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    let jobs = jobs_by_step(h, id).await;
+    assert_eq!(jobs["first"].state, JobState::Completed);
+    assert_eq!(jobs["long"].state, JobState::Cancelled);
+    assert_eq!(jobs["after"].state, JobState::Cancelled);
+    assert_eq!(
+        h.client.job(long).await.expect("job").state,
+        JobState::Cancelled
+    );
+    let info = h.client.workflow(id).await.expect("workflow");
+    assert_eq!(info.state, WorkflowState::Cancelled);
+    assert!(h.client.cancel_workflow(id).await.is_err());
+}
+
+/// Retrying a dead step revives the branch it cancelled, through to completion.
+pub async fn dlq_retry_revives_the_cancelled_branch(h: &Harness) {
+    let healed = Arc::new(AtomicBool::new(false));
+    let flag = healed.clone();
+    let worker = h
+        .worker()
+        .handler(
+            "ok",
+            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
+        )
+        .handler_with(
+            "flaky",
+            fast_retry(1),
+            move |_: JobContext, _: serde_json::Value| {
+                let flag = flag.clone();
+                async move {
+                    if flag.load(Ordering::SeqCst) {
+                        Ok(json!("paid"))
+                    } else {
+                        Err(JobError::retryable("gateway down"))
+                    }
+                }
+            },
+        )
+        .build()
+        .expect("worker")
+        .start();
+    let wf = Workflow::new("revive")
+        .step(Step::new("start", "ok", &json!(0)))
+        .step(Step::new("pay", "flaky", &json!({})).after("start"))
+        .step(Step::new("ship", "ok", &json!(1)).after("pay"))
+        .step(Step::new("notify", "ok", &json!(2)).after("ship"))
+        .step(Step::new("audit", "ok", &json!(3)).after_optional("pay"));
+    let id = h.client.start(wf).await.expect("start");
+    let failed = settled(h, id).await;
+    assert_eq!(failed.state, WorkflowState::Failed);
+    let jobs = jobs_by_step(h, id).await;
+    assert_eq!(jobs["ship"].state, JobState::Cancelled);
+    assert_eq!(jobs["notify"].state, JobState::Cancelled);
+    assert_eq!(jobs["audit"].state, JobState::Completed);
+    healed.store(true, Ordering::SeqCst);
+    h.client.retry(jobs["pay"].id).await.expect("retry");
+    let running = h.client.workflow(id).await.expect("workflow");
+    assert_eq!(running.state, WorkflowState::Running);
+    let revived = jobs_by_step(h, id).await;
+    assert!(matches!(
+        revived["ship"].state,
+        JobState::Blocked | JobState::Pending | JobState::Running | JobState::Completed
+    ));
+    let info = settled(h, id).await;
+    worker.shutdown().await;
+    assert_eq!(info.state, WorkflowState::Completed);
+    assert_eq!(info.counts.completed, 5);
+    let jobs = jobs_by_step(h, id).await;
+    assert_eq!(jobs["notify"].state, JobState::Completed);
+    assert_eq!(jobs["notify"].cancel_reason, None);
+    assert_eq!(
+        jobs["audit"].attempts, 1,
+        "a completed step does not run again"
+    );
+}
+
+/// The cleaner removes finished jobs and finished workflows whole, and never touches a
+/// running workflow.
+pub async fn cleaner_keeps_running_workflows_whole(h: &Harness) {
+    let worker = h
+        .worker()
+        .handler(
+            "ok",
+            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
+        )
+        .build()
+        .expect("worker")
+        .start();
+    let done = h
+        .client
+        .start(
+            Workflow::new("done")
+                .step(Step::new("a", "ok", &json!(1)))
+                .step(Step::new("b", "ok", &json!(2)).after("a")),
+        )
+        .await
+        .expect("start");
+    // A running workflow: one completed step, one waiting for a kind nobody handles.
+    let open = h
+        .client
+        .start(
+            Workflow::new("open")
+                .step(Step::new("a", "ok", &json!(1)))
+                .step(Step::new("b", "handled_elsewhere", &json!(2)).after("a")),
+        )
+        .await
+        .expect("start");
+    let lone = h
+        .client
+        .enqueue("ok", &json!("lone"), EnqueueOptions::new())
+        .await
+        .expect("enqueue");
+    settled(h, done).await;
+    let open_a = eventually("the open workflow's first step", || async {
+        let jobs = jobs_by_step(h, open).await;
+        (jobs["a"].state == JobState::Completed).then(|| jobs["a"].id)
+    })
+    .await;
+    in_state(&h.client, lone, JobState::Completed).await;
+    worker.shutdown().await;
+    let report = h
+        .client
+        .store()
+        .clean(Duration::ZERO, 1000)
+        .await
+        .expect("clean");
+    assert_eq!(report.workflows, 1);
+    assert_eq!(report.jobs, 3);
+    assert!(
+        h.client.workflow(done).await.is_err(),
+        "the finished workflow is gone"
+    );
+    assert!(
+        h.client.job(lone).await.is_err(),
+        "the finished lone job is gone"
+    );
+    let open_jobs = h.client.workflow_jobs(open).await.expect("jobs");
+    assert_eq!(open_jobs.len(), 2, "the running workflow is whole");
+    assert_eq!(
+        h.client.job(open_a).await.expect("job").state,
+        JobState::Completed
+    );
+    assert_eq!(
+        h.client
+            .workflow(open)
+            .await
+            .expect("workflow")
+            .counts
+            .completed,
+        1
+    );
+}
+
+/// A declared step's handler may stage dynamic follow-ups: they join the workflow and
+/// appear in its tree under their parent.
+pub async fn declared_steps_can_chain_dynamically(h: &Harness) {
+    let worker = h
+        .worker()
+        .handler("plan", |ctx: JobContext, _: serde_json::Value| async move {
+            ctx.enqueue("extra", &json!("dynamic"), EnqueueOptions::new())?;
+            Ok("planned")
+        })
+        .handler(
+            "ok",
+            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
+        )
+        .handler("extra", |_: JobContext, p: serde_json::Value| async move {
+            Ok(p)
+        })
+        .build()
+        .expect("worker")
+        .start();
+    let id = h
+        .client
+        .start(
+            Workflow::new("mixed")
+                .step(Step::new("plan", "plan", &json!({})))
+                .step(Step::new("finish", "ok", &json!(1)).after("plan")),
+        )
+        .await
+        .expect("start");
+    let info = settled(h, id).await;
+    worker.shutdown().await;
+    assert_eq!(info.state, WorkflowState::Completed);
+    assert_eq!(info.counts.completed, 3);
+    let jobs = jobs_by_step(h, id).await;
+    assert_eq!(jobs["extra"].parent_id, Some(jobs["plan"].id));
+    assert_eq!(jobs["extra"].workflow_id, Some(id));
+    let tree = h.client.workflow_tree(id).await.expect("tree");
+    assert_eq!(tree.len(), 1);
+    let names: Vec<_> = tree[0]
+        .children
+        .iter()
+        .map(|c| c.job.name().to_string())
+        .collect();
+    assert_eq!(names, ["finish", "extra"]);
+}
+
+/// A workflow unique key makes starting idempotent while it runs; listing filters by
+/// state and name, newest first; counts on the record match the jobs.
+pub async fn workflow_unique_key_listing_and_counts(h: &Harness) {
+    let wf = || {
+        Workflow::new("nightly")
+            .unique_key("nightly-2026-11-26")
+            .step(Step::new("a", "ok", &json!(1)))
+            .step(Step::new("b", "ok", &json!(2)).after("a"))
+    };
+    let first = h.client.start(wf()).await.expect("first");
+    let second = h.client.start(wf()).await.expect("second");
+    assert_eq!(first, second);
+    assert_eq!(h.client.workflow_jobs(first).await.expect("jobs").len(), 2);
+    let info = h.client.workflow(first).await.expect("workflow");
+    assert_eq!(info.state, WorkflowState::Running);
+    assert_eq!(info.counts.pending, 1);
+    assert_eq!(info.counts.blocked, 1);
+    let other = h
+        .client
+        .start(Workflow::new("other").step(Step::new("x", "ok", &json!(0))))
+        .await
+        .expect("other");
+    let all = h
+        .client
+        .workflows(WorkflowFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(all.iter().map(|w| w.id).collect::<Vec<_>>(), [other, first]);
+    let named = h
+        .client
+        .workflows(WorkflowFilter {
+            name: Some("nightly".into()),
+            ..WorkflowFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(named.len(), 1);
+    let worker = h
+        .worker()
+        .handler(
+            "ok",
+            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
+        )
+        .build()
+        .expect("worker")
+        .start();
+    settled(h, first).await;
+    settled(h, other).await;
+    worker.shutdown().await;
+    let done = h
+        .client
+        .workflows(WorkflowFilter {
+            state: Some(WorkflowState::Completed),
+            ..WorkflowFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(done.len(), 2);
+    let third = h.client.start(wf()).await.expect("third");
+    assert_ne!(third, first, "a finished workflow does not hold its key");
+    let info = h.client.workflow(first).await.expect("workflow");
+    let jobs = h.client.workflow_jobs(first).await.expect("jobs");
+    let mut counts = jobchain::JobCounts::default();
+    for job in &jobs {
+        counts.add(job.state);
+    }
+    assert_eq!(info.counts, counts);
+    assert!(info.finished_at.is_some());
+}
