@@ -1,16 +1,17 @@
 //! `jobchain bench`: the workloads of BENCHMARKS.md, through the public API with
 //! default settings, as a user would run them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
-use jobchain::{Client, EnqueueOptions, JobContext, JobSpec, Worker};
+use jobchain::{Client, WorkerHandle, WorkflowFilter, WorkflowInfo};
 use serde::Serialize;
-use tokio::sync::Notify;
 
 use crate::CliError;
+
+mod w1;
+mod w3;
+mod w4;
 
 /// Options of `jobchain bench`.
 #[derive(Clone, Debug, Args)]
@@ -21,6 +22,9 @@ pub struct BenchArgs {
     /// Jobs for W1.
     #[arg(long, default_value_t = 100_000)]
     pub jobs: u64,
+    /// Workflows for W3 (default 20,000) and W4 (default 2,000).
+    #[arg(long)]
+    pub workflows: Option<u64>,
     /// SQLite file to measure on (default: a new temp file, removed afterwards).
     #[arg(long)]
     pub database: Option<String>,
@@ -60,10 +64,12 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             }
         };
         let result = match workload.to_ascii_uppercase().as_str() {
-            "W1" => w1_drain(&location, args.jobs).await?,
+            "W1" => w1::run(&location, args.jobs).await?,
+            "W3" => w3::run(&location, args.workflows.unwrap_or(20_000)).await?,
+            "W4" => w4::run(&location, args.workflows.unwrap_or(2_000)).await?,
             other => {
                 return Err(CliError(format!(
-                    "unknown workload `{other}`: this build runs W1"
+                    "unknown workload `{other}`: choose from W1, W3, W4"
                 )))
             }
         };
@@ -100,73 +106,55 @@ fn print(result: &BenchResult, json: bool) {
     }
 }
 
-/// W1: enqueue N jobs with batch enqueue, then drain them with one worker.
-async fn w1_drain(location: &str, jobs: u64) -> Result<BenchResult, CliError> {
-    let client = Client::open(location).await?;
-    let started = Instant::now();
-    let mut left = jobs;
-    while left > 0 {
-        let n = left.min(1000);
-        let batch: Result<Vec<JobSpec>, _> = (0..n)
-            .map(|i| {
-                JobSpec::new(
-                    "noop",
-                    &serde_json::json!({ "i": i }),
-                    EnqueueOptions::new(),
-                )
-            })
-            .collect();
-        client.enqueue_many(batch?).await?;
-        left -= n;
-    }
-    let enqueue_s = started.elapsed().as_secs_f64();
+/// `jobs / seconds`, rounded.
+pub(crate) fn rate(jobs: u64, seconds: f64) -> f64 {
+    (jobs as f64 / seconds).round()
+}
 
-    let done = Arc::new(AtomicU64::new(0));
-    let all_done = Arc::new(Notify::new());
-    let (d, a) = (done.clone(), all_done.clone());
-    let drain_started = Instant::now();
-    let worker = Worker::builder(&client)
-        .handler("noop", move |_: JobContext, _: serde_json::Value| {
-            let (d, a) = (d.clone(), a.clone());
-            async move {
-                if d.fetch_add(1, Ordering::Relaxed) + 1 == jobs {
-                    a.notify_one();
-                }
-                Ok(())
-            }
-        })
-        .build()?
-        .start();
-    all_done.notified().await;
+/// The `p`-th percentile (0..=100) of sorted values (nearest rank).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Waits until the worker has written every settlement (its running set is empty).
+pub(crate) async fn drained(worker: &WorkerHandle) {
     while worker.running() > 0 {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
-    let drain_s = drain_started.elapsed().as_secs_f64();
-    worker.shutdown().await;
-    let stats = client.queue_stats().await?;
-    let completed: u64 = stats.iter().map(|s| s.counts.completed).sum();
-    client.close().await;
-    if completed != jobs {
-        return Err(CliError(format!(
-            "W1 ended with {completed} of {jobs} jobs completed"
-        )));
-    }
-    let mut figures = serde_json::Map::new();
-    figures.insert("enqueue_jobs_per_s".into(), rate(jobs, enqueue_s).into());
-    figures.insert("drain_jobs_per_s".into(), rate(jobs, drain_s).into());
-    figures.insert(
-        "end_to_end_jobs_per_s".into(),
-        rate(jobs, enqueue_s + drain_s).into(),
-    );
-    Ok(BenchResult {
-        workload: "W1".into(),
-        store: "sqlite".into(),
-        settings: serde_json::json!({ "jobs": jobs }),
-        versions: serde_json::json!({ "jobchain": env!("CARGO_PKG_VERSION") }),
-        figures,
-    })
 }
 
-fn rate(jobs: u64, seconds: f64) -> f64 {
-    (jobs as f64 / seconds).round()
+/// Every workflow of the store (paged).
+pub(crate) async fn all_workflows(client: &Client) -> Result<Vec<WorkflowInfo>, CliError> {
+    let mut all = Vec::new();
+    loop {
+        let page = client
+            .workflows(WorkflowFilter {
+                limit: Some(1000),
+                offset: all.len(),
+                ..WorkflowFilter::default()
+            })
+            .await?;
+        let done = page.len() < 1000;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+/// Milliseconds from each workflow's start to its finish, sorted.
+pub(crate) fn completion_ms(workflows: &[WorkflowInfo]) -> Vec<f64> {
+    let mut ms: Vec<f64> = workflows
+        .iter()
+        .filter_map(|w| {
+            w.finished_at
+                .map(|f| (f - w.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms
 }
