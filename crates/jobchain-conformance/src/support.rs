@@ -2,9 +2,13 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use jobchain::{Client, Job, JobId, JobState, WorkerBuilder, WorkerConfig};
+
+/// Runs after a case to remove what the harness created (a PostgreSQL schema).
+pub type Cleanup = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// A fresh store for one case, with whatever keeps it alive (a temp dir, a schema).
 pub struct Harness {
@@ -13,16 +17,32 @@ pub struct Harness {
     /// Where the store is, for [`Client::open`] in another process.
     pub location: String,
     _guard: Box<dyn Any + Send + Sync>,
+    cleanup: Option<Cleanup>,
 }
 
 impl Harness {
-    /// Wraps a client; `guard` is dropped after the case.
+    /// Wraps a client; `guard` is dropped after the case. Warnings of the engine go to
+    /// the test's captured output, so a failing case shows what the worker saw.
     pub fn new(client: Client, location: String, guard: impl Any + Send + Sync) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         Harness {
             client,
             location,
             _guard: Box::new(guard),
+            cleanup: None,
         }
+    }
+
+    /// Adds a clean-up that runs after the store is closed.
+    pub fn with_cleanup(mut self, cleanup: Cleanup) -> Self {
+        self.cleanup = Some(cleanup);
+        self
     }
 
     /// A worker builder with settings for tests: short poll, fast rescue.
@@ -30,9 +50,12 @@ impl Harness {
         jobchain::Worker::builder(&self.client).config(fast_config())
     }
 
-    /// Closes the store.
+    /// Closes the store and runs the clean-up.
     pub async fn close(self) {
         self.client.close().await;
+        if let Some(cleanup) = self.cleanup {
+            cleanup().await;
+        }
     }
 }
 
@@ -88,4 +111,63 @@ pub async fn in_state(client: &Client, id: JobId, state: JobState) -> Job {
         (job.state == state).then_some(job)
     })
     .await
+}
+
+/// The PostgreSQL of the tests: `JOBCHAIN_TEST_POSTGRES_URL`, by default the local server.
+pub fn postgres_url() -> String {
+    std::env::var("JOBCHAIN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Whether PostgreSQL tests must run (`JOBCHAIN_REQUIRE_POSTGRES=1`, set in CI).
+pub fn postgres_required() -> bool {
+    std::env::var("JOBCHAIN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+/// A fresh PostgreSQL store in a schema of its own, dropped after the case. Without
+/// PostgreSQL, says why the case is skipped and returns `None` — unless PostgreSQL is
+/// required, then it panics.
+pub async fn postgres_harness() -> Option<Harness> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let url = postgres_url();
+    let schema = format!(
+        "jc_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let options = jobchain::postgres::PgOptions {
+        schema: schema.clone(),
+        max_connections: 6,
+        acquire_timeout: Duration::from_secs(30),
+    };
+    let client = match Client::connect_postgres(&url, options).await {
+        Ok(client) => client,
+        Err(e) if !postgres_required() => {
+            eprintln!(
+                "skipped: PostgreSQL is not reachable at {url} ({e}); set JOBCHAIN_REQUIRE_POSTGRES=1 to make this a failure"
+            );
+            return None;
+        }
+        Err(e) => {
+            panic!("PostgreSQL is required (JOBCHAIN_REQUIRE_POSTGRES=1) but {url} failed: {e}")
+        }
+    };
+    let location = format!("{url}?jobchain_schema={schema}");
+    Some(
+        Harness::new(client, location, ()).with_cleanup(Box::new(move || {
+            Box::pin(async move {
+                // The client's pool is closed by now: drop the schema on a connection of its own.
+                match jobchain::postgres::sqlx::PgPool::connect(&url).await {
+                    Ok(pool) => {
+                        if let Err(e) = jobchain::postgres::drop_schema(&pool, &schema).await {
+                            eprintln!("could not drop test schema {schema}: {e}");
+                        }
+                        pool.close().await;
+                    }
+                    Err(e) => eprintln!("could not drop test schema {schema}: {e}"),
+                }
+            })
+        })),
+    )
 }

@@ -21,6 +21,10 @@ pub enum StoreError {
     /// The connection to the database was lost; the operation may be retried.
     #[error("the connection to the job store was lost: {0}; the operation can be retried")]
     Connection(String),
+    /// A transient conflict with a concurrent transaction (a deadlock or serialization
+    /// failure); nothing was written and the operation can be retried.
+    #[error("a concurrent transaction conflicted: {0}; nothing was written, the operation can be retried")]
+    Transient(String),
     /// An input was rejected before anything was written.
     #[error("invalid input: {0}")]
     Invalid(String),

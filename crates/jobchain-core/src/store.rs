@@ -207,6 +207,10 @@ pub trait Store: Send + Sync + 'static {
     /// What this backend supports beyond the baseline.
     fn capabilities(&self) -> Capabilities;
 
+    /// The concrete store, for backend-specific APIs such as enqueueing inside a
+    /// caller's own PostgreSQL transaction.
+    fn as_any(&self) -> &dyn std::any::Any;
+
     /// Writes jobs in one transaction, durable when this returns. A job whose unique key
     /// is held by a live job (blocked, pending or running) is not written; its entry
     /// names the live job.

@@ -29,6 +29,10 @@ impl Store for SqliteStore {
         }
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
         for j in &jobs {
             j.validate().map_err(StoreError::Invalid)?;

@@ -75,9 +75,56 @@ impl Client {
         }
     }
 
-    /// Opens the store at `location`: a SQLite file path, or `sqlite:PATH`.
-    #[cfg(feature = "sqlite")]
+    /// Opens the store at `location`: a PostgreSQL URL (`postgres://...`, with the
+    /// `postgres` feature, schema `jobchain`), a SQLite file path, or `sqlite:PATH`.
     pub async fn open(location: &str) -> Result<Self> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            return Self::open_postgres(location).await;
+        }
+        Self::open_sqlite(location).await
+    }
+
+    /// A `jobchain_schema=NAME` query parameter picks the schema (default `jobchain`).
+    #[cfg(feature = "postgres")]
+    async fn open_postgres(url: &str) -> Result<Self> {
+        let mut options = jobchain_postgres::PgOptions::default();
+        let url = match url.split_once('?') {
+            Some((base, query)) => {
+                let mut kept = Vec::new();
+                for pair in query.split('&') {
+                    match pair.strip_prefix("jobchain_schema=") {
+                        Some(schema) => options.schema = schema.to_string(),
+                        None => kept.push(pair),
+                    }
+                }
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+            None => url.to_string(),
+        };
+        let store = jobchain_postgres::PgStore::connect(&url, options).await?;
+        Ok(Client::new(store))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn open_postgres(url: &str) -> Result<Self> {
+        Err(Error::UnsupportedDatabase(format!(
+            "{url} (this build has no PostgreSQL support: enable the `postgres` feature)"
+        )))
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    async fn open_sqlite(location: &str) -> Result<Self> {
+        Err(Error::UnsupportedDatabase(format!(
+            "{location} (this build has no SQLite support: enable the `sqlite` feature)"
+        )))
+    }
+
+    #[cfg(feature = "sqlite")]
+    async fn open_sqlite(location: &str) -> Result<Self> {
         let path = location
             .strip_prefix("sqlite://")
             .or_else(|| location.strip_prefix("sqlite:"))

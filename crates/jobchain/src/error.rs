@@ -22,7 +22,7 @@ pub enum Error {
     #[error("invalid workflow: {0}")]
     Workflow(#[from] GraphError),
     /// A database location could not be understood.
-    #[error("unsupported database `{0}`: give a SQLite file path (or `sqlite:PATH`)")]
+    #[error("unsupported database `{0}`: give a SQLite file path or a postgres:// URL")]
     UnsupportedDatabase(String),
     /// A worker was configured without handlers or with a bad setting.
     #[error("invalid worker configuration: {0}")]

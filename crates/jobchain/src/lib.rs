@@ -55,6 +55,8 @@ pub mod context;
 pub mod error;
 pub mod handler;
 mod maintenance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod runtime;
 pub mod workflow;
 

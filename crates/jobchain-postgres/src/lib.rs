@@ -1,0 +1,221 @@
+//! The jobchain [`Store`](jobchain_core::Store) on PostgreSQL.
+//!
+//! - **Claims** take `FOR UPDATE SKIP LOCKED` rows in one statement per batch, so any
+//!   number of workers on any number of machines share one queue without blocking each
+//!   other.
+//! - **Settlements** of a batch (completions with their follow-ups, retries, deaths,
+//!   releases and the dependency updates they cause) are applied with a fixed number of
+//!   set-based statements in one transaction, whatever the batch size.
+//! - **Wake-ups**: inserting or releasing pending jobs sends `NOTIFY jobchain_jobs` with
+//!   the schema name (coalesced per transaction); idle workers `LISTEN`, with polling as
+//!   the fall-back.
+//! - **Time** that decides leases, schedules and back-offs is the database's `now()`, so
+//!   workers with skewed clocks cannot steal or strand jobs.
+//! - **Transactional enqueue**: [`PgStore::enqueue_in`] and [`PgStore::start_workflow_in`]
+//!   write jobs on the caller's own connection or transaction, so a business row and its
+//!   jobs commit or roll back together.
+//! - Everything lives in one schema (default `jobchain`), created and migrated on
+//!   connect under an advisory lock, so concurrent processes migrate safely.
+
+pub mod queries;
+mod store_impl;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobchain_core::job::NewJob;
+use jobchain_core::store::Enqueued;
+use jobchain_core::workflow::{NewWorkflow, WorkflowStarted};
+use jobchain_core::StoreError;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::PgConnection;
+use tokio::sync::Mutex;
+
+pub use jobchain_core::store::Store;
+pub use sqlx;
+
+/// The notification channel; the payload is the schema name.
+pub const CHANNEL: &str = "jobchain_jobs";
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Schema holding jobchain's tables (created when missing).
+    pub schema: String,
+    /// Most pooled connections.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            schema: "jobchain".into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A jobchain store on PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    sql: queries::Sql,
+    schema: String,
+    listener: Mutex<Option<PgListener>>,
+}
+
+impl PgStore {
+    /// Connects to `url`, creates the schema if needed and migrates it.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        validate_schema(&options.schema)?;
+        let connect = url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| StoreError::Open {
+                location: redact(url),
+                reason: format!("{e}: use postgres://USER@HOST:PORT/DATABASE"),
+            })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| StoreError::Open {
+                location: redact(url),
+                reason: format!("{e}: is PostgreSQL running and the URL right?"),
+            })?;
+        let sql = queries::Sql::new(&options.schema);
+        queries::migration::run(&pool, &options.schema).await?;
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                sql,
+                schema: options.schema,
+                listener: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The connection pool (for running your own queries next to jobchain's).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema holding jobchain's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    pub(crate) fn sql(&self) -> &queries::Sql {
+        &self.inner.sql
+    }
+
+    /// Enqueues jobs on the caller's connection or open transaction: they become
+    /// visible, and durable, when the caller commits, and vanish if it rolls back.
+    ///
+    /// ```no_run
+    /// # async fn example(store: jobchain_postgres::PgStore, job: jobchain_core::NewJob) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = store.pool().begin().await?;
+    /// sqlx::query("INSERT INTO orders (id) VALUES (42)").execute(&mut *tx).await?;
+    /// store.enqueue_in(&mut tx, vec![job]).await?;
+    /// tx.commit().await?;        // the order and its job commit together
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_in(
+        &self,
+        conn: &mut PgConnection,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        queries::job::insert_many(conn, &self.inner.sql, &jobs).await
+    }
+
+    /// Starts a declared workflow on the caller's connection or open transaction.
+    pub async fn start_workflow_in(
+        &self,
+        conn: &mut PgConnection,
+        workflow: NewWorkflow,
+    ) -> Result<WorkflowStarted, StoreError> {
+        queries::workflow::start(conn, &self.inner.sql, &workflow).await
+    }
+
+    pub(crate) async fn stop_listening(&self) {
+        self.inner.listener.lock().await.take();
+    }
+
+    pub(crate) async fn listen(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let mut guard = self.inner.listener.lock().await;
+        if guard.is_none() {
+            let mut listener = PgListener::connect_with(&self.inner.pool)
+                .await
+                .map_err(queries::map_err)?;
+            listener.listen(CHANNEL).await.map_err(queries::map_err)?;
+            *guard = Some(listener);
+        }
+        let Some(listener) = guard.as_mut() else {
+            return Ok(false);
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, listener.try_recv()).await {
+                Err(_) => return Ok(false),
+                Ok(Ok(Some(n))) => {
+                    if n.payload() == self.inner.schema {
+                        return Ok(true);
+                    }
+                }
+                // The connection was lost and re-established: notifications may have
+                // been missed, so report a change.
+                Ok(Ok(None)) => return Ok(true),
+                Ok(Err(e)) => {
+                    *guard = None;
+                    return Err(queries::map_err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Schema names are interpolated into SQL, so only plain identifiers are accepted.
+fn validate_schema(schema: &str) -> Result<(), StoreError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "schema name `{schema}`: use lower-case letters, digits and underscores (at most 63), starting with a letter"
+        )))
+    }
+}
+
+/// A URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

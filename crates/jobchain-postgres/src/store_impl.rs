@@ -1,0 +1,169 @@
+//! [`Store`] for [`PgStore`]: single statements run on a pooled connection; anything
+//! with more than one statement runs in a transaction.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jobchain_core::job::{Job, JobId, NewJob};
+use jobchain_core::store::{
+    Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
+    QueueStats, SettleResult, Settlement, Store,
+};
+use jobchain_core::workflow::{
+    Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
+};
+use jobchain_core::{StoreError, WorkflowId};
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Transaction};
+
+use crate::queries::{job, map_err, workflow};
+use crate::PgStore;
+
+impl PgStore {
+    async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        self.pool().acquire().await.map_err(map_err)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool().begin().await.map_err(map_err)
+    }
+}
+
+async fn commit<T>(tx: Transaction<'static, Postgres>, value: T) -> Result<T, StoreError> {
+    tx.commit().await.map_err(map_err)?;
+    Ok(value)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            push_notifications: true,
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
+        let mut tx = self.begin().await?;
+        let enqueued = job::insert_many(&mut tx, self.sql(), &jobs).await?;
+        commit(tx, enqueued).await
+    }
+
+    async fn start_workflow(&self, wf: NewWorkflow) -> Result<WorkflowStarted, StoreError> {
+        let mut tx = self.begin().await?;
+        let started = workflow::start(&mut tx, self.sql(), &wf).await?;
+        commit(tx, started).await
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
+        if request.limit == 0 || request.kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        job::claim(&mut *self.conn().await?, self.sql(), &request).await
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<SettleResult>, StoreError> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let results = job::settle(&mut tx, self.sql(), &settlements).await?;
+        commit(tx, results).await
+    }
+
+    async fn heartbeat(
+        &self,
+        leases: Vec<Lease>,
+        lease: Duration,
+    ) -> Result<Vec<JobId>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        job::heartbeat(&mut *self.conn().await?, self.sql(), &leases, lease).await
+    }
+
+    async fn expired(&self, limit: usize) -> Result<Vec<ExpiredJob>, StoreError> {
+        job::expired(&mut *self.conn().await?, self.sql(), limit).await
+    }
+
+    async fn next_scheduled(&self) -> Result<Option<Duration>, StoreError> {
+        job::next_scheduled(&mut *self.conn().await?, self.sql()).await
+    }
+
+    async fn change_marker(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn wait_for_change(&self, timeout: Duration) -> Result<bool, StoreError> {
+        self.listen(timeout).await
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        job::get(&mut *self.conn().await?, self.sql(), id).await
+    }
+
+    async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>, StoreError> {
+        job::list(&mut *self.conn().await?, self.sql(), &filter).await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
+        job::queue_stats(&mut *self.conn().await?, self.sql()).await
+    }
+
+    async fn retry(&self, id: JobId) -> Result<Job, StoreError> {
+        let mut tx = self.begin().await?;
+        let job = job::retry(&mut tx, self.sql(), id).await?;
+        commit(tx, job).await
+    }
+
+    async fn cancel(&self, id: JobId, reason: &str) -> Result<Job, StoreError> {
+        let mut tx = self.begin().await?;
+        let job = job::cancel(&mut tx, self.sql(), id, reason).await?;
+        commit(tx, job).await
+    }
+
+    async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowInfo>, StoreError> {
+        workflow::get(&mut *self.conn().await?, self.sql(), id).await
+    }
+
+    async fn list_workflows(
+        &self,
+        filter: WorkflowFilter,
+    ) -> Result<Vec<WorkflowInfo>, StoreError> {
+        workflow::list(&mut *self.conn().await?, self.sql(), &filter).await
+    }
+
+    async fn dependencies(&self, id: WorkflowId) -> Result<Vec<Dependency>, StoreError> {
+        workflow::dependencies(&mut *self.conn().await?, self.sql(), id).await
+    }
+
+    async fn step_results(&self, id: JobId) -> Result<Vec<StepResult>, StoreError> {
+        workflow::step_results(&mut *self.conn().await?, self.sql(), id).await
+    }
+
+    async fn cancel_workflow(&self, id: WorkflowId) -> Result<WorkflowInfo, StoreError> {
+        let mut tx = self.begin().await?;
+        let info = workflow::cancel(&mut tx, self.sql(), id).await?;
+        commit(tx, info).await
+    }
+
+    async fn clean(&self, older_than: Duration, limit: usize) -> Result<CleanReport, StoreError> {
+        let mut tx = self.begin().await?;
+        let report = workflow::clean(&mut tx, self.sql(), older_than, limit).await?;
+        commit(tx, report).await
+    }
+
+    async fn close(&self) {
+        // The listener holds a connection of the pool: let it go first, or closing the
+        // pool would wait for it forever.
+        self.stop_listening().await;
+        self.pool().close().await;
+    }
+}
