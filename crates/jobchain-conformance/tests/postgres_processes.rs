@@ -1,0 +1,361 @@
+//! PostgreSQL with many processes: transactional enqueue, concurrent migrations, three
+//! worker processes draining one queue (with and without one of them killed), and
+//! LISTEN/NOTIFY wake-ups across stores. Skipped, with the reason, when PostgreSQL is
+//! unreachable — unless `JOBCHAIN_REQUIRE_POSTGRES=1`.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jobchain::{Client, EnqueueOptions, JobContext, JobFilter, JobSpec, JobState, Step, Workflow};
+use jobchain_conformance::support::{eventually, fast_config, postgres_harness};
+use jobchain_conformance::Harness;
+use serde_json::json;
+
+fn spawn_worker(location: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_jobchain-test-worker"))
+        .arg(location)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn a worker process")
+}
+
+/// Enqueues `plain` plain jobs and `chains` chains of three links.
+async fn enqueue_load(client: &Client, plain: usize, chains: usize) {
+    let mut specs: Vec<JobSpec> = (0..plain)
+        .map(|i| JobSpec::new("plain", &json!({ "i": i }), EnqueueOptions::new()).expect("spec"))
+        .collect();
+    specs.extend((0..chains).map(|_| {
+        JobSpec::new("chain", &json!({ "left": 2 }), EnqueueOptions::new()).expect("spec")
+    }));
+    for batch in specs.chunks(2000) {
+        client.enqueue_many(batch.to_vec()).await.expect("enqueue");
+    }
+}
+
+async fn count(client: &Client, state: JobState) -> usize {
+    client
+        .queue_stats()
+        .await
+        .expect("stats")
+        .iter()
+        .map(|q| q.counts.get(state) as usize)
+        .sum()
+}
+
+async fn all_jobs(client: &Client) -> Vec<jobchain::Job> {
+    let mut all = Vec::new();
+    loop {
+        let page = client
+            .jobs(JobFilter {
+                limit: Some(5000),
+                offset: all.len(),
+                ..JobFilter::default()
+            })
+            .await
+            .expect("list");
+        let done = page.len() < 5000;
+        all.extend(page);
+        if done {
+            return all;
+        }
+    }
+}
+
+/// Every chain link has exactly one follow-up, except the last; returns the number of links.
+fn check_chains(jobs: &[jobchain::Job]) -> usize {
+    let mut children: HashMap<jobchain::JobId, usize> = HashMap::new();
+    for job in jobs.iter().filter(|j| j.kind == "chain") {
+        if let Some(parent) = job.parent_id {
+            *children.entry(parent).or_default() += 1;
+        }
+    }
+    let mut links = 0;
+    for job in jobs.iter().filter(|j| j.kind == "chain") {
+        links += 1;
+        let left = job.payload["left"].as_u64().expect("left");
+        let expected = usize::from(left > 0);
+        assert_eq!(
+            children.get(&job.id).copied().unwrap_or(0),
+            expected,
+            "chain link {} (left {left}) must have {expected} follow-up(s)",
+            job.id
+        );
+    }
+    links
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_enqueue_commits_or_rolls_back_with_the_business_row() {
+    let Some(h) = postgres_harness().await else {
+        return;
+    };
+    let pool = h.client.postgres_pool().expect("pool").clone();
+    let schema = h
+        .client
+        .store()
+        .as_any()
+        .downcast_ref::<jobchain::postgres::PgStore>()
+        .expect("pg")
+        .schema()
+        .to_string();
+    let orders = format!("\"{schema}\".orders");
+    jobchain::postgres::sqlx::raw_sql(jobchain::postgres::sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {orders} (id bigint PRIMARY KEY)"
+    )))
+    .execute(&pool)
+    .await
+    .expect("create orders");
+    let insert_order = format!("INSERT INTO {orders} (id) VALUES ($1)");
+    let count_orders = format!("SELECT count(*) FROM {orders}");
+
+    // Rolled back: neither the order nor its job nor its workflow.
+    let mut tx = pool.begin().await.expect("begin");
+    jobchain::postgres::sqlx::query(jobchain::postgres::sqlx::AssertSqlSafe(
+        insert_order.clone(),
+    ))
+    .bind(1i64)
+    .execute(&mut *tx)
+    .await
+    .expect("insert order");
+    let id = h
+        .client
+        .enqueue_in(
+            &mut tx,
+            "process_order",
+            &json!({ "order": 1 }),
+            EnqueueOptions::new(),
+        )
+        .await
+        .expect("enqueue in tx");
+    h.client
+        .start_in(
+            &mut tx,
+            Workflow::new("order").step(Step::new("charge", "process_order", &json!(1))),
+        )
+        .await
+        .expect("start in tx");
+    assert!(h.client.job(id).await.is_err(), "invisible before commit");
+    tx.rollback().await.expect("rollback");
+    let orders_left: i64 = jobchain::postgres::sqlx::query_scalar(
+        jobchain::postgres::sqlx::AssertSqlSafe(count_orders.clone()),
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(orders_left, 0);
+    assert!(
+        all_jobs(&h.client).await.is_empty(),
+        "a rolled-back enqueue leaves no job"
+    );
+    assert!(h
+        .client
+        .workflows(Default::default())
+        .await
+        .expect("list")
+        .is_empty());
+
+    // Committed: both rows.
+    let mut tx = pool.begin().await.expect("begin");
+    jobchain::postgres::sqlx::query(jobchain::postgres::sqlx::AssertSqlSafe(insert_order))
+        .bind(2i64)
+        .execute(&mut *tx)
+        .await
+        .expect("insert order");
+    let ids = h
+        .client
+        .enqueue_many_in(
+            &mut tx,
+            vec![JobSpec::new(
+                "process_order",
+                &json!({ "order": 2 }),
+                EnqueueOptions::new(),
+            )
+            .expect("spec")],
+        )
+        .await
+        .expect("enqueue in tx");
+    tx.commit().await.expect("commit");
+    let orders_left: i64 = jobchain::postgres::sqlx::query_scalar(
+        jobchain::postgres::sqlx::AssertSqlSafe(count_orders),
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(orders_left, 1);
+    let job = h.client.job(ids[0].id).await.expect("committed job");
+    assert_eq!(job.payload, json!({ "order": 2 }));
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_processes_migrate_once() {
+    let Some(h) = postgres_harness().await else {
+        return;
+    };
+    // The harness migrated its schema; a fresh one is migrated by four clients at once.
+    let url = format!("{}_fresh", h.location);
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { Client::open(&url).await })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for open in opens {
+        clients.push(
+            open.await
+                .expect("task")
+                .expect("every concurrent migration succeeds"),
+        );
+    }
+    let pool = clients[0].postgres_pool().expect("pool").clone();
+    let schema = clients[0]
+        .store()
+        .as_any()
+        .downcast_ref::<jobchain::postgres::PgStore>()
+        .expect("pg")
+        .schema()
+        .to_string();
+    let versions: i64 =
+        jobchain::postgres::sqlx::query_scalar(jobchain::postgres::sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{schema}\".migrations"
+        )))
+        .fetch_one(&pool)
+        .await
+        .expect("versions");
+    assert_eq!(versions, 1);
+    jobchain::postgres::drop_schema(&pool, &schema)
+        .await
+        .expect("drop");
+    for client in clients {
+        client.close().await;
+    }
+    h.close().await;
+}
+
+async fn drain_with_processes(h: &Harness, kill_one: bool) {
+    const PLAIN: usize = 27_000;
+    const CHAINS: usize = 1_000;
+    enqueue_load(&h.client, PLAIN, CHAINS).await;
+    let mut workers: Vec<Child> = (0..3).map(|_| spawn_worker(&h.location)).collect();
+    if kill_one {
+        eventually("a third of the jobs to complete", || async {
+            (count(&h.client, JobState::Completed).await >= (PLAIN + CHAINS) / 3).then_some(())
+        })
+        .await;
+        workers[0].kill().expect("SIGKILL one worker");
+        workers[0].wait().expect("reap");
+    }
+    let total = PLAIN + 3 * CHAINS;
+    let started = Instant::now();
+    let deadline = Duration::from_secs(240);
+    loop {
+        if count(&h.client, JobState::Completed).await == total {
+            break;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "the jobs did not complete within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for mut worker in workers.drain(usize::from(kill_one)..) {
+        drop(worker.stdin.take());
+        let _ = worker.wait();
+    }
+    let jobs = all_jobs(&h.client).await;
+    assert_eq!(jobs.len(), total, "no job lost, none duplicated");
+    assert!(jobs.iter().all(|j| j.state == JobState::Completed));
+    assert_eq!(check_chains(&jobs), 3 * CHAINS);
+    let rescued: Vec<_> = jobs.iter().filter(|j| j.attempts > 1).collect();
+    if kill_one {
+        assert!(
+            !rescued.is_empty(),
+            "the killed worker held running jobs, which were rescued"
+        );
+        for job in &rescued {
+            assert!(
+                job.errors
+                    .iter()
+                    .all(|e| e.message.contains("lease expired")),
+                "{:?}",
+                job.errors
+            );
+        }
+    } else {
+        assert!(
+            rescued.is_empty(),
+            "no job ran twice: {:?}",
+            rescued.first()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_drain_30000_jobs() {
+    let Some(h) = postgres_harness().await else {
+        return;
+    };
+    drain_with_processes(&h, false).await;
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_loses_nothing() {
+    let Some(h) = postgres_harness().await else {
+        return;
+    };
+    drain_with_processes(&h, true).await;
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_an_idle_worker_long_before_its_poll_interval() {
+    let Some(h) = postgres_harness().await else {
+        return;
+    };
+    let poll = Duration::from_secs(60);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let worker = jobchain::Worker::builder(&h.client)
+        .config(fast_config())
+        .configure(|c| c.poll_interval = poll)
+        .handler("ping", move |_: JobContext, _: serde_json::Value| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(Instant::now());
+                Ok(())
+            }
+        })
+        .build()
+        .expect("worker")
+        .start();
+    // Another store on the same schema: only PostgreSQL can tell the worker.
+    let other = Client::open(&h.location).await.expect("second client");
+    other
+        .enqueue("ping", &json!(1), EnqueueOptions::new())
+        .await
+        .expect("enqueue");
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("first ping")
+        .expect("ping");
+    // Let the producer go idle (a shorter pause only makes the check weaker, never
+    // wrong); the next job can then only come through LISTEN/NOTIFY.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let enqueued = Instant::now();
+    other
+        .enqueue("ping", &json!(2), EnqueueOptions::new())
+        .await
+        .expect("enqueue");
+    let started = tokio::time::timeout(poll / 2, rx.recv())
+        .await
+        .expect("the job must start well before the poll interval")
+        .expect("ping");
+    let latency = started - enqueued;
+    assert!(latency < poll / 4, "started after {latency:?}");
+    worker.shutdown().await;
+    other.close().await;
+    h.close().await;
+}
