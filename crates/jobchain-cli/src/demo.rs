@@ -1,4 +1,4 @@
-//! `jobchain demo`: the order workflow on a SQLite file.
+//! `jobchain demo`: the order workflow on a SQLite file (or PostgreSQL).
 //!
 //! process_order → send_order_confirmation → {generate_invoice, sync_inventory}, with
 //! simulated external calls of a few milliseconds. Chained dynamically by default (each
@@ -43,7 +43,7 @@ pub struct DemoArgs {
     /// Declares the workflow up front as a graph instead of chaining in the handlers.
     #[arg(long)]
     pub declared: bool,
-    /// SQLite file to use (created if missing).
+    /// SQLite file (created if missing) or PostgreSQL URL (postgres://...).
     #[arg(long, default_value = "jobchain-demo.db")]
     pub database: String,
 }

@@ -24,13 +24,22 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Runs the order workflow (payment, confirmation, invoice and inventory) on a SQLite file.
+    /// Runs the order workflow (payment, confirmation, invoice and inventory) on a SQLite
+    /// file or PostgreSQL.
     Demo(demo::DemoArgs),
     /// Measures throughput and latency (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// A no-op worker process for `jobchain bench` (internal).
+    #[command(hide = true)]
+    BenchWorker {
+        /// Store location.
+        #[arg(long)]
+        database: String,
+    },
     /// Creates or upgrades the schema of a database, then exits.
     Migrate {
-        /// SQLite file path.
+        /// SQLite file path or PostgreSQL URL (postgres://...; `?jobchain_schema=NAME`
+        /// picks the schema).
         #[arg(long, default_value = "jobchain.db")]
         database: String,
     },
@@ -49,9 +58,11 @@ impl From<jobchain::Error> for CliError {
 
 /// Sets up logging to standard error: warnings by default.
 pub fn init_tracing(verbose: u8) {
+    // sqlx reports statements slower than a second as warnings; under benchmark load
+    // that is expected, so only its errors are shown unless asked for.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,sqlx=error",
+        1 => "info,sqlx=warn",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -67,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchWorker { database } => bench::worker::run(&database).await,
         Command::Migrate { database } => {
             let client = jobchain::Client::open(&database).await?;
             client.close().await;

@@ -122,9 +122,6 @@ BEGIN
     IF deltas IS NOT NULL THEN
         PERFORM __schema__.apply_job_deltas(deltas);
     END IF;
-    IF EXISTS (SELECT 1 FROM new_rows WHERE state = 'pending') THEN
-        PERFORM pg_notify('jobchain_jobs', TG_TABLE_SCHEMA);
-    END IF;
     RETURN NULL;
 END $$;
 
@@ -142,10 +139,6 @@ BEGIN
     ) x;
     IF deltas IS NOT NULL THEN
         PERFORM __schema__.apply_job_deltas(deltas);
-    END IF;
-    IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
-               WHERE n.state = 'pending' AND o.state <> 'pending') THEN
-        PERFORM pg_notify('jobchain_jobs', TG_TABLE_SCHEMA);
     END IF;
     RETURN NULL;
 END $$;

@@ -6,9 +6,12 @@
 //! - **Settlements** of a batch (completions with their follow-ups, retries, deaths,
 //!   releases and the dependency updates they cause) are applied with a fixed number of
 //!   set-based statements in one transaction, whatever the batch size.
-//! - **Wake-ups**: inserting or releasing pending jobs sends `NOTIFY jobchain_jobs` with
-//!   the schema name (coalesced per transaction); idle workers `LISTEN`, with polling as
-//!   the fall-back.
+//! - **Wake-ups**: after a write that made jobs available, the store sends
+//!   `NOTIFY jobchain_jobs` with the schema name, on its own and at most every few
+//!   milliseconds; idle workers `LISTEN`, with polling as the fall-back. (A `NOTIFY`
+//!   inside every write transaction would serialize all commits on PostgreSQL's
+//!   notification lock.) Enqueues on the caller's transaction notify within it, so the
+//!   notification is sent when, and only if, it commits.
 //! - **Time** that decides leases, schedules and back-offs is the database's `now()`, so
 //!   workers with skewed clocks cannot steal or strand jobs.
 //! - **Transactional enqueue**: [`PgStore::enqueue_in`] and [`PgStore::start_workflow_in`]
@@ -29,7 +32,7 @@ use jobchain_core::workflow::{NewWorkflow, WorkflowStarted};
 use jobchain_core::StoreError;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::PgConnection;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 pub use jobchain_core::store::Store;
 pub use sqlx;
@@ -66,6 +69,8 @@ pub struct PgStore {
 
 struct Inner {
     pool: PgPool,
+    wake: Arc<Notify>,
+    notifier: tokio::task::JoinHandle<()>,
     sql: queries::Sql,
     schema: String,
     listener: Mutex<Option<PgListener>>,
@@ -92,9 +97,17 @@ impl PgStore {
             })?;
         let sql = queries::Sql::new(&options.schema);
         queries::migration::run(&pool, &options.schema).await?;
+        let wake = Arc::new(Notify::new());
+        let notifier = tokio::spawn(send_notifications(
+            pool.clone(),
+            options.schema.clone(),
+            wake.clone(),
+        ));
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
+                wake,
+                notifier,
                 sql,
                 schema: options.schema,
                 listener: Mutex::new(None),
@@ -132,7 +145,9 @@ impl PgStore {
         conn: &mut PgConnection,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        queries::job::insert_many(conn, &self.inner.sql, &jobs).await
+        let enqueued = queries::job::insert_many(&mut *conn, &self.inner.sql, &jobs).await?;
+        queries::job::notify_in(conn, &self.inner.schema).await?;
+        Ok(enqueued)
     }
 
     /// Starts a declared workflow on the caller's connection or open transaction.
@@ -141,10 +156,18 @@ impl PgStore {
         conn: &mut PgConnection,
         workflow: NewWorkflow,
     ) -> Result<WorkflowStarted, StoreError> {
-        queries::workflow::start(conn, &self.inner.sql, &workflow).await
+        let started = queries::workflow::start(&mut *conn, &self.inner.sql, &workflow).await?;
+        queries::job::notify_in(conn, &self.inner.schema).await?;
+        Ok(started)
+    }
+
+    /// Asks the notification task to tell other processes that jobs became available.
+    pub(crate) fn wake_others(&self) {
+        self.inner.wake.notify_one();
     }
 
     pub(crate) async fn stop_listening(&self) {
+        self.inner.notifier.abort();
         self.inner.listener.lock().await.take();
     }
 
@@ -178,6 +201,23 @@ impl PgStore {
                 }
             }
         }
+    }
+}
+
+/// Sends `NOTIFY` for every wake-up request, coalescing the requests of a few
+/// milliseconds into one notification.
+async fn send_notifications(pool: PgPool, schema: String, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(&schema)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "NOTIFY failed; idle workers will find the jobs by polling");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

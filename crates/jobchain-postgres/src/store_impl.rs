@@ -53,13 +53,17 @@ impl Store for PgStore {
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
         let mut tx = self.begin().await?;
         let enqueued = job::insert_many(&mut tx, self.sql(), &jobs).await?;
-        commit(tx, enqueued).await
+        let enqueued = commit(tx, enqueued).await?;
+        self.wake_others();
+        Ok(enqueued)
     }
 
     async fn start_workflow(&self, wf: NewWorkflow) -> Result<WorkflowStarted, StoreError> {
         let mut tx = self.begin().await?;
         let started = workflow::start(&mut tx, self.sql(), &wf).await?;
-        commit(tx, started).await
+        let started = commit(tx, started).await?;
+        self.wake_others();
+        Ok(started)
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
@@ -75,7 +79,11 @@ impl Store for PgStore {
         }
         let mut tx = self.begin().await?;
         let results = job::settle(&mut tx, self.sql(), &settlements).await?;
-        commit(tx, results).await
+        let results = commit(tx, results).await?;
+        // Follow-ups, released dependents, releases and zero-delay retries are available
+        // now; other processes' idle workers should look.
+        self.wake_others();
+        Ok(results)
     }
 
     async fn heartbeat(
@@ -120,7 +128,9 @@ impl Store for PgStore {
     async fn retry(&self, id: JobId) -> Result<Job, StoreError> {
         let mut tx = self.begin().await?;
         let job = job::retry(&mut tx, self.sql(), id).await?;
-        commit(tx, job).await
+        let job = commit(tx, job).await?;
+        self.wake_others();
+        Ok(job)
     }
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<Job, StoreError> {

@@ -28,6 +28,11 @@ pub use jobchain_core::store::Store;
 
 mod store_impl;
 
+/// The version of the bundled SQLite library.
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
+
 /// The `synchronous` setting of the database: the durability trade-off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Synchronous {

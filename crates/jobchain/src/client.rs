@@ -123,6 +123,8 @@ impl Client {
         )))
     }
 
+    /// `sqlite:PATH?synchronous=full` trades commit speed for durability across power
+    /// loss (the default, `normal`, survives a crash of the process).
     #[cfg(feature = "sqlite")]
     async fn open_sqlite(location: &str) -> Result<Self> {
         let path = location
@@ -132,12 +134,29 @@ impl Client {
         if path.contains("://") {
             return Err(Error::UnsupportedDatabase(location.to_string()));
         }
-        let path = path.to_string();
-        let store = tokio::task::spawn_blocking(move || {
-            jobchain_sqlite::SqliteStore::open(&path, jobchain_sqlite::SqliteOptions::default())
-        })
-        .await
-        .map_err(|e| StoreError::Database(format!("open task failed: {e}")))??;
+        let mut options = jobchain_sqlite::SqliteOptions::default();
+        let path = match path.split_once('?') {
+            Some((path, query)) => {
+                for pair in query.split('&') {
+                    options.synchronous = match pair {
+                        "synchronous=full" => jobchain_sqlite::Synchronous::Full,
+                        "synchronous=normal" => jobchain_sqlite::Synchronous::Normal,
+                        other => {
+                            return Err(Error::UnsupportedDatabase(format!(
+                                "{location}: unknown option `{other}` (use synchronous=normal or synchronous=full)"
+                            )))
+                        }
+                    };
+                }
+                path
+            }
+            None => path,
+        }
+        .to_string();
+        let store =
+            tokio::task::spawn_blocking(move || jobchain_sqlite::SqliteStore::open(&path, options))
+                .await
+                .map_err(|e| StoreError::Database(format!("open task failed: {e}")))??;
         Ok(Client::new(store))
     }
 

@@ -1,123 +1,165 @@
 //! `jobchain bench`: the workloads of BENCHMARKS.md, through the public API with
 //! default settings, as a user would run them.
+//!
+//! Each workload runs on a fresh store: a temp SQLite file by default, or a schema of its
+//! own in the PostgreSQL database given with `--database`, dropped afterwards. Results are
+//! printed as a table at the end, or with `--json` one object per line.
+
+mod target;
+mod w1;
+mod w2;
+mod w3;
+mod w4;
+mod w7;
+pub mod worker;
 
 use std::time::Duration;
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use jobchain::{Client, WorkerHandle, WorkflowFilter, WorkflowInfo};
-use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+pub use target::Target;
 
 use crate::CliError;
-
-mod w1;
-mod w3;
-mod w4;
 
 /// Options of `jobchain bench`.
 #[derive(Clone, Debug, Args)]
 pub struct BenchArgs {
-    /// Workloads to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "W1")]
+    /// Workloads to run, comma-separated: W1 drain, W2 latency, W3 orders, W4 fan-in,
+    /// W5 backlog, W6 memory, W7 single enqueue.
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7")]
     pub workload: Vec<String>,
-    /// Jobs for W1.
+    /// PostgreSQL URL to measure on (a schema of its own is created and dropped);
+    /// default: a new temp SQLite file per workload.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Jobs for W1 (and the small backlog of W5 is 10,000).
     #[arg(long, default_value_t = 100_000)]
     pub jobs: u64,
+    /// Jobs waiting in W5's large backlog and W6.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: u64,
     /// Workflows for W3 (default 20,000) and W4 (default 2,000).
     #[arg(long)]
     pub workflows: Option<u64>,
-    /// SQLite file to measure on (default: a new temp file, removed afterwards).
-    #[arg(long)]
-    pub database: Option<String>,
+    /// Jobs per second that W2's producer enqueues.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Seconds W2's producer runs.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Worker processes for W1 (0: a worker inside the bench process).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     /// Print one JSON object per result instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 /// One workload's figures.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct BenchResult {
     /// "W1" ...
-    pub workload: String,
-    /// "sqlite" or "postgres".
-    pub store: String,
+    pub workload: &'static str,
     /// Sizes and settings of the run.
-    pub settings: serde_json::Value,
-    /// Versions of jobchain and the database.
-    pub versions: serde_json::Value,
+    pub settings: Value,
     /// The figures, named with their unit.
-    pub figures: serde_json::Map<String, serde_json::Value>,
+    pub figures: Map<String, Value>,
 }
 
 /// Runs the selected workloads and prints their figures.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
-    for workload in &args.workload {
-        let (location, _dir) = match &args.database {
-            Some(path) => (path.clone(), None),
-            None => {
-                let dir =
-                    std::env::temp_dir().join(format!("jobchain-bench-{}", std::process::id()));
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| CliError(format!("cannot create {}: {e}", dir.display())))?;
-                let path = dir.join(format!("{workload}.db"));
-                let _ = std::fs::remove_file(&path);
-                (path.to_string_lossy().into_owned(), Some(TempDir(dir)))
-            }
-        };
-        let result = match workload.to_ascii_uppercase().as_str() {
-            "W1" => w1::run(&location, args.jobs).await?,
-            "W3" => w3::run(&location, args.workflows.unwrap_or(20_000)).await?,
-            "W4" => w4::run(&location, args.workflows.unwrap_or(2_000)).await?,
-            other => {
-                return Err(CliError(format!(
-                    "unknown workload `{other}`: choose from W1, W3, W4"
-                )))
-            }
-        };
-        print(&result, args.json);
+    let mut rows = Vec::new();
+    for name in &args.workload {
+        let workload = name.trim().to_ascii_uppercase();
+        let target = Target::create(args.database.as_deref(), &workload).await?;
+        // W5 measures two backlogs, each on a store of its own (see w1.rs).
+        let result = run_one(&workload, &args, &target).await;
+        target.destroy().await;
+        let result = result?;
+        let row = json_row(&result, &target);
+        if args.json {
+            println!("{row}");
+        } else {
+            eprintln!("{} on {}: done", result.workload, target.store);
+        }
+        rows.push(row);
+    }
+    if !args.json {
+        print_table(&rows);
     }
     Ok(())
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+async fn run_one(
+    workload: &str,
+    args: &BenchArgs,
+    target: &Target,
+) -> Result<BenchResult, CliError> {
+    match workload {
+        "W1" => w1::drain_workload(target, args.jobs, args.workers).await,
+        "W2" => w2::run(target, args.rate, args.duration).await,
+        "W3" => w3::run(target, args.workflows.unwrap_or(20_000)).await,
+        "W4" => w4::run(target, args.workflows.unwrap_or(2_000)).await,
+        "W5" => w1::backlog_workload(args.database.as_deref(), args.backlog, 10_000).await,
+        "W6" => w1::memory_workload(target, args.backlog).await,
+        "W7" => w7::run(target, args.jobs.min(20_000)).await,
+        other => Err(CliError(format!(
+            "unknown workload `{other}`: choose from W1, W2, W3, W4, W5, W6, W7"
+        ))),
     }
 }
 
-fn print(result: &BenchResult, json: bool) {
-    if json {
-        let mut object = serde_json::Map::new();
-        object.insert("workload".into(), result.workload.clone().into());
-        object.insert("store".into(), result.store.clone().into());
-        object.insert("settings".into(), result.settings.clone());
-        object.insert("versions".into(), result.versions.clone());
-        object.extend(result.figures.clone());
-        println!("{}", serde_json::Value::Object(object));
-    } else {
+fn json_row(result: &BenchResult, target: &Target) -> Value {
+    let mut row = Map::new();
+    row.insert("workload".into(), result.workload.into());
+    row.insert("store".into(), target.store.into());
+    row.insert("settings".into(), result.settings.clone());
+    row.insert(
+        "versions".into(),
+        json!({ "jobchain": env!("CARGO_PKG_VERSION"), target.store: target.version }),
+    );
+    row.extend(result.figures.clone());
+    Value::Object(row)
+}
+
+fn print_table(rows: &[Value]) {
+    println!("\n{:<4} {:<9} {:<40} settings", "", "store", "figures");
+    for row in rows {
+        let figures: Vec<String> = row
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !["workload", "store", "settings", "versions"].contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!(
-            "{} on {} ({})",
-            result.workload, result.store, result.settings
+            "{:<4} {:<9} {:<40} {}",
+            row["workload"].as_str().unwrap_or(""),
+            row["store"].as_str().unwrap_or(""),
+            figures.join(" "),
+            row["settings"]
         );
-        for (name, value) in &result.figures {
-            println!("  {name:<24} {value}");
-        }
     }
+}
+
+/// A progress bar on standard error.
+pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {per_sec} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
 }
 
 /// `jobs / seconds`, rounded.
 pub(crate) fn rate(jobs: u64, seconds: f64) -> f64 {
     (jobs as f64 / seconds).round()
-}
-
-/// The `p`-th percentile (0..=100) of sorted values (nearest rank).
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Waits until the worker has written every settlement (its running set is empty).
@@ -146,15 +188,23 @@ pub(crate) async fn all_workflows(client: &Client) -> Result<Vec<WorkflowInfo>, 
     }
 }
 
-/// Milliseconds from each workflow's start to its finish, sorted.
-pub(crate) fn completion_ms(workflows: &[WorkflowInfo]) -> Vec<f64> {
-    let mut ms: Vec<f64> = workflows
+/// Inserts latency samples (microseconds) into a histogram and reads p50/p95/p99 in ms.
+pub(crate) fn percentiles_ms(samples_us: &[u64]) -> Result<(f64, f64, f64), CliError> {
+    let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+        .map_err(|e| CliError(format!("histogram: {e}")))?;
+    for &us in samples_us {
+        histogram
+            .record(us.max(1))
+            .map_err(|e| CliError(format!("histogram: {e}")))?;
+    }
+    let ms = |q: f64| (histogram.value_at_quantile(q) as f64 / 1000.0 * 100.0).round() / 100.0;
+    Ok((ms(0.50), ms(0.95), ms(0.99)))
+}
+
+/// The figures map from pairs.
+pub(crate) fn figures(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
         .iter()
-        .filter_map(|w| {
-            w.finished_at
-                .map(|f| (f - w.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
-        })
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    ms
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use jobchain::{Client, EnqueueOptions, JobContext, Worker, WorkflowState};
+use jobchain::{EnqueueOptions, JobContext, Worker, WorkflowState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{all_workflows, completion_ms, drained, percentile, rate, BenchResult};
+use super::{all_workflows, drained, figures, percentiles_ms, rate, BenchResult, Target};
 use crate::CliError;
 
 #[derive(Serialize, Deserialize)]
@@ -18,8 +18,8 @@ struct Order {
 }
 
 /// Starts `workflows` orders from 4 producer tasks while one worker runs them.
-pub(crate) async fn run(location: &str, workflows: u64) -> Result<BenchResult, CliError> {
-    let client = Client::open(location).await?;
+pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, CliError> {
+    let client = target.client().await?;
     let leaves = Arc::new(AtomicU64::new(0));
     let all_done = Arc::new(Notify::new());
     let leaf = {
@@ -88,17 +88,23 @@ pub(crate) async fn run(location: &str, workflows: u64) -> Result<BenchResult, C
             "W3 ended with {complete} of {workflows} workflows completed with 4 jobs"
         )));
     }
-    let latencies = completion_ms(&infos);
-    let mut figures = serde_json::Map::new();
-    figures.insert("workflows_per_s".into(), rate(workflows, seconds).into());
-    figures.insert("jobs_per_s".into(), rate(4 * workflows, seconds).into());
-    figures.insert("p50_ms".into(), percentile(&latencies, 50.0).into());
-    figures.insert("p99_ms".into(), percentile(&latencies, 99.0).into());
+    let samples: Vec<u64> = infos
+        .iter()
+        .filter_map(|w| {
+            w.finished_at
+                .and_then(|f| (f - w.created_at).num_microseconds())
+                .map(|us| us.max(0) as u64)
+        })
+        .collect();
+    let (p50, _, p99) = percentiles_ms(&samples)?;
     Ok(BenchResult {
-        workload: "W3".into(),
-        store: "sqlite".into(),
+        workload: "W3",
         settings: serde_json::json!({ "workflows": workflows, "producers": 4 }),
-        versions: serde_json::json!({ "jobchain": env!("CARGO_PKG_VERSION") }),
-        figures,
+        figures: figures(&[
+            ("workflows_per_s", rate(workflows, seconds).into()),
+            ("jobs_per_s", rate(4 * workflows, seconds).into()),
+            ("p50_ms", p50.into()),
+            ("p99_ms", p99.into()),
+        ]),
     })
 }

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use jobchain::{Client, JobContext, Step, Worker, Workflow, WorkflowId};
+use jobchain::{JobContext, Step, Worker, Workflow, WorkflowId};
 use tokio::sync::Notify;
 
-use super::{drained, rate, BenchResult};
+use super::{drained, figures, rate, BenchResult, Target};
 use crate::CliError;
 
 const WIDTH: u64 = 20;
@@ -26,8 +26,8 @@ fn fan_in(n: u64) -> Workflow {
 }
 
 /// Starts `workflows` fan-in workflows from 4 producer tasks while one worker runs them.
-pub(crate) async fn run(location: &str, workflows: u64) -> Result<BenchResult, CliError> {
-    let client = Client::open(location).await?;
+pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, CliError> {
+    let client = target.client().await?;
     let joins = Arc::new(Mutex::new(HashMap::<WorkflowId, u32>::new()));
     let joined = Arc::new(AtomicU64::new(0));
     let all_done = Arc::new(Notify::new());
@@ -85,15 +85,13 @@ pub(crate) async fn run(location: &str, workflows: u64) -> Result<BenchResult, C
         )));
     }
     let jobs = workflows * (WIDTH + 2);
-    let mut figures = serde_json::Map::new();
-    figures.insert("jobs_per_s".into(), rate(jobs, seconds).into());
-    figures.insert("workflows_per_s".into(), rate(workflows, seconds).into());
-    figures.insert("joins_exactly_once".into(), once.into());
     Ok(BenchResult {
-        workload: "W4".into(),
-        store: "sqlite".into(),
+        workload: "W4",
         settings: serde_json::json!({ "workflows": workflows, "width": WIDTH, "producers": 4 }),
-        versions: serde_json::json!({ "jobchain": env!("CARGO_PKG_VERSION") }),
-        figures,
+        figures: figures(&[
+            ("jobs_per_s", rate(jobs, seconds).into()),
+            ("workflows_per_s", rate(workflows, seconds).into()),
+            ("joins_exactly_once", once.into()),
+        ]),
     })
 }

@@ -52,9 +52,15 @@ const CLAIM: &str = "WITH picked AS ( \
     RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
         j.workflow_id, j.parent_id, j.step, j.run_at";
 
-const LOCK_WORKFLOWS: &str = "SELECT w.id FROM __schema__.workflows w \
-    WHERE w.id IN (SELECT workflow_id FROM __schema__.jobs WHERE id = ANY($1)) \
-    ORDER BY w.id FOR UPDATE";
+// Locks, in one round trip, the batch's workflows and then its jobs, each in id order.
+// Every statement that changes several jobs or workflows takes its locks in this order
+// (workflows by the triggers, jobs here and in the heartbeat), so concurrent settles,
+// rescues and heartbeats cannot deadlock.
+const LOCK_BATCH: &str = "WITH w AS (SELECT w.id FROM __schema__.workflows w \
+        WHERE w.id IN (SELECT workflow_id FROM __schema__.jobs WHERE id = ANY($1)) \
+        ORDER BY w.id FOR UPDATE) \
+    SELECT j.id FROM __schema__.jobs j WHERE j.id = ANY($1) AND (SELECT count(*) FROM w) >= 0 \
+    ORDER BY j.id FOR UPDATE";
 
 const COMPLETE: &str = "UPDATE __schema__.jobs j SET state = 'completed', \
         output = t.output::jsonb, finished_at = now(), lease_until = NULL \
@@ -90,17 +96,29 @@ const RELEASE: &str = "UPDATE __schema__.jobs j SET state = 'pending', run_at = 
         AND (NOT t.expired_only OR j.lease_until <= now()) \
     RETURNING j.id";
 
-const HEARTBEAT: &str = "UPDATE __schema__.jobs j \
-        SET lease_until = now() + $3 * interval '1 millisecond' \
-    FROM unnest($1::int8[], $2::int4[]) AS t(id, attempt) \
-    WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
-    RETURNING j.id";
+const HEARTBEAT: &str = "WITH held AS (SELECT j.id FROM __schema__.jobs j \
+        JOIN unnest($1::int8[], $2::int4[]) AS t(id, attempt) \
+            ON j.id = t.id AND j.attempts = t.attempt \
+        WHERE j.state = 'running' ORDER BY j.id FOR UPDATE OF j) \
+    UPDATE __schema__.jobs j SET lease_until = now() + $3 * interval '1 millisecond' \
+    FROM held WHERE j.id = held.id RETURNING j.id";
 
 const EXPIRED: &str = "SELECT id, attempts, kind, max_attempts FROM __schema__.jobs \
     WHERE state = 'running' AND lease_until <= now() ORDER BY lease_until LIMIT $1";
 
 const NEXT_SCHEDULED: &str = "SELECT (extract(epoch FROM (min(run_at) - now())) * 1000)::int8 \
     FROM __schema__.jobs WHERE state = 'pending' AND run_at > now()";
+
+/// Sends the wake-up notification inside the caller's transaction (delivered on commit).
+pub async fn notify_in(conn: &mut PgConnection, schema: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::CHANNEL)
+        .bind(schema)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -341,7 +359,7 @@ pub async fn settle(
     settlements: &[Settlement],
 ) -> Result<Vec<SettleResult>, StoreError> {
     let ids: Vec<i64> = settlements.iter().map(|s| s.lease.id.0).collect();
-    let statement = sql.get(LOCK_WORKFLOWS);
+    let statement = sql.get(LOCK_BATCH);
     sqlx::query(statement)
         .bind(&ids)
         .fetch_all(&mut *conn)

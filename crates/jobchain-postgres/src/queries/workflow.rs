@@ -495,7 +495,7 @@ pub async fn clean(
     let statement = sql.get(
         "DELETE FROM __schema__.jobs WHERE id IN (SELECT id FROM __schema__.jobs \
          WHERE workflow_id IS NULL AND state IN ('completed', 'dead', 'cancelled') \
-         AND finished_at < now() - $1 * interval '1 millisecond' LIMIT $2)",
+         AND finished_at <= now() - $1 * interval '1 millisecond' LIMIT $2)",
     );
     let jobs = sqlx::query(statement)
         .bind(age)
@@ -506,7 +506,7 @@ pub async fn clean(
         .rows_affected();
     let statement = sql.get(
         "WITH wf AS (SELECT id FROM __schema__.workflows WHERE state <> 'running' \
-             AND finished_at < now() - $1 * interval '1 millisecond' LIMIT $2 FOR UPDATE), \
+             AND finished_at <= now() - $1 * interval '1 millisecond' LIMIT $2 FOR UPDATE), \
          gone_jobs AS (DELETE FROM __schema__.jobs WHERE workflow_id IN (SELECT id FROM wf) \
              RETURNING 1), \
          gone AS (DELETE FROM __schema__.workflows WHERE id IN (SELECT id FROM wf) RETURNING 1) \

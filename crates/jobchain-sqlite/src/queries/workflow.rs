@@ -415,13 +415,13 @@ pub fn clean(
         .prepare_cached(
             "DELETE FROM jobchain_jobs WHERE id IN (SELECT id FROM jobchain_jobs \
              WHERE workflow_id IS NULL AND state IN ('completed', 'dead', 'cancelled') \
-             AND finished_at < ?1 LIMIT ?2)",
+             AND finished_at <= ?1 LIMIT ?2)",
         )
         .and_then(|mut s| s.execute(params![cutoff, limit as i64]))
         .map_err(map_err)?;
     let workflows: Vec<String> = conn
         .prepare_cached(
-            "SELECT id FROM jobchain_workflows WHERE state <> 'running' AND finished_at < ?1 LIMIT ?2",
+            "SELECT id FROM jobchain_workflows WHERE state <> 'running' AND finished_at <= ?1 LIMIT ?2",
         )
         .and_then(|mut s| {
             s.query_map(params![cutoff, limit as i64], |r| r.get(0))?

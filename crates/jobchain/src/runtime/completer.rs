@@ -5,7 +5,8 @@
 //! many completions, their staged follow-ups and their workflow updates share one
 //! transaction, while at low load a lone settlement is written at once. A failed write
 //! is retried with back-off: settlements are fenced, so a repeat is harmless. After each
-//! write, the jobs leave the running set (their heartbeats stop) and producers are woken.
+//! write, the jobs leave the running set (their heartbeats stop), their slots free, and
+//! producers are woken.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +15,21 @@ use jobchain_core::store::{Outcome, SettleResult, Settlement};
 use jobchain_core::StoreError;
 use tokio::sync::mpsc;
 
-use super::Shared;
+use super::{Pending, Shared};
 
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Settlement>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let max = shared.config.completer_batch.max(1);
+    let mut pending = Vec::with_capacity(max);
     let mut batch = Vec::with_capacity(max);
-    while rx.recv_many(&mut batch, max).await > 0 {
+    while rx.recv_many(&mut pending, max).await > 0 {
+        // The slots free when this batch is written.
+        let slots: Vec<_> = pending
+            .drain(..)
+            .map(|p| {
+                batch.push(p.settlement);
+                p.slot
+            })
+            .collect();
         write(&shared, &batch).await;
         if let Ok(mut running) = shared.running.lock() {
             for s in &batch {
@@ -38,6 +48,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Set
             }
         }
         notifier.notify();
+        drop(slots);
         batch.clear();
     }
 }

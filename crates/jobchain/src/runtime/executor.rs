@@ -45,12 +45,14 @@ pub(crate) async fn run(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemap
     );
     let lease = job.lease();
     let outcome = execute(&shared, job, cancel).instrument(span).await;
-    shared.settle(Settlement {
-        lease,
-        outcome,
-        only_if_expired: false,
-    });
-    drop(permit);
+    shared.settle(
+        Settlement {
+            lease,
+            outcome,
+            only_if_expired: false,
+        },
+        permit,
+    );
 }
 
 async fn execute(shared: &Arc<Shared>, job: ClaimedJob, cancel: CancellationToken) -> Outcome {

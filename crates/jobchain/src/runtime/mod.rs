@@ -28,7 +28,7 @@ use jobchain_core::retry::RetryPolicy;
 use jobchain_core::store::Settlement;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -94,6 +94,12 @@ impl Default for WorkerConfig {
     }
 }
 
+/// A settlement waiting for the completer, holding its job's slot.
+pub(crate) struct Pending {
+    pub(crate) settlement: Settlement,
+    pub(crate) slot: OwnedSemaphorePermit,
+}
+
 /// A registered handler.
 pub(crate) struct Registered {
     pub(crate) handler: ErasedHandler,
@@ -119,7 +125,7 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: CancellationToken,
     /// Fired last: background services end.
     pub(crate) finished: CancellationToken,
-    pub(crate) settlements: Mutex<Option<mpsc::UnboundedSender<Settlement>>>,
+    pub(crate) settlements: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
     pub(crate) executors: TaskTracker,
 }
 
@@ -132,15 +138,18 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// Hands a settlement to the completer.
-    pub(crate) fn settle(&self, settlement: Settlement) {
+    /// Hands a settlement to the completer, with the job's slot: the slot frees only
+    /// once the outcome is written, so a slow store slows claiming instead of letting
+    /// unwritten outcomes pile up.
+    pub(crate) fn settle(&self, settlement: Settlement, slot: OwnedSemaphorePermit) {
+        let id = settlement.lease.id;
         let sender = self.settlements.lock().ok().and_then(|s| s.clone());
-        match sender {
-            Some(sender) if sender.send(settlement.clone()).is_ok() => {}
-            _ => tracing::error!(
-                job.id = %settlement.lease.id,
+        let sent = sender.is_some_and(|s| s.send(Pending { settlement, slot }).is_ok());
+        if !sent {
+            tracing::error!(
+                job.id = %id,
                 "the completer has stopped; the job's lease will expire and it will be rescued"
-            ),
+            );
         }
     }
 }

@@ -1,0 +1,91 @@
+//! Every benchmark workload runs once at a tiny size, on SQLite and on PostgreSQL, so
+//! none of them rots. They must complete correctly (every job done, every join once);
+//! how fast is never asserted here.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn run_bench(extra: &[&str]) -> Vec<Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_jobchain"))
+        .args([
+            "bench",
+            "--workload",
+            "W1,W2,W3,W4,W5,W6,W7",
+            "--jobs",
+            "300",
+            "--backlog",
+            "1000",
+            "--workflows",
+            "20",
+            "--rate",
+            "200",
+            "--duration",
+            "0.3",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .expect("run jobchain bench");
+    assert!(
+        output.status.success(),
+        "jobchain bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+fn check(rows: &[Value], store: &str) {
+    let workloads: Vec<&str> = rows.iter().filter_map(|r| r["workload"].as_str()).collect();
+    assert_eq!(workloads, ["W1", "W2", "W3", "W4", "W5", "W6", "W7"]);
+    for row in rows {
+        assert_eq!(row["store"], store);
+        assert!(row["versions"]["jobchain"].is_string());
+    }
+    let by = |w: &str| rows.iter().find(|r| r["workload"] == w).expect("row");
+    for figure in [
+        "enqueue_jobs_per_s",
+        "drain_jobs_per_s",
+        "end_to_end_jobs_per_s",
+    ] {
+        assert!(by("W1")[figure].as_f64().expect(figure) > 0.0);
+    }
+    for figure in ["p50_ms", "p95_ms", "p99_ms"] {
+        assert!(by("W2")[figure].as_f64().is_some(), "{figure}");
+    }
+    assert!(by("W3")["workflows_per_s"].as_f64().expect("W3") > 0.0);
+    assert_eq!(by("W4")["joins_exactly_once"], 20);
+    assert!(by("W5")["backlog_ratio"].as_f64().expect("ratio") > 0.0);
+    assert!(by("W6")["peak_rss_bytes"].as_u64().expect("rss") > 0);
+    assert!(by("W7")["enqueue_jobs_per_s"].as_f64().expect("W7") > 0.0);
+}
+
+#[test]
+fn every_workload_completes_on_sqlite() {
+    check(&run_bench(&[]), "sqlite");
+}
+
+#[test]
+fn every_workload_completes_on_postgres() {
+    let url = std::env::var("JOBCHAIN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let reachable = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5432".parse().expect("address"),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok()
+        || !url.contains("127.0.0.1:5432");
+    if !reachable {
+        if std::env::var("JOBCHAIN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+            panic!(
+                "PostgreSQL is required (JOBCHAIN_REQUIRE_POSTGRES=1) but {url} does not answer"
+            );
+        }
+        eprintln!("skipped: PostgreSQL does not answer at {url}; set JOBCHAIN_REQUIRE_POSTGRES=1 to make this a failure");
+        return;
+    }
+    check(&run_bench(&["--database", &url]), "postgres");
+}
