@@ -9,7 +9,9 @@
 //! use jobchain::EnqueueOptions;
 //! let pool = client.postgres_pool()?;
 //! let mut tx = pool.begin().await?;
-//! sqlx::query("INSERT INTO orders (id, cents) VALUES (42, 2599)").execute(&mut *tx).await?;
+//! jobchain::postgres::sqlx::query("INSERT INTO orders (id, cents) VALUES (42, 2599)")
+//!     .execute(&mut *tx)
+//!     .await?;
 //! client.enqueue_in(&mut tx, "process_order", &serde_json::json!({ "id": 42 }), EnqueueOptions::new()).await?;
 //! tx.commit().await?;   // the order and its job, or neither
 //! # Ok(()) }

@@ -5,8 +5,8 @@
 //! many completions, their staged follow-ups and their workflow updates share one
 //! transaction, while at low load a lone settlement is written at once. A failed write
 //! is retried with back-off: settlements are fenced, so a repeat is harmless. After each
-//! write, the jobs leave the running set (their heartbeats stop), their slots free, and
-//! producers are woken.
+//! write, the jobs leave the running set (their heartbeats stop), their tickets for
+//! unwritten outcomes free, and producers are woken.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +22,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pen
     let mut pending = Vec::with_capacity(max);
     let mut batch = Vec::with_capacity(max);
     while rx.recv_many(&mut pending, max).await > 0 {
-        // The slots free when this batch is written.
-        let slots: Vec<_> = pending
+        // The tickets for unwritten outcomes free when this batch is written.
+        let tickets: Vec<_> = pending
             .drain(..)
             .map(|p| {
                 batch.push(p.settlement);
-                p.slot
+                p.ticket
             })
             .collect();
         write(&shared, &batch).await;
@@ -48,7 +48,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pen
             }
         }
         notifier.notify();
-        drop(slots);
+        drop(tickets);
         batch.clear();
     }
 }

@@ -45,14 +45,16 @@ pub(crate) async fn run(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemap
     );
     let lease = job.lease();
     let outcome = execute(&shared, job, cancel).instrument(span).await;
-    shared.settle(
-        Settlement {
-            lease,
-            outcome,
-            only_if_expired: false,
-        },
-        permit,
-    );
+    shared
+        .settle(
+            Settlement {
+                lease,
+                outcome,
+                only_if_expired: false,
+            },
+            permit,
+        )
+        .await;
 }
 
 async fn execute(shared: &Arc<Shared>, job: ClaimedJob, cancel: CancellationToken) -> Outcome {

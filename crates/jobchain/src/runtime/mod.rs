@@ -28,7 +28,7 @@ use jobchain_core::retry::RetryPolicy;
 use jobchain_core::store::Settlement;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -94,10 +94,10 @@ impl Default for WorkerConfig {
     }
 }
 
-/// A settlement waiting for the completer, holding its job's slot.
+/// A settlement waiting for the completer, holding a ticket of `Shared::unwritten`.
 pub(crate) struct Pending {
     pub(crate) settlement: Settlement,
-    pub(crate) slot: OwnedSemaphorePermit,
+    pub(crate) ticket: OwnedSemaphorePermit,
 }
 
 /// A registered handler.
@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub(crate) finished: CancellationToken,
     pub(crate) settlements: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
     pub(crate) executors: TaskTracker,
+    /// Tickets for settlements handed to the completer and not yet written.
+    pub(crate) unwritten: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -138,13 +140,26 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// Hands a settlement to the completer, with the job's slot: the slot frees only
-    /// once the outcome is written, so a slow store slows claiming instead of letting
-    /// unwritten outcomes pile up.
-    pub(crate) fn settle(&self, settlement: Settlement, slot: OwnedSemaphorePermit) {
+    /// Hands a settlement to the completer. It first takes a ticket for an unwritten
+    /// outcome (there are as many as the worker has slots), holding the job's slot while
+    /// it waits, and frees the slot once it has one: claiming goes on while the completer
+    /// writes, but a slow store slows claiming instead of letting unwritten outcomes
+    /// (and their leases) pile up.
+    pub(crate) async fn settle(&self, settlement: Settlement, slot: OwnedSemaphorePermit) {
+        let Ok(ticket) = self.unwritten.clone().acquire_owned().await else {
+            return;
+        };
+        drop(slot);
+        let slot = ticket;
         let id = settlement.lease.id;
         let sender = self.settlements.lock().ok().and_then(|s| s.clone());
-        let sent = sender.is_some_and(|s| s.send(Pending { settlement, slot }).is_ok());
+        let sent = sender.is_some_and(|s| {
+            s.send(Pending {
+                settlement,
+                ticket: slot,
+            })
+            .is_ok()
+        });
         if !sent {
             tracing::error!(
                 job.id = %id,
@@ -251,6 +266,7 @@ impl WorkerBuilder {
         if config.lease < Duration::from_millis(10) {
             return Err(Error::Config("the lease must be at least 10 ms".into()));
         }
+        let slots: usize = config.queues.values().sum();
         let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
         kinds.sort();
         Ok(Worker {
@@ -265,6 +281,7 @@ impl WorkerBuilder {
                 finished: CancellationToken::new(),
                 settlements: Mutex::new(None),
                 executors: TaskTracker::new(),
+                unwritten: Arc::new(Semaphore::new(slots.max(1))),
             }),
         })
     }
