@@ -198,6 +198,27 @@ pub struct QueueStats {
     pub counts: crate::workflow::JobCounts,
 }
 
+impl QueueStats {
+    /// Folds `(queue, state, count)` rows, grouped by queue, into one entry per queue.
+    pub fn from_rows(rows: impl IntoIterator<Item = (String, JobState, u64)>) -> Vec<Self> {
+        let mut stats: Vec<QueueStats> = Vec::new();
+        for (queue, state, count) in rows {
+            match stats.last_mut() {
+                Some(last) if last.queue == queue => last.counts.add_n(state, count),
+                _ => {
+                    let mut entry = QueueStats {
+                        queue,
+                        counts: crate::workflow::JobCounts::default(),
+                    };
+                    entry.counts.add_n(state, count);
+                    stats.push(entry);
+                }
+            }
+        }
+        stats
+    }
+}
+
 /// Every database operation jobchain needs. See the module docs for the contract.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -178,6 +178,15 @@ pub fn effect(policy: EdgePolicy, state: JobState) -> Effect {
     }
 }
 
+/// How many of a job's dependency edges, given as `(policy, dependency's state)`, are
+/// not yet satisfied: the count a revived job waits for.
+pub fn unsatisfied(edges: impl IntoIterator<Item = (EdgePolicy, JobState)>) -> usize {
+    edges
+        .into_iter()
+        .filter(|(policy, state)| effect(*policy, *state) != Effect::Satisfied)
+        .count()
+}
+
 /// An in-memory workflow that applies the same rules as the stores: a reference model
 /// for property tests and a way to preview what a failure would do.
 #[derive(Clone, Debug)]
@@ -269,10 +278,11 @@ impl Graph {
                 if self.cancelled_by[dependent] == Some(revived) {
                     self.cancelled_by[dependent] = None;
                     self.states[dependent] = JobState::Blocked;
-                    self.waiting[dependent] = self.deps[dependent]
-                        .iter()
-                        .filter(|(d, p)| effect(*p, self.states[*d]) != Effect::Satisfied)
-                        .count();
+                    self.waiting[dependent] = unsatisfied(
+                        self.deps[dependent]
+                            .iter()
+                            .map(|(d, p)| (*p, self.states[*d])),
+                    );
                     queue.push_back(dependent);
                 }
             }

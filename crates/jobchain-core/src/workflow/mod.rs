@@ -92,7 +92,11 @@ impl JobCounts {
     }
     /// Adds one job in `state`.
     pub fn add(&mut self, state: JobState) {
-        *self.slot(state) += 1;
+        self.add_n(state, 1);
+    }
+    /// Adds `n` jobs in `state`.
+    pub fn add_n(&mut self, state: JobState, n: u64) {
+        *self.slot(state) += n;
     }
     /// The counter of `state`.
     pub fn get(&self, state: JobState) -> u64 {

@@ -12,7 +12,6 @@ use jobchain_core::store::{
     ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, Outcome, QueueStats,
     SettleResult, Settlement,
 };
-use jobchain_core::workflow::JobCounts;
 use jobchain_core::{StoreError, WorkflowId};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -689,25 +688,15 @@ pub async fn queue_stats(
         .fetch_all(conn)
         .await
         .map_err(map_err)?;
-    let mut stats: Vec<QueueStats> = Vec::new();
+    let mut counted = Vec::with_capacity(rows.len());
     for row in &rows {
         let queue: String = row.try_get(0).map_err(map_err)?;
         let state: String = row.try_get(1).map_err(map_err)?;
         let count: i64 = row.try_get(2).map_err(map_err)?;
         let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
-        if stats.last().map(|s| s.queue != queue).unwrap_or(true) {
-            stats.push(QueueStats {
-                queue,
-                counts: JobCounts::default(),
-            });
-        }
-        if let Some(last) = stats.last_mut() {
-            for _ in 0..count {
-                last.counts.add(state);
-            }
-        }
+        counted.push((queue, state, count.max(0) as u64));
     }
-    Ok(stats)
+    Ok(QueueStats::from_rows(counted))
 }
 
 /// Retries a dead job with a fresh budget of attempts and revives its branch.

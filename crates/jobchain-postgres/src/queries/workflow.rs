@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jobchain_core::job::{AttemptError, JobId, JobState, NewJob};
 use jobchain_core::store::CleanReport;
-use jobchain_core::workflow::graph::{effect, Effect};
+use jobchain_core::workflow::graph::{effect, unsatisfied, Effect};
 use jobchain_core::workflow::{
     Dependency, EdgePolicy, JobCounts, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo,
     WorkflowStarted, WorkflowState,
@@ -267,16 +267,15 @@ pub async fn revive_dependents(
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(map_err)?;
-            let mut waiting = 0i32;
+            let mut edges = Vec::with_capacity(rows.len());
             for row in &rows {
                 let policy: String = row.try_get(0).map_err(map_err)?;
                 let state: String = row.try_get(1).map_err(map_err)?;
                 let policy: EdgePolicy = policy.parse().map_err(StoreError::Corrupt)?;
                 let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
-                if effect(policy, state) != Effect::Satisfied {
-                    waiting += 1;
-                }
+                edges.push((policy, state));
             }
+            let waiting = i32::try_from(unsatisfied(edges)).unwrap_or(i32::MAX);
             let statement = sql.get(
                 "UPDATE __schema__.jobs SET state = 'blocked', waiting_for = $2, \
                  cancel_reason = NULL, cancelled_by = NULL, finished_at = NULL WHERE id = $1",

@@ -7,7 +7,6 @@ use jobchain_core::store::{
     ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, Outcome, QueueStats,
     SettleResult, Settlement,
 };
-use jobchain_core::workflow::JobCounts;
 use jobchain_core::{StoreError, WorkflowId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
@@ -410,23 +409,13 @@ pub fn queue_stats(conn: &Connection) -> Result<Vec<QueueStats>, StoreError> {
             ))
         })
         .map_err(map_err)?;
-    let mut stats: Vec<QueueStats> = Vec::new();
+    let mut counted = Vec::new();
     for row in rows {
         let (queue, state, count) = row.map_err(map_err)?;
         let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
-        if stats.last().map(|s| s.queue != queue).unwrap_or(true) {
-            stats.push(QueueStats {
-                queue,
-                counts: JobCounts::default(),
-            });
-        }
-        if let Some(last) = stats.last_mut() {
-            for _ in 0..count {
-                last.counts.add(state);
-            }
-        }
+        counted.push((queue, state, count.max(0) as u64));
     }
-    Ok(stats)
+    Ok(QueueStats::from_rows(counted))
 }
 
 /// Retries a dead job with a fresh budget of attempts and revives its branch.

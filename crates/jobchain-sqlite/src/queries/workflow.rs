@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jobchain_core::job::{AttemptError, JobId, JobState};
 use jobchain_core::store::CleanReport;
-use jobchain_core::workflow::graph::{effect, Effect};
+use jobchain_core::workflow::graph::{effect, unsatisfied, Effect};
 use jobchain_core::workflow::{
     Dependency, EdgePolicy, JobCounts, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo,
     WorkflowStarted, WorkflowState,
@@ -217,14 +217,13 @@ pub fn revive_dependents(conn: &Connection, revived: JobId) -> Result<(), StoreE
                 .map_err(map_err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(map_err)?;
-            let mut waiting = 0;
+            let mut parsed = Vec::with_capacity(edges.len());
             for (policy, state) in edges {
                 let policy: EdgePolicy = policy.parse().map_err(StoreError::Corrupt)?;
                 let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
-                if effect(policy, state) != Effect::Satisfied {
-                    waiting += 1;
-                }
+                parsed.push((policy, state));
             }
+            let waiting = unsatisfied(parsed) as i64;
             block
                 .execute(params![dependent.0, waiting])
                 .map_err(map_err)?;
