@@ -15,7 +15,7 @@ pub struct Crashy {
 }
 
 /// The lease used by child workers: short, so a killed child's jobs are rescued soon.
-pub const CHILD_LEASE: Duration = Duration::from_millis(1500);
+pub const CHILD_LEASE: Duration = Duration::from_secs(4);
 
 /// Registers the multi-process handlers:
 /// - `crashy`: its first attempt writes the marker file and hangs (the test kills the

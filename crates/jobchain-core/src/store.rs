@@ -269,8 +269,7 @@ pub trait Store: Send + Sync + 'static {
     /// Waits up to `timeout` for a notification that jobs became available from another
     /// process; returns whether one came. Backends without push notifications return
     /// `Ok(false)` at once.
-    async fn wait_for_change(&self, timeout: Duration) -> StoreResult<bool> {
-        let _ = timeout;
+    async fn wait_for_change(&self, _timeout: Duration) -> StoreResult<bool> {
         Ok(false)
     }
 

@@ -24,7 +24,7 @@ async fn main() {
     };
     let builder = jobchain::Worker::builder(&client).configure(|c| {
         c.lease = jobchain_conformance::processes::CHILD_LEASE;
-        c.heartbeat = Some(Duration::from_millis(300));
+        c.heartbeat = Some(Duration::from_millis(500));
         c.poll_interval = Duration::from_millis(100);
         c.rescue_interval = Duration::from_millis(200);
     });

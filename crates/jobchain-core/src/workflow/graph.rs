@@ -86,8 +86,7 @@ pub fn validate(workflow: &str, steps: &[StepSpec]) -> Result<ValidGraph, GraphE
         GraphError::Cycle(cycle.into_iter().map(|i| steps[i].name.clone()).collect())
     })?;
     let mut out_edges: Vec<Vec<EdgePolicy>> = vec![Vec::new(); steps.len()];
-    for (dependent, edges) in deps.iter().enumerate() {
-        let _ = dependent;
+    for edges in &deps {
         for (dependency, policy) in edges {
             out_edges[*dependency].push(*policy);
         }

@@ -418,9 +418,8 @@ pub async fn settle(
             results[i] = SettleResult::Applied {
                 follow_ups: Vec::new(),
             };
-            if let Some(w) = workflow {
+            if workflow.is_some() {
                 settled.push((s.lease.id, JobState::Completed));
-                let _ = w;
             }
             if let Outcome::Completed { follow_ups: f, .. } = &s.outcome {
                 for job in f {
