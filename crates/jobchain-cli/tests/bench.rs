@@ -72,19 +72,40 @@ fn every_workload_completes_on_sqlite() {
 fn every_workload_completes_on_postgres() {
     let url = std::env::var("JOBCHAIN_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-    let reachable = std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:5432".parse().expect("address"),
-        std::time::Duration::from_secs(2),
-    )
-    .is_ok()
-        || !url.contains("127.0.0.1:5432");
+    // host:port of postgres://[user[:password]@]host[:port]/database
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(&url)
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .rsplit('@')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let address = if authority.contains(':') {
+        authority
+    } else {
+        format!("{authority}:5432")
+    };
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&address)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+        });
     if !reachable {
         if std::env::var("JOBCHAIN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
             panic!(
                 "PostgreSQL is required (JOBCHAIN_REQUIRE_POSTGRES=1) but {url} does not answer"
             );
         }
-        eprintln!("skipped: PostgreSQL does not answer at {url}; set JOBCHAIN_REQUIRE_POSTGRES=1 to make this a failure");
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: PostgreSQL does not answer at {url}; set JOBCHAIN_REQUIRE_POSTGRES=1 to make this a failure"
+        );
         return;
     }
     check(&run_bench(&["--database", &url]), "postgres");

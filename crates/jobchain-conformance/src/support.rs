@@ -144,9 +144,9 @@ pub async fn postgres_harness() -> Option<Harness> {
     let client = match Client::connect_postgres(&url, options).await {
         Ok(client) => client,
         Err(e) if !postgres_required() => {
-            eprintln!(
-                "skipped: PostgreSQL is not reachable at {url} ({e}); set JOBCHAIN_REQUIRE_POSTGRES=1 to make this a failure"
-            );
+            skipped(&format!(
+                "PostgreSQL is not reachable at {url} ({e}); set JOBCHAIN_REQUIRE_POSTGRES=1 to make this a failure"
+            ));
             return None;
         }
         Err(e) => {
@@ -170,4 +170,11 @@ pub async fn postgres_harness() -> Option<Harness> {
             })
         })),
     )
+}
+
+/// Says on the terminal that a test was skipped and why. Written to the process's standard
+/// error directly, so the test harness's output capture does not hide it.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
 }

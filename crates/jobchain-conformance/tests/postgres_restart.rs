@@ -75,7 +75,7 @@ async fn workers_survive_a_postgres_restart() {
     match restart_postgres() {
         Ok(()) => {}
         Err(why) if !postgres_required() => {
-            eprintln!("skipped: cannot restart PostgreSQL: {why}");
+            jobchain_conformance::support::skipped(&format!("cannot restart PostgreSQL: {why}"));
             worker.shutdown().await;
             h.close().await;
             return;

@@ -31,7 +31,7 @@ use jobchain_core::store::Enqueued;
 use jobchain_core::workflow::{NewWorkflow, WorkflowStarted};
 use jobchain_core::StoreError;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use tokio::sync::{Mutex, Notify};
 
 pub use jobchain_core::store::Store;
@@ -86,6 +86,15 @@ impl PgStore {
                 location: redact(url),
                 reason: format!("{e}: use postgres://USER@HOST:PORT/DATABASE"),
             })?;
+        // One direct attempt first: an unreachable server fails at once with the driver's
+        // reason, instead of after the pool's acquire timeout.
+        let probe = PgConnection::connect_with(&connect)
+            .await
+            .map_err(|e| StoreError::Open {
+                location: redact(url),
+                reason: format!("{e}: is PostgreSQL running and the URL right?"),
+            })?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
