@@ -117,6 +117,9 @@ $$;
 CREATE FUNCTION __schema__.jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE deltas jsonb;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM new_rows WHERE workflow_id IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
     SELECT jsonb_agg(__schema__.job_delta(workflow_id, state, optional, 1)) INTO deltas
         FROM new_rows WHERE workflow_id IS NOT NULL;
     IF deltas IS NOT NULL THEN
@@ -128,6 +131,10 @@ END $$;
 CREATE FUNCTION __schema__.jobs_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE deltas jsonb;
 BEGIN
+    -- Most statements touch no workflow job (plain jobs, heartbeats): leave at once.
+    IF NOT EXISTS (SELECT 1 FROM new_rows WHERE workflow_id IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
     SELECT jsonb_agg(d) INTO deltas FROM (
         SELECT __schema__.job_delta(n.workflow_id, n.state, n.optional, 1) AS d
             FROM new_rows n JOIN old_rows o ON o.id = n.id
