@@ -88,6 +88,21 @@ impl ClaimedJob {
     }
 }
 
+/// Puts claimed jobs, each with its `run_at`, in the order [`Store::claim`] promises:
+/// priority (highest first), then `run_at`, then id. Backends whose claim statement
+/// returns rows in no particular order (`UPDATE ... RETURNING`) restore it with this.
+pub fn in_claim_order(
+    mut jobs: Vec<(chrono::DateTime<chrono::Utc>, ClaimedJob)>,
+) -> Vec<ClaimedJob> {
+    jobs.sort_by(|(a_run, a), (b_run, b)| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a_run.cmp(b_run))
+            .then(a.id.cmp(&b.id))
+    });
+    jobs.into_iter().map(|(_, job)| job).collect()
+}
+
 /// The fencing token of a claim: a job id and the attempt number it was claimed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lease {

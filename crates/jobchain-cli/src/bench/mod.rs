@@ -208,3 +208,32 @@ pub(crate) fn figures(pairs: &[(&str, Value)]) -> Map<String, Value> {
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
 }
+
+/// Runs `start(client, i)` for every `i` in `0..count` from 4 concurrent tasks (the
+/// producers of W3 and W4), returning when all have been started.
+pub(crate) async fn start_from_four_tasks<F, Fut>(
+    client: &Client,
+    count: u64,
+    start: F,
+) -> Result<(), CliError>
+where
+    F: Fn(Client, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), jobchain::Error>> + Send,
+{
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let (client, start) = (client.clone(), start.clone());
+            tokio::spawn(async move {
+                for i in (t..count).step_by(4) {
+                    start(client.clone(), i).await?;
+                }
+                Ok::<_, jobchain::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await
+            .map_err(|e| CliError(format!("producer task failed: {e}")))??;
+    }
+    Ok(())
+}

@@ -9,7 +9,10 @@ use jobchain::{EnqueueOptions, JobContext, Worker, WorkflowState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{all_workflows, drained, figures, percentiles_ms, rate, BenchResult, Target};
+use super::{
+    all_workflows, drained, figures, percentiles_ms, rate, start_from_four_tasks, BenchResult,
+    Target,
+};
 use crate::CliError;
 
 #[derive(Serialize, Deserialize)]
@@ -55,24 +58,13 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
         .build()?
         .start();
     let started = Instant::now();
-    let producers: Vec<_> = (0..4)
-        .map(|p| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for id in (p..workflows).step_by(4) {
-                    client
-                        .start_workflow("process_order", &Order { id })
-                        .await?;
-                }
-                Ok::<_, jobchain::Error>(())
-            })
-        })
-        .collect();
-    for producer in producers {
-        producer
-            .await
-            .map_err(|e| CliError(format!("producer task failed: {e}")))??;
-    }
+    start_from_four_tasks(&client, workflows, |client, id| async move {
+        client
+            .start_workflow("process_order", &Order { id })
+            .await?;
+        Ok(())
+    })
+    .await?;
     all_done.notified().await;
     drained(&worker).await;
     let seconds = started.elapsed().as_secs_f64();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use jobchain::{JobContext, Step, Worker, Workflow, WorkflowId};
 use tokio::sync::Notify;
 
-use super::{drained, figures, rate, BenchResult, Target};
+use super::{drained, figures, rate, start_from_four_tasks, BenchResult, Target};
 use crate::CliError;
 
 const WIDTH: u64 = 20;
@@ -53,22 +53,11 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
         .build()?
         .start();
     let started = Instant::now();
-    let producers: Vec<_> = (0..4)
-        .map(|p| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for n in (p..workflows).step_by(4) {
-                    client.start(fan_in(n)).await?;
-                }
-                Ok::<_, jobchain::Error>(())
-            })
-        })
-        .collect();
-    for producer in producers {
-        producer
-            .await
-            .map_err(|e| CliError(format!("producer task failed: {e}")))??;
-    }
+    start_from_four_tasks(&client, workflows, |client, n| async move {
+        client.start(fan_in(n)).await?;
+        Ok(())
+    })
+    .await?;
     all_done.notified().await;
     drained(&worker).await;
     let seconds = started.elapsed().as_secs_f64();

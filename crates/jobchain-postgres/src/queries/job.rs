@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use jobchain_core::job::{AttemptError, Job, JobId, JobState, NewJob, Priority, RunAt};
 use jobchain_core::store::{
-    ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, Outcome, QueueStats,
-    SettleResult, Settlement,
+    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, Outcome,
+    QueueStats, SettleResult, Settlement,
 };
 use jobchain_core::{StoreError, WorkflowId};
 use serde_json::Value;
@@ -321,7 +321,7 @@ pub async fn claim(
         .fetch_all(conn)
         .await
         .map_err(map_err)?;
-    let mut jobs = rows
+    let jobs = rows
         .iter()
         .map(|r| {
             Ok((
@@ -342,13 +342,7 @@ pub async fn claim(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(map_err)?;
-    jobs.sort_by(|(a_run, a), (b_run, b)| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a_run.cmp(b_run))
-            .then(a.id.cmp(&b.id))
-    });
-    Ok(jobs.into_iter().map(|(_, j)| j).collect())
+    Ok(in_claim_order(jobs))
 }
 
 /// Applies a batch of settlements with one statement per kind of change.

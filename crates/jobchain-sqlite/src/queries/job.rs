@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use jobchain_core::job::{AttemptError, Job, JobId, JobState, NewJob, Priority, RunAt};
 use jobchain_core::store::{
-    ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, Outcome, QueueStats,
-    SettleResult, Settlement,
+    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, Outcome,
+    QueueStats, SettleResult, Settlement,
 };
 use jobchain_core::{StoreError, WorkflowId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -174,15 +174,12 @@ pub fn claim(
             },
         )
         .map_err(map_err)?;
-    let mut jobs = rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?;
-    // RETURNING gives no order: restore the claim order.
-    jobs.sort_by(|(a_run, a), (b_run, b)| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a_run.cmp(b_run))
-            .then(a.id.cmp(&b.id))
-    });
-    Ok(jobs.into_iter().map(|(_, j)| j).collect())
+    let jobs = rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?;
+    Ok(in_claim_order(
+        jobs.into_iter()
+            .map(|(run_at, job)| (to_time(run_at), job))
+            .collect(),
+    ))
 }
 
 /// The JSON of one recorded failure.
