@@ -34,9 +34,6 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
-        for j in &jobs {
-            j.validate().map_err(StoreError::Invalid)?;
-        }
         self.write(move |conn| job::insert_many(conn, now_ms(), &jobs))
             .await
     }

@@ -235,6 +235,33 @@ pub struct WorkflowStarted {
     pub jobs: Vec<JobId>,
 }
 
+impl StepResult {
+    /// A dependency's result from its stored fields: the last error is reported only
+    /// while the dependency has not completed (a retried-then-completed step has none).
+    pub fn new(
+        job: JobId,
+        name: String,
+        state: JobState,
+        output: Option<Value>,
+        errors: Vec<AttemptError>,
+        policy: EdgePolicy,
+    ) -> Self {
+        let last_error = if state == JobState::Completed {
+            None
+        } else {
+            errors.into_iter().last()
+        };
+        StepResult {
+            job,
+            name,
+            state,
+            output,
+            last_error,
+            policy,
+        }
+    }
+}
+
 /// A dependency of a job as its handler sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {

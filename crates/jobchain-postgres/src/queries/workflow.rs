@@ -429,18 +429,14 @@ pub async fn step_results(
         let errors: Vec<AttemptError> = serde_json::from_value(errors)
             .map_err(|e| StoreError::Corrupt(format!("errors of job {job}: {e}")))?;
         let policy: String = r.try_get(5).map_err(map_err)?;
-        out.push(StepResult {
-            job: JobId(job),
-            name: r.try_get(1).map_err(map_err)?,
+        out.push(StepResult::new(
+            JobId(job),
+            r.try_get(1).map_err(map_err)?,
             state,
-            output: r.try_get(3).map_err(map_err)?,
-            last_error: if state == JobState::Completed {
-                None
-            } else {
-                errors.into_iter().last()
-            },
-            policy: policy.parse().map_err(StoreError::Corrupt)?,
-        });
+            r.try_get(3).map_err(map_err)?,
+            errors,
+            policy.parse().map_err(StoreError::Corrupt)?,
+        ));
     }
     Ok(out)
 }

@@ -125,8 +125,8 @@ pub fn insert_many(
     now: i64,
     jobs: &[NewJob],
 ) -> Result<Vec<Enqueued>, StoreError> {
+    // Each insert validates its job; an invalid one rolls back the whole call.
     for job in jobs {
-        job.validate().map_err(StoreError::Invalid)?;
         if let Some(wf) = job.workflow_id {
             workflow::ensure_exists(conn, now, wf, &job.kind)?;
         }

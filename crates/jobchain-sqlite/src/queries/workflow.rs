@@ -360,21 +360,17 @@ pub fn step_results(conn: &Connection, id: JobId) -> Result<Vec<StepResult>, Sto
         let errors: Vec<AttemptError> = serde_json::from_str(&errors)
             .map_err(|e| StoreError::Corrupt(format!("errors of job {job}: {e}")))?;
         let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
-        out.push(StepResult {
-            job: JobId(job),
+        out.push(StepResult::new(
+            JobId(job),
             name,
             state,
-            output: output
+            output
                 .map(|o| serde_json::from_str(&o))
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(format!("output of job {job}: {e}")))?,
-            last_error: if state == JobState::Completed {
-                None
-            } else {
-                errors.into_iter().last()
-            },
-            policy: policy.parse().map_err(StoreError::Corrupt)?,
-        });
+            errors,
+            policy.parse().map_err(StoreError::Corrupt)?,
+        ));
     }
     Ok(out)
 }
