@@ -218,14 +218,17 @@ async fn concurrent_processes_migrate_once() {
         .expect("pg")
         .schema()
         .to_string();
-    let versions: i64 =
-        jobchain::postgres::sqlx::query_scalar(jobchain::postgres::sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM \"{schema}\".migrations"
+    // Every version was applied exactly once, and none is missing.
+    let (rows, versions, latest): (i64, i64, i32) =
+        jobchain::postgres::sqlx::query_as(jobchain::postgres::sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), count(DISTINCT version), max(version) FROM \"{schema}\".migrations"
         )))
         .fetch_one(&pool)
         .await
         .expect("versions");
-    assert_eq!(versions, 1);
+    assert_eq!(rows, versions, "a migration was applied twice");
+    assert_eq!(i64::from(latest), versions, "a migration is missing");
+    assert!(latest >= 2);
     jobchain::postgres::drop_schema(&pool, &schema)
         .await
         .expect("drop");

@@ -225,10 +225,20 @@ pub async fn insert_many(
     sql: &Sql,
     jobs: &[NewJob],
 ) -> Result<Vec<Enqueued>, StoreError> {
+    insert_into(conn, sql, jobs, &[]).await
+}
+
+/// [`insert_many`], for a caller that holds the locks of the running workflows `locked`.
+async fn insert_into(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    jobs: &[NewJob],
+    locked: &[Uuid],
+) -> Result<Vec<Enqueued>, StoreError> {
     for job in jobs {
         job.validate().map_err(StoreError::Invalid)?;
     }
-    workflow::ensure_exist(conn, sql, jobs).await?;
+    workflow::ensure_exist(conn, sql, jobs, locked).await?;
     let mut results: Vec<Option<Enqueued>> = vec![None; jobs.len()];
     let mut bulk = Columns::default();
     let mut bulk_index = Vec::new();
@@ -361,6 +371,8 @@ pub async fn settle(
 
     let mut results = vec![SettleResult::Stale; settlements.len()];
     let mut settled: Vec<(JobId, JobState)> = Vec::new();
+    // Workflows one of whose jobs ended here: each may have finished.
+    let mut ended: Vec<Uuid> = Vec::new();
 
     // Completions, then their follow-ups.
     let completions: Vec<usize> = (0..settlements.len())
@@ -412,8 +424,11 @@ pub async fn settle(
             results[i] = SettleResult::Applied {
                 follow_ups: Vec::new(),
             };
-            if workflow.is_some() {
+            if let Some(w) = workflow {
                 settled.push((s.lease.id, JobState::Completed));
+                if !ended.contains(w) {
+                    ended.push(*w);
+                }
             }
             if let Outcome::Completed { follow_ups: f, .. } = &s.outcome {
                 for job in f {
@@ -428,7 +443,7 @@ pub async fn settle(
             }
         }
         if !follow_ups.is_empty() {
-            let created = insert_many(&mut *conn, sql, &follow_ups).await?;
+            let created = insert_into(&mut *conn, sql, &follow_ups, &ended).await?;
             for (owner, enqueued) in owners.into_iter().zip(created) {
                 if let SettleResult::Applied { follow_ups } = &mut results[owner] {
                     follow_ups.push(enqueued.id);
@@ -496,8 +511,11 @@ pub async fn settle(
         for row in &rows {
             let id: i64 = row.try_get(0).map_err(map_err)?;
             let workflow: Option<Uuid> = row.try_get(1).map_err(map_err)?;
-            if workflow.is_some() {
+            if let Some(w) = workflow {
                 settled.push((JobId(id), JobState::Dead));
+                if !ended.contains(&w) {
+                    ended.push(w);
+                }
             }
             applied.push(id);
         }
@@ -532,7 +550,8 @@ pub async fn settle(
         mark_applied(settlements, &releases, &applied, &mut results);
     }
 
-    workflow::settle_dependents(conn, sql, settled).await?;
+    workflow::settle_dependents(&mut *conn, sql, settled).await?;
+    workflow::finish(conn, sql, &ended).await?;
     Ok(results)
 }
 
@@ -713,7 +732,7 @@ pub async fn retry(conn: &mut PgConnection, sql: &Sql, id: JobId) -> Result<Job,
         .await
         .map_err(map_err)?;
     if let Some(wf) = job.workflow_id {
-        workflow::clear_cancel_request(&mut *conn, sql, wf).await?;
+        workflow::revive(&mut *conn, sql, wf).await?;
     }
     workflow::revive_dependents(&mut *conn, sql, id).await?;
     get(conn, sql, id)
@@ -737,6 +756,9 @@ pub async fn cancel(
             job.state
         )));
     }
+    if let Some(wf) = job.workflow_id {
+        workflow::lock(&mut *conn, sql, &[wf.0]).await?;
+    }
     let statement = sql.get(
         "UPDATE __schema__.jobs SET state = 'cancelled', cancel_reason = $2, finished_at = now(), \
          lease_until = NULL WHERE id = $1 AND state IN ('blocked', 'pending', 'running')",
@@ -747,8 +769,9 @@ pub async fn cancel(
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;
-    if job.workflow_id.is_some() {
+    if let Some(wf) = job.workflow_id {
         workflow::settle_dependents(&mut *conn, sql, vec![(id, JobState::Cancelled)]).await?;
+        workflow::finish(&mut *conn, sql, &[wf.0]).await?;
     }
     get(conn, sql, id)
         .await?

@@ -7,7 +7,10 @@ use sqlx::PgPool;
 use super::{concrete, map_err};
 
 /// Every migration, in order; the version is the position plus one.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_counts_on_read.sql"),
+];
 
 /// The schema version this build writes.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;

@@ -1,8 +1,10 @@
 //! SQL on `workflows` and `dependencies`: starting declared workflows, releasing and
 //! cancelling dependents (set-based, level by level), revival, tracking and cleaning.
 //!
-//! The per-edge rule is [`jobchain_core::workflow::graph::effect`]. Workflow counts and
-//! states are kept by the schema's triggers.
+//! The per-edge rule is [`jobchain_core::workflow::graph::effect`]. A workflow's counts
+//! are read from its jobs; its state changes only when its last live job settles
+//! ([`finish`], under the workflow's row lock, which every change that ends a workflow job
+//! takes first) or when a job makes it live again ([`ensure_exist`], [`revive`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -24,17 +26,19 @@ use super::job::Columns;
 use super::{count, map_err, Sql};
 
 /// Creates the workflow records that the jobs name and that do not exist yet (dynamic
-/// chaining names a workflow after its first job's kind).
+/// chaining names a workflow after its first job's kind); a finished workflow that gets
+/// a new job runs again. Workflows in `locked` are running and locked by the caller.
 pub async fn ensure_exist(
     conn: &mut PgConnection,
     sql: &Sql,
     jobs: &[NewJob],
+    locked: &[Uuid],
 ) -> Result<(), StoreError> {
     let mut ids = Vec::new();
     let mut names = Vec::new();
     for job in jobs {
         if let Some(w) = job.workflow_id {
-            if !ids.contains(&w.0) {
+            if !ids.contains(&w.0) && !locked.contains(&w.0) {
                 ids.push(w.0);
                 names.push(job.kind.clone());
             }
@@ -44,8 +48,10 @@ pub async fn ensure_exist(
         return Ok(());
     }
     let statement = sql.get(
-        "INSERT INTO __schema__.workflows (id, name) \
-         SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO __schema__.workflows AS w (id, name) \
+         SELECT * FROM unnest($1::uuid[], $2::text[]) ORDER BY 1 \
+         ON CONFLICT (id) DO UPDATE SET state = 'running', finished_at = NULL \
+         WHERE w.state <> 'running'",
     );
     sqlx::query(statement)
         .bind(ids)
@@ -292,14 +298,55 @@ pub async fn revive_dependents(
     Ok(())
 }
 
-/// A retried job un-cancels its workflow.
-pub async fn clear_cancel_request(
-    conn: &mut PgConnection,
-    sql: &Sql,
-    id: WorkflowId,
-) -> Result<(), StoreError> {
+/// Marks running workflows finished if none of their jobs is live any more: `cancelled`
+/// when a user cancelled it, `failed` when a job whose failure is not tolerated ended dead
+/// or cancelled, `completed` otherwise. The caller holds the workflows' row locks, taken
+/// before it ended their jobs, so concurrent settles of a workflow's last jobs see each
+/// other's commits and exactly one of them finishes it.
+///
+/// The live-job test is a scalar subquery, not `NOT EXISTS`: PostgreSQL never turns it into
+/// a join, so it stays an index probe per workflow under any (generic) plan.
+pub async fn finish(conn: &mut PgConnection, sql: &Sql, ids: &[Uuid]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let statement = sql.get(
+        "UPDATE __schema__.workflows w SET \
+             state = CASE WHEN w.cancel_requested THEN 'cancelled' \
+                 WHEN EXISTS (SELECT 1 FROM __schema__.jobs j WHERE j.workflow_id = w.id \
+                     AND j.state IN ('dead', 'cancelled') AND NOT j.optional) THEN 'failed' \
+                 ELSE 'completed' END, \
+             finished_at = now() \
+         WHERE w.id = ANY($1) AND w.state = 'running' \
+             AND (SELECT 1 FROM __schema__.jobs j WHERE j.workflow_id = w.id \
+                 AND j.state IN ('blocked', 'pending', 'running') LIMIT 1) IS NULL",
+    );
+    sqlx::query(statement)
+        .bind(ids)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Locks workflow rows, in id order (the order every statement takes them in).
+pub async fn lock(conn: &mut PgConnection, sql: &Sql, ids: &[Uuid]) -> Result<(), StoreError> {
     let statement =
-        sql.get("UPDATE __schema__.workflows SET cancel_requested = false WHERE id = $1");
+        sql.get("SELECT 1 FROM __schema__.workflows WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    sqlx::query(statement)
+        .bind(ids)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// A retried job makes its workflow run again, no longer cancelled.
+pub async fn revive(conn: &mut PgConnection, sql: &Sql, id: WorkflowId) -> Result<(), StoreError> {
+    let statement = sql.get(
+        "UPDATE __schema__.workflows SET cancel_requested = false, state = 'running', \
+         finished_at = NULL WHERE id = $1",
+    );
     sqlx::query(statement)
         .bind(id.0)
         .execute(conn)
@@ -349,9 +396,27 @@ pub async fn get(
     row.map(|r| workflow_from_row(&r)).transpose()
 }
 
-const GET: &str = "SELECT id, name, state, unique_key, created_at, finished_at, \
-    blocked, pending, running, completed, dead, cancelled, tolerated FROM __schema__.workflows \
-    WHERE id = $1";
+/// A workflow record with its counts, read from the `jobs_workflow` index in the same
+/// statement (one snapshot).
+macro_rules! workflow_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT w.id, w.name, w.state, w.unique_key, w.created_at, w.finished_at, ",
+            "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'blocked'), ",
+            "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'pending'), ",
+            "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'running'), ",
+            "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'completed'), ",
+            "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'dead'), ",
+            "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'cancelled'), ",
+            "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id ",
+            "AND j.state IN ('dead', 'cancelled') AND j.optional) ",
+            "FROM __schema__.workflows w ",
+            $rest
+        )
+    };
+}
+
+const GET: &str = workflow_select!("WHERE w.id = $1");
 
 /// Workflows, newest first.
 pub async fn list(
@@ -359,12 +424,10 @@ pub async fn list(
     sql: &Sql,
     filter: &WorkflowFilter,
 ) -> Result<Vec<WorkflowInfo>, StoreError> {
-    let statement = sql.get(
-        "SELECT id, name, state, unique_key, created_at, finished_at, \
-         blocked, pending, running, completed, dead, cancelled, tolerated FROM __schema__.workflows \
-         WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2) \
-         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
-    );
+    let statement = sql.get(workflow_select!(
+        "WHERE ($1::text IS NULL OR w.state = $1) AND ($2::text IS NULL OR w.name = $2) \
+         ORDER BY w.created_at DESC, w.id DESC LIMIT $3 OFFSET $4"
+    ));
     let rows = sqlx::query(statement)
         .bind(filter.state.map(WorkflowState::as_str))
         .bind(&filter.name)
@@ -473,6 +536,7 @@ pub async fn cancel(
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;
+    finish(&mut *conn, sql, &[id.0]).await?;
     get(conn, sql, id)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("workflow {id}")))

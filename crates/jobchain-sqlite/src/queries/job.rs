@@ -237,8 +237,9 @@ pub fn settle(
                 }
                 created.push(insert(conn, now, &job, JobState::Pending, 0)?.id);
             }
-            if workflow_id.is_some() {
+            if let Some(wf) = workflow_id {
                 workflow::settle_dependents(conn, now, id, JobState::Completed)?;
+                workflow::finish(conn, now, wf)?;
             }
             Ok(SettleResult::Applied {
                 follow_ups: created,
@@ -280,8 +281,12 @@ pub fn settle(
             let Some(workflow) = workflow else {
                 return Ok(SettleResult::Stale);
             };
-            if workflow.is_some() {
+            if let Some(wf) = workflow {
+                let wf = wf
+                    .parse::<WorkflowId>()
+                    .map_err(|e| StoreError::Corrupt(format!("workflow id of job {id}: {e}")))?;
                 workflow::settle_dependents(conn, now, id, JobState::Dead)?;
+                workflow::finish(conn, now, wf)?;
             }
             Ok(SettleResult::Applied {
                 follow_ups: Vec::new(),
@@ -431,7 +436,7 @@ pub fn retry(conn: &Connection, now: i64, id: JobId) -> Result<Job, StoreError> 
     .and_then(|mut s| s.execute(params![id.0, now]))
     .map_err(map_err)?;
     if let Some(wf) = job.workflow_id {
-        workflow::clear_cancel_request(conn, wf)?;
+        workflow::revive(conn, wf)?;
     }
     workflow::revive_dependents(conn, id)?;
     get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
@@ -448,6 +453,9 @@ pub fn cancel(conn: &Connection, now: i64, id: JobId, reason: &str) -> Result<Jo
     }
     cancel_live(conn, now, id, reason, None)?;
     workflow::settle_dependents(conn, now, id, JobState::Cancelled)?;
+    if let Some(wf) = job.workflow_id {
+        workflow::finish(conn, now, wf)?;
+    }
     get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
 }
 

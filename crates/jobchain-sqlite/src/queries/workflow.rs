@@ -2,8 +2,9 @@
 //! releasing and cancelling dependents, revival, tracking queries and cleaning.
 //!
 //! The per-edge rule is [`jobchain_core::workflow::graph::effect`]; this module applies
-//! it inside the transaction that settles a job. Workflow counts and states are kept by
-//! the triggers of the schema.
+//! it inside the transaction that settles a job. A workflow's counts are read from its
+//! jobs; its state changes only when its last live job settles ([`finish`]) or when a job
+//! makes it live again ([`ensure_exists`], [`revive`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -21,11 +22,32 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{duration_ms, job, to_time};
 use crate::map_err;
 
-const WORKFLOW_COLUMNS: &str = "id, name, state, unique_key, created_at, finished_at, blocked, \
-    pending, running, completed, dead, cancelled, tolerated";
+/// The columns [`workflow_from_row`] reads; the counts come from the `jobchain_jobs_workflow`
+/// index, in the same statement (one snapshot) as the record.
+const WORKFLOW_COLUMNS: &str = "w.id, w.name, w.state, w.unique_key, w.created_at, w.finished_at, \
+    (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'blocked'), \
+    (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'pending'), \
+    (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'running'), \
+    (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'completed'), \
+    (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'dead'), \
+    (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'cancelled'), \
+    (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id \
+        AND j.state IN ('dead', 'cancelled') AND j.optional = 1)";
+
+/// Marks a running workflow finished if it has no live job left: `cancelled` when a user
+/// cancelled it, `failed` when a job whose failure is not tolerated ended dead or
+/// cancelled, `completed` otherwise. Called after every change that ends one of its jobs.
+const FINISH: &str = "UPDATE jobchain_workflows SET \
+        state = CASE WHEN cancel_requested = 1 THEN 'cancelled' \
+            WHEN EXISTS (SELECT 1 FROM jobchain_jobs j WHERE j.workflow_id = ?1 \
+                AND j.state IN ('dead', 'cancelled') AND j.optional = 0) THEN 'failed' \
+            ELSE 'completed' END, \
+        finished_at = ?2 \
+    WHERE id = ?1 AND state = 'running' AND NOT EXISTS (SELECT 1 FROM jobchain_jobs j \
+        WHERE j.workflow_id = ?1 AND j.state IN ('blocked', 'pending', 'running'))";
 
 /// Creates the workflow record if it does not exist (dynamic chaining names it after
-/// its first job's kind).
+/// its first job's kind); a finished workflow that gets a new job runs again.
 pub fn ensure_exists(
     conn: &Connection,
     now: i64,
@@ -34,7 +56,8 @@ pub fn ensure_exists(
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO jobchain_workflows (id, name, created_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT (id) DO UPDATE SET state = 'running', finished_at = NULL \
+         WHERE jobchain_workflows.state <> 'running'",
     )
     .and_then(|mut s| s.execute(params![id.to_string(), name, now]))
     .map_err(map_err)?;
@@ -233,11 +256,22 @@ pub fn revive_dependents(conn: &Connection, revived: JobId) -> Result<(), StoreE
     Ok(())
 }
 
-/// A retried job un-cancels its workflow.
-pub fn clear_cancel_request(conn: &Connection, id: WorkflowId) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE jobchain_workflows SET cancel_requested = 0 WHERE id = ?1")
-        .and_then(|mut s| s.execute([id.to_string()]))
+/// Marks the workflow finished if none of its jobs is live any more.
+pub fn finish(conn: &Connection, now: i64, id: WorkflowId) -> Result<(), StoreError> {
+    conn.prepare_cached(FINISH)
+        .and_then(|mut s| s.execute(params![id.to_string(), now]))
         .map_err(map_err)?;
+    Ok(())
+}
+
+/// A retried job makes its workflow run again, no longer cancelled.
+pub fn revive(conn: &Connection, id: WorkflowId) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE jobchain_workflows SET cancel_requested = 0, state = 'running', \
+         finished_at = NULL WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute([id.to_string()]))
+    .map_err(map_err)?;
     Ok(())
 }
 
@@ -274,7 +308,7 @@ fn workflow_from_row(r: &Row<'_>) -> rusqlite::Result<WorkflowInfo> {
 /// One workflow.
 pub fn get(conn: &Connection, id: WorkflowId) -> Result<Option<WorkflowInfo>, StoreError> {
     conn.prepare_cached(&format!(
-        "SELECT {WORKFLOW_COLUMNS} FROM jobchain_workflows WHERE id = ?1"
+        "SELECT {WORKFLOW_COLUMNS} FROM jobchain_workflows w WHERE w.id = ?1"
     ))
     .and_then(|mut s| s.query_row([id.to_string()], workflow_from_row).optional())
     .map_err(map_err)
@@ -284,9 +318,9 @@ pub fn get(conn: &Connection, id: WorkflowId) -> Result<Option<WorkflowInfo>, St
 pub fn list(conn: &Connection, filter: &WorkflowFilter) -> Result<Vec<WorkflowInfo>, StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {WORKFLOW_COLUMNS} FROM jobchain_workflows \
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR name = ?2) \
-             ORDER BY created_at DESC, id DESC LIMIT ?3 OFFSET ?4"
+            "SELECT {WORKFLOW_COLUMNS} FROM jobchain_workflows w \
+             WHERE (?1 IS NULL OR w.state = ?1) AND (?2 IS NULL OR w.name = ?2) \
+             ORDER BY w.created_at DESC, w.id DESC LIMIT ?3 OFFSET ?4"
         ))
         .map_err(map_err)?;
     let rows = stmt
@@ -394,6 +428,7 @@ pub fn cancel(conn: &Connection, now: i64, id: WorkflowId) -> Result<WorkflowInf
     )
     .and_then(|mut s| s.execute(params![id.to_string(), now]))
     .map_err(map_err)?;
+    finish(conn, now, id)?;
     get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("workflow {id}")))
 }
 
