@@ -718,6 +718,7 @@ pub async fn late_completion_after_lease_takeover_is_rejected(h: &Harness) {
                 delay: Duration::ZERO,
             },
             only_if_expired: true,
+            workflow_id: None,
         }])
         .await
         .expect("rescue");
@@ -745,6 +746,7 @@ pub async fn late_completion_after_lease_takeover_is_rejected(h: &Harness) {
                 lease: Lease { id, attempt: 1 },
                 outcome,
                 only_if_expired: false,
+                workflow_id: None,
             }])
             .await
             .expect("late settle");
@@ -771,6 +773,7 @@ pub async fn late_completion_after_lease_takeover_is_rejected(h: &Harness) {
                 follow_ups: Vec::new(),
             },
             only_if_expired: false,
+            workflow_id: None,
         }])
         .await
         .expect("settle b");
@@ -778,6 +781,65 @@ pub async fn late_completion_after_lease_takeover_is_rejected(h: &Harness) {
     let job = h.client.job(id).await.expect("job");
     assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.output, Some(json!("fresh")));
+}
+
+/// A settlement's workflow id is only a hint: a completion that wrongly says its job is
+/// outside any workflow still finishes the workflow, and a stale one in the same batch
+/// is still rejected.
+pub async fn wrong_workflow_hint_still_finishes_the_workflow(h: &Harness) {
+    let store = h.client.store();
+    let wf = h
+        .client
+        .start_workflow("hinted", &json!({}))
+        .await
+        .expect("start");
+    let plain = h
+        .client
+        .enqueue("hinted", &json!({}), EnqueueOptions::new())
+        .await
+        .expect("enqueue");
+    let claimed = store
+        .claim(claim_request("w", "hinted", Duration::from_secs(60)))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let job = claimed
+        .iter()
+        .find(|c| c.workflow_id == Some(wf))
+        .expect("the workflow's job");
+    let completed = |lease: Lease| Settlement {
+        lease,
+        outcome: Outcome::Completed {
+            output: Some(json!("done")),
+            follow_ups: Vec::new(),
+        },
+        only_if_expired: false,
+        workflow_id: None,
+    };
+    let results = store
+        .settle(vec![
+            completed(job.lease()),
+            completed(Lease {
+                id: plain,
+                attempt: 7,
+            }),
+            completed(Lease {
+                id: plain,
+                attempt: 1,
+            }),
+        ])
+        .await
+        .expect("settle");
+    assert!(matches!(results[0], SettleResult::Applied { .. }));
+    assert_eq!(results[1], SettleResult::Stale);
+    assert!(matches!(results[2], SettleResult::Applied { .. }));
+    let info = h.client.workflow(wf).await.expect("workflow");
+    assert_eq!(info.state, WorkflowState::Completed);
+    assert_eq!(info.counts.completed, 1);
+    assert_eq!(
+        h.client.job(plain).await.expect("job").state,
+        JobState::Completed
+    );
 }
 
 /// A heartbeat extends a held lease (so the rescuer leaves it alone) and reports leases
@@ -807,6 +869,7 @@ pub async fn heartbeat_keeps_a_lease_and_reports_lost_ones(h: &Harness) {
                 error: "rescued".into(),
             },
             only_if_expired: true,
+            workflow_id: None,
         }])
         .await
         .expect("settle");

@@ -38,6 +38,7 @@ macro_rules! conformance_suite {
             unique_key_returns_the_live_job,
             enqueue_many_is_one_batch,
             late_completion_after_lease_takeover_is_rejected,
+            wrong_workflow_hint_still_finishes_the_workflow,
             heartbeat_keeps_a_lease_and_reports_lost_ones,
             rescuer_retries_expired_leases,
             graceful_shutdown_releases_running_jobs,

@@ -150,6 +150,10 @@ pub struct Settlement {
     /// Apply only if the lease has expired (the rescuer), so a job whose worker is
     /// still heart-beating is never taken from it.
     pub only_if_expired: bool,
+    /// The job's workflow, as its claim returned it. A store may write the outcomes of
+    /// jobs outside workflows by a cheaper path; it checks this, so a wrong value costs
+    /// time, never correctness.
+    pub workflow_id: Option<WorkflowId>,
 }
 
 /// The result of one [`Settlement`].
@@ -174,6 +178,8 @@ pub struct ExpiredJob {
     pub kind: String,
     /// The attempt limit.
     pub max_attempts: u32,
+    /// Its workflow.
+    pub workflow_id: Option<WorkflowId>,
 }
 
 /// Which jobs to list.

@@ -77,9 +77,37 @@ impl Store for PgStore {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
+        let mut results = vec![SettleResult::Stale; settlements.len()];
+        // Plain completions take one autocommit statement; the rest one transaction.
+        let (plain, mut full): (Vec<usize>, Vec<usize>) =
+            (0..settlements.len()).partition(|&i| job::is_plain(&settlements[i]));
+        if !plain.is_empty() {
+            let batch: Vec<&Settlement> = plain.iter().map(|&i| &settlements[i]).collect();
+            let written = job::complete_plain(&mut *self.conn().await?, self.sql(), &batch).await?;
+            for (i, result) in plain.into_iter().zip(written) {
+                match result {
+                    job::PlainResult::Applied => {
+                        results[i] = SettleResult::Applied {
+                            follow_ups: Vec::new(),
+                        }
+                    }
+                    job::PlainResult::Stale => {}
+                    job::PlainResult::InWorkflow => full.push(i),
+                }
+            }
+        }
+        if full.is_empty() {
+            // Plain completions make no job available: nobody needs waking.
+            return Ok(results);
+        }
+        full.sort_unstable();
+        let batch: Vec<Settlement> = full.iter().map(|&i| settlements[i].clone()).collect();
         let mut tx = self.begin().await?;
-        let results = job::settle(&mut tx, self.sql(), &settlements).await?;
-        let results = commit(tx, results).await?;
+        let written = job::settle(&mut tx, self.sql(), &batch).await?;
+        let written = commit(tx, written).await?;
+        for (i, result) in full.into_iter().zip(written) {
+            results[i] = result;
+        }
         // Follow-ups, released dependents, releases and zero-delay retries are available
         // now; other processes' idle workers should look.
         self.wake_others();

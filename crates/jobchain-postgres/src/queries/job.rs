@@ -3,7 +3,7 @@
 //! Batches are set-based: each kind of change in a batch is one statement over
 //! `unnest`ed arrays, so a batch costs a fixed number of round trips.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -68,6 +68,20 @@ const COMPLETE: &str = "UPDATE __schema__.jobs j SET state = 'completed', \
         AND (NOT t.expired_only OR j.lease_until <= now()) \
     RETURNING j.id, j.workflow_id";
 
+// The common case in one autocommit statement: completions without follow-ups of jobs
+// outside workflows. The jobs are locked in id order first (as everywhere); a job that
+// turns out to be in a workflow is left alone and reported, for the full settle.
+const COMPLETE_PLAIN: &str = "WITH locked AS (SELECT j.id, j.workflow_id FROM __schema__.jobs j \
+        WHERE j.id = ANY($1) ORDER BY j.id FOR UPDATE), \
+    done AS (UPDATE __schema__.jobs j SET state = 'completed', output = t.output::jsonb, \
+            finished_at = now(), lease_until = NULL \
+        FROM unnest($1::int8[], $2::int4[], $3::text[]) AS t(id, attempt, output) \
+        JOIN locked l ON l.id = t.id AND l.workflow_id IS NULL \
+        WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
+        RETURNING j.id, j.attempts) \
+    SELECT id, attempts, true FROM done \
+    UNION ALL SELECT id, 0, false FROM locked WHERE workflow_id IS NOT NULL";
+
 const RETRY: &str = "UPDATE __schema__.jobs j SET state = 'pending', \
         run_at = now() + t.delay_ms * interval '1 millisecond', \
         errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', t.attempt, \
@@ -102,7 +116,7 @@ const HEARTBEAT: &str = "WITH held AS (SELECT j.id FROM __schema__.jobs j \
     UPDATE __schema__.jobs j SET lease_until = now() + $3 * interval '1 millisecond' \
     FROM held WHERE j.id = held.id RETURNING j.id";
 
-const EXPIRED: &str = "SELECT id, attempts, kind, max_attempts FROM __schema__.jobs \
+const EXPIRED: &str = "SELECT id, attempts, kind, max_attempts, workflow_id FROM __schema__.jobs \
     WHERE state = 'running' AND lease_until <= now() ORDER BY lease_until LIMIT $1";
 
 const NEXT_SCHEDULED: &str = "SELECT (extract(epoch FROM (min(run_at) - now())) * 1000)::int8 \
@@ -353,6 +367,71 @@ pub async fn claim(
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(map_err)?;
     Ok(in_claim_order(jobs))
+}
+
+/// Whether a settlement can take [`complete_plain`]: a completion without follow-ups, by
+/// its worker, of a job its claim showed outside any workflow.
+pub fn is_plain(settlement: &Settlement) -> bool {
+    settlement.workflow_id.is_none()
+        && !settlement.only_if_expired
+        && matches!(&settlement.outcome, Outcome::Completed { follow_ups, .. } if follow_ups.is_empty())
+}
+
+/// What [`complete_plain`] did with one settlement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlainResult {
+    /// Completed.
+    Applied,
+    /// Rejected by the fence.
+    Stale,
+    /// The job is in a workflow after all: nothing was written; settle it in full.
+    InWorkflow,
+}
+
+/// Completes plain jobs ([`is_plain`]) in one statement, outside any transaction.
+pub async fn complete_plain(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    settlements: &[&Settlement],
+) -> Result<Vec<PlainResult>, StoreError> {
+    let mut ids = Vec::with_capacity(settlements.len());
+    let mut attempts = Vec::with_capacity(settlements.len());
+    let mut outputs: Vec<Option<String>> = Vec::with_capacity(settlements.len());
+    for s in settlements {
+        ids.push(s.lease.id.0);
+        attempts.push(to_i32(s.lease.attempt));
+        let output = match &s.outcome {
+            Outcome::Completed { output, .. } => output.as_ref(),
+            _ => None,
+        };
+        outputs.push(output.map(|o| encode_json("output", o)).transpose()?);
+    }
+    let statement = sql.get(COMPLETE_PLAIN);
+    let rows: Vec<(i64, i32, bool)> = sqlx::query_as(statement)
+        .bind(ids)
+        .bind(attempts)
+        .bind(outputs)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    let applied: HashSet<(i64, i32)> = rows
+        .iter()
+        .filter(|r| r.2)
+        .map(|&(id, attempt, _)| (id, attempt))
+        .collect();
+    let in_workflow: HashSet<i64> = rows.iter().filter(|r| !r.2).map(|r| r.0).collect();
+    Ok(settlements
+        .iter()
+        .map(|s| {
+            if in_workflow.contains(&s.lease.id.0) {
+                PlainResult::InWorkflow
+            } else if applied.contains(&(s.lease.id.0, to_i32(s.lease.attempt))) {
+                PlainResult::Applied
+            } else {
+                PlainResult::Stale
+            }
+        })
+        .collect())
 }
 
 /// Applies a batch of settlements with one statement per kind of change.
@@ -615,6 +694,7 @@ pub async fn expired(
                 },
                 kind: r.try_get(2)?,
                 max_attempts: r.try_get::<i32, _>(3)? as u32,
+                workflow_id: r.try_get::<Option<Uuid>, _>(4)?.map(WorkflowId),
             })
         })
         .collect::<Result<_, sqlx::Error>>()

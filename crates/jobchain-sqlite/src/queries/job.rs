@@ -57,7 +57,7 @@ const RELEASE: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?3, 
 const HEARTBEAT: &str = "UPDATE jobchain_jobs SET lease_until = ?3 \
     WHERE id = ?1 AND attempts = ?2 AND state = 'running'";
 
-const EXPIRED: &str = "SELECT id, attempts, kind, max_attempts FROM jobchain_jobs \
+const EXPIRED: &str = "SELECT id, attempts, kind, max_attempts, workflow_id FROM jobchain_jobs \
     WHERE state = 'running' AND lease_until <= ?1 ORDER BY lease_until LIMIT ?2";
 
 const NEXT_SCHEDULED: &str =
@@ -346,6 +346,7 @@ pub fn expired(conn: &Connection, now: i64, limit: usize) -> Result<Vec<ExpiredJ
                 },
                 kind: r.get(2)?,
                 max_attempts: r.get(3)?,
+                workflow_id: parse_workflow_id(r, 4)?,
             })
         })
         .map_err(map_err)?;

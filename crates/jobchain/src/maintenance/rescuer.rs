@@ -53,6 +53,7 @@ pub(crate) async fn rescue_once(shared: &Shared) -> Result<usize, jobchain_core:
                 lease: e.lease,
                 outcome,
                 only_if_expired: true,
+                workflow_id: e.workflow_id,
             }
         })
         .collect();

@@ -22,6 +22,21 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pen
     let mut pending = Vec::with_capacity(max);
     let mut batch = Vec::with_capacity(max);
     while rx.recv_many(&mut pending, max).await > 0 {
+        // Outcomes arrive one by one as executors finish: let the ones about to arrive do
+        // so, so that one write takes them all.
+        while pending.len() < max {
+            tokio::task::yield_now().await;
+            let before = pending.len();
+            while pending.len() < max {
+                match rx.try_recv() {
+                    Ok(p) => pending.push(p),
+                    Err(_) => break,
+                }
+            }
+            if pending.len() == before {
+                break;
+            }
+        }
         // The tickets for unwritten outcomes free when this batch is written.
         let tickets: Vec<_> = pending
             .drain(..)

@@ -44,6 +44,7 @@ pub(crate) async fn run(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemap
         workflow.id = job.workflow_id.map(|w| w.to_string()).as_deref().unwrap_or(""),
     );
     let lease = job.lease();
+    let workflow_id = job.workflow_id;
     let outcome = execute(&shared, job, cancel).instrument(span).await;
     shared
         .settle(
@@ -51,6 +52,7 @@ pub(crate) async fn run(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemap
                 lease,
                 outcome,
                 only_if_expired: false,
+                workflow_id,
             },
             permit,
         )

@@ -28,8 +28,19 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
             _ = stop.cancelled() => return,
         };
         let mut permits = vec![first];
-        while let Ok(p) = semaphore.clone().try_acquire_owned() {
-            permits.push(p);
+        // Slots free one by one as executors hand their outcomes over: let the ones that
+        // are about to free do so, so that one claim takes them all.
+        loop {
+            while let Ok(p) = semaphore.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            if permits.len() >= slots {
+                break;
+            }
+            tokio::task::yield_now().await;
+            if semaphore.available_permits() == 0 {
+                break;
+            }
         }
         // Mark wake-ups seen before claiming, so one that arrives during the claim is
         // not lost.
