@@ -161,12 +161,16 @@ pub async fn settle_dependents(
     while !settled.is_empty() {
         let states: HashMap<i64, JobState> = settled.iter().map(|(id, s)| (id.0, *s)).collect();
         let ids: Vec<i64> = states.keys().copied().collect();
+        // The dependents' states and the dependencies' names are scalar subqueries, so
+        // they stay primary-key probes under any plan: as joins, a generic plan made
+        // while the tables were small hashed a sequential scan of all jobs.
         let statement = sql.get(
-            "SELECT d.job_id, d.depends_on, d.policy, coalesce(p.step, p.kind) \
+            "SELECT d.job_id, d.depends_on, d.policy, \
+                 (SELECT coalesce(p.step, p.kind) FROM __schema__.jobs p WHERE p.id = d.depends_on) \
              FROM __schema__.dependencies d \
-             JOIN __schema__.jobs j ON j.id = d.job_id \
-             JOIN __schema__.jobs p ON p.id = d.depends_on \
-             WHERE d.depends_on = ANY($1) AND j.state = 'blocked' ORDER BY d.job_id",
+             WHERE d.depends_on = ANY($1) \
+                 AND (SELECT j.state FROM __schema__.jobs j WHERE j.id = d.job_id) = 'blocked' \
+             ORDER BY d.job_id",
         );
         let rows = sqlx::query(statement)
             .bind(ids)

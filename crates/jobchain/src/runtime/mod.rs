@@ -141,8 +141,9 @@ impl Shared {
     }
 
     /// Hands a settlement to the completer. It first takes a ticket for an unwritten
-    /// outcome (there are as many as the worker has slots), holding the job's slot while
-    /// it waits, and frees the slot once it has one: claiming goes on while the completer
+    /// outcome (there are twice as many as the worker has slots, so that a full claim's
+    /// outcomes fit beside the batch being written), holding the job's slot while it
+    /// waits, and frees the slot once it has one: claiming goes on while the completer
     /// writes, but a slow store slows claiming instead of letting unwritten outcomes
     /// (and their leases) pile up.
     pub(crate) async fn settle(&self, settlement: Settlement, slot: OwnedSemaphorePermit) {
@@ -281,7 +282,7 @@ impl WorkerBuilder {
                 finished: CancellationToken::new(),
                 settlements: Mutex::new(None),
                 executors: TaskTracker::new(),
-                unwritten: Arc::new(Semaphore::new(slots.max(1))),
+                unwritten: Arc::new(Semaphore::new(2 * slots.max(1))),
             }),
         })
     }
