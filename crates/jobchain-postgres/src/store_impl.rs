@@ -29,6 +29,9 @@ impl PgStore {
     }
 }
 
+/// Starts a settle's transaction (one round trip).
+const SETTLE_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off";
+
 async fn commit<T>(tx: Transaction<'static, Postgres>, value: T) -> Result<T, StoreError> {
     tx.commit().await.map_err(map_err)?;
     Ok(value)
@@ -102,7 +105,15 @@ impl Store for PgStore {
         }
         full.sort_unstable();
         let batch: Vec<Settlement> = full.iter().map(|&i| settlements[i].clone()).collect();
-        let mut tx = self.begin().await?;
+        // Every statement of a settle finds its rows by primary key. A fresh schema has no
+        // statistics until autovacuum first analyzes it, and a generic plan made then
+        // (hashing a scan of all jobs) stays cached on the connection; pricing scans and
+        // hash joins out inside the settle keeps its plans index probes from the start.
+        let mut tx = self
+            .pool()
+            .begin_with(SETTLE_BEGIN)
+            .await
+            .map_err(map_err)?;
         let written = job::settle(&mut tx, self.sql(), &batch).await?;
         let written = commit(tx, written).await?;
         for (i, result) in full.into_iter().zip(written) {
