@@ -156,6 +156,17 @@ pub struct Settlement {
     pub workflow_id: Option<WorkflowId>,
 }
 
+impl Settlement {
+    /// A completion without follow-ups, by its worker, of a job its claim showed outside
+    /// any workflow: the common case, which stores may write set-based by a cheaper path
+    /// (checking the workflow id, which is only a hint).
+    pub fn is_plain_completion(&self) -> bool {
+        self.workflow_id.is_none()
+            && !self.only_if_expired
+            && matches!(&self.outcome, Outcome::Completed { follow_ups, .. } if follow_ups.is_empty())
+    }
+}
+
 /// The result of one [`Settlement`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SettleResult {

@@ -83,7 +83,7 @@ impl Store for PgStore {
         let mut results = vec![SettleResult::Stale; settlements.len()];
         // Plain completions take one autocommit statement; the rest one transaction.
         let (plain, mut full): (Vec<usize>, Vec<usize>) =
-            (0..settlements.len()).partition(|&i| job::is_plain(&settlements[i]));
+            (0..settlements.len()).partition(|&i| settlements[i].is_plain_completion());
         if !plain.is_empty() {
             let batch: Vec<&Settlement> = plain.iter().map(|&i| &settlements[i]).collect();
             let written = job::complete_plain(&mut *self.conn().await?, self.sql(), &batch).await?;

@@ -57,10 +57,28 @@ impl Store for SqliteStore {
         }
         self.write(move |conn| {
             let now = now_ms();
-            settlements
-                .iter()
-                .map(|s| job::settle(conn, now, s))
-                .collect()
+            let mut results = vec![SettleResult::Stale; settlements.len()];
+            // Plain completions take one statement; the rest one statement each.
+            let (plain, mut rest): (Vec<usize>, Vec<usize>) =
+                (0..settlements.len()).partition(|&i| settlements[i].is_plain_completion());
+            if !plain.is_empty() {
+                let batch: Vec<&Settlement> = plain.iter().map(|&i| &settlements[i]).collect();
+                let applied = job::complete_plain(conn, now, &batch)?;
+                for (i, applied) in plain.into_iter().zip(applied) {
+                    if applied {
+                        results[i] = SettleResult::Applied {
+                            follow_ups: Vec::new(),
+                        };
+                    } else {
+                        // Stale, or in a workflow after all: the full path tells which.
+                        rest.push(i);
+                    }
+                }
+            }
+            for i in rest {
+                results[i] = job::settle(conn, now, &settlements[i])?;
+            }
+            Ok(results)
         })
         .await
     }

@@ -5,7 +5,8 @@
 //! that owns the write connection. It takes every operation queued at that moment (up to
 //! [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN IMMEDIATE`
 //! transaction, commits once, and only then answers the callers: an answer always means
-//! durable. An operation that fails rolls back its own savepoint and nothing else.
+//! durable. An operation that fails rolls back its own savepoint and nothing else (an
+//! operation alone in its transaction, or one SQL statement, needs no savepoint).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -60,9 +61,14 @@ fn run(conn: Connection, ops: mpsc::Receiver<WriteOp>) {
             }
             continue;
         }
+        // An operation alone in its transaction needs no savepoint either: if it fails,
+        // the whole transaction rolls back.
+        let alone = batch.len() == 1;
+        let mut failed_alone = false;
         for op in batch.drain(..) {
-            if op.single_statement {
-                let (_, reply) = (op.run)(Ok(&conn));
+            if op.single_statement || alone {
+                let (ok, reply) = (op.run)(Ok(&conn));
+                failed_alone = alone && !ok;
                 replies.push(reply);
                 continue;
             }
@@ -80,6 +86,16 @@ fn run(conn: Connection, ops: mpsc::Receiver<WriteOp>) {
                 }
             }
             replies.push(reply);
+        }
+        if failed_alone {
+            if let Err(e) = run_cached(&conn, "ROLLBACK") {
+                tracing::error!(error = %e, "sqlite transaction could not be rolled back");
+            }
+            // The operation's reply carries its own error.
+            for reply in replies.drain(..) {
+                reply(Ok(()));
+            }
+            continue;
         }
         match run_cached(&conn, "COMMIT") {
             Ok(()) => {

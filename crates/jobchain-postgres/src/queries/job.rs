@@ -369,14 +369,6 @@ pub async fn claim(
     Ok(in_claim_order(jobs))
 }
 
-/// Whether a settlement can take [`complete_plain`]: a completion without follow-ups, by
-/// its worker, of a job its claim showed outside any workflow.
-pub fn is_plain(settlement: &Settlement) -> bool {
-    settlement.workflow_id.is_none()
-        && !settlement.only_if_expired
-        && matches!(&settlement.outcome, Outcome::Completed { follow_ups, .. } if follow_ups.is_empty())
-}
-
 /// What [`complete_plain`] did with one settlement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlainResult {
@@ -388,7 +380,8 @@ pub enum PlainResult {
     InWorkflow,
 }
 
-/// Completes plain jobs ([`is_plain`]) in one statement, outside any transaction.
+/// Completes plain jobs ([`Settlement::is_plain_completion`]) in one statement, outside
+/// any transaction.
 pub async fn complete_plain(
     conn: &mut PgConnection,
     sql: &Sql,
