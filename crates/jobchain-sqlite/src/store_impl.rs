@@ -34,6 +34,14 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
+        // One job outside workflows is one INSERT (a unique key adds only a read).
+        if let [job] = jobs.as_slice() {
+            if job.workflow_id.is_none() {
+                return self
+                    .write_statement(move |conn| job::insert_many(conn, now_ms(), &jobs))
+                    .await;
+            }
+        }
         self.write(move |conn| job::insert_many(conn, now_ms(), &jobs))
             .await
     }

@@ -66,7 +66,8 @@ const COMPLETE: &str = "UPDATE __schema__.jobs j SET state = 'completed', \
     FROM unnest($1::int8[], $2::int4[], $3::text[], $4::bool[]) AS t(id, attempt, output, expired_only) \
     WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
         AND (NOT t.expired_only OR j.lease_until <= now()) \
-    RETURNING j.id, j.workflow_id";
+    RETURNING j.id, j.workflow_id, \
+        EXISTS (SELECT 1 FROM __schema__.dependencies d WHERE d.depends_on = j.id)";
 
 // The common case in one autocommit statement: completions without follow-ups of jobs
 // outside workflows. The jobs are locked in id order first (as everywhere); a job that
@@ -100,7 +101,8 @@ const DEAD: &str = "UPDATE __schema__.jobs j SET state = 'dead', finished_at = n
     FROM unnest($1::int8[], $2::int4[], $3::text[], $4::bool[]) AS t(id, attempt, error, expired_only) \
     WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
         AND (NOT t.expired_only OR j.lease_until <= now()) \
-    RETURNING j.id, j.workflow_id";
+    RETURNING j.id, j.workflow_id, \
+        EXISTS (SELECT 1 FROM __schema__.dependencies d WHERE d.depends_on = j.id)";
 
 const RELEASE: &str = "UPDATE __schema__.jobs j SET state = 'pending', run_at = now(), \
         max_attempts = j.max_attempts + 1, lease_until = NULL, worker = NULL \
@@ -443,8 +445,10 @@ pub async fn settle(
 
     let mut results = vec![SettleResult::Stale; settlements.len()];
     let mut settled: Vec<(JobId, JobState)> = Vec::new();
-    // Workflows one of whose jobs ended here: each may have finished.
+    // Workflows one of whose jobs ended here: each may have finished, unless it got a
+    // follow-up here too (then it has a live job).
     let mut ended: Vec<Uuid> = Vec::new();
+    let mut continuing: HashSet<Uuid> = HashSet::new();
 
     // Completions, then their follow-ups.
     let completions: Vec<usize> = (0..settlements.len())
@@ -479,25 +483,30 @@ pub async fn settle(
             .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
-        let mut applied: HashMap<i64, Option<Uuid>> = HashMap::with_capacity(rows.len());
+        let mut applied: HashMap<i64, (Option<Uuid>, bool)> = HashMap::with_capacity(rows.len());
         for row in &rows {
             applied.insert(
                 row.try_get(0).map_err(map_err)?,
-                row.try_get(1).map_err(map_err)?,
+                (
+                    row.try_get(1).map_err(map_err)?,
+                    row.try_get(2).map_err(map_err)?,
+                ),
             );
         }
         let mut follow_ups = Vec::new();
         let mut owners = Vec::new();
         for &i in &completions {
             let s = &settlements[i];
-            let Some(workflow) = applied.get(&s.lease.id.0) else {
+            let Some((workflow, has_dependents)) = applied.get(&s.lease.id.0) else {
                 continue;
             };
             results[i] = SettleResult::Applied {
                 follow_ups: Vec::new(),
             };
             if let Some(w) = workflow {
-                settled.push((s.lease.id, JobState::Completed));
+                if *has_dependents {
+                    settled.push((s.lease.id, JobState::Completed));
+                }
                 if !ended.contains(w) {
                     ended.push(*w);
                 }
@@ -508,6 +517,9 @@ pub async fn settle(
                     job.parent_id = Some(s.lease.id);
                     if job.workflow_id.is_none() {
                         job.workflow_id = workflow.map(WorkflowId);
+                    }
+                    if let Some(w) = job.workflow_id {
+                        continuing.insert(w.0);
                     }
                     follow_ups.push(job);
                     owners.push(i);
@@ -583,8 +595,11 @@ pub async fn settle(
         for row in &rows {
             let id: i64 = row.try_get(0).map_err(map_err)?;
             let workflow: Option<Uuid> = row.try_get(1).map_err(map_err)?;
+            let has_dependents: bool = row.try_get(2).map_err(map_err)?;
             if let Some(w) = workflow {
-                settled.push((JobId(id), JobState::Dead));
+                if has_dependents {
+                    settled.push((JobId(id), JobState::Dead));
+                }
                 if !ended.contains(&w) {
                     ended.push(w);
                 }
@@ -623,6 +638,7 @@ pub async fn settle(
     }
 
     workflow::settle_dependents(&mut *conn, sql, settled).await?;
+    ended.retain(|w| !continuing.contains(w));
     workflow::finish(conn, sql, &ended).await?;
     Ok(results)
 }

@@ -39,7 +39,8 @@ const CLAIM: &str = "UPDATE jobchain_jobs SET state = 'running', attempts = atte
 const COMPLETE: &str =
     "UPDATE jobchain_jobs SET state = 'completed', output = ?3, finished_at = ?4, \
     lease_until = NULL WHERE id = ?1 AND attempts = ?2 AND state = 'running' \
-    AND (?5 = 0 OR lease_until <= ?4) RETURNING workflow_id";
+    AND (?5 = 0 OR lease_until <= ?4) RETURNING workflow_id, \
+    EXISTS (SELECT 1 FROM jobchain_dependencies d WHERE d.depends_on = jobchain_jobs.id)";
 
 // Plain completions ([`Settlement::is_plain_completion`]) in one statement: ids, attempts
 // and outputs come as one JSON array of `[id, attempt, output?]`.
@@ -58,7 +59,8 @@ const RETRY: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?4 + ?
 const DEAD: &str = "UPDATE jobchain_jobs SET state = 'dead', finished_at = ?4, \
     errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
     WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?5 = 0 OR lease_until <= ?4) \
-    RETURNING workflow_id";
+    RETURNING workflow_id, \
+    EXISTS (SELECT 1 FROM jobchain_dependencies d WHERE d.depends_on = jobchain_jobs.id)";
 
 const RELEASE: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?3, \
     max_attempts = max_attempts + 1, lease_until = NULL, worker = NULL \
@@ -254,16 +256,16 @@ pub fn settle(
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(|e| StoreError::Invalid(format!("output of job {id}: {e}")))?;
-            let workflow: Option<Option<String>> = conn
+            let completed: Option<(Option<String>, bool)> = conn
                 .prepare_cached(COMPLETE)
                 .and_then(|mut s| {
                     s.query_row(params![id.0, attempt, output, now, expired_only], |r| {
-                        r.get(0)
+                        Ok((r.get(0)?, r.get(1)?))
                     })
                     .optional()
                 })
                 .map_err(map_err)?;
-            let Some(workflow) = workflow else {
+            let Some((workflow, has_dependents)) = completed else {
                 return Ok(SettleResult::Stale);
             };
             let workflow_id = workflow
@@ -271,6 +273,8 @@ pub fn settle(
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(format!("workflow id of job {id}: {e}")))?;
             let mut created = Vec::with_capacity(follow_ups.len());
+            // A follow-up in the job's own workflow keeps that workflow running.
+            let mut continues = false;
             for follow_up in follow_ups {
                 let mut job = follow_up.clone();
                 job.parent_id = Some(id);
@@ -281,11 +285,16 @@ pub fn settle(
                         workflow::ensure_exists(conn, now, wf, &job.kind)?;
                     }
                 }
+                continues |= workflow_id.is_some() && job.workflow_id == workflow_id;
                 created.push(insert(conn, now, &job, JobState::Pending, 0)?.id);
             }
             if let Some(wf) = workflow_id {
-                workflow::settle_dependents(conn, now, id, JobState::Completed)?;
-                workflow::finish(conn, now, wf)?;
+                if has_dependents {
+                    workflow::settle_dependents(conn, now, id, JobState::Completed)?;
+                }
+                if !continues {
+                    workflow::finish(conn, now, wf)?;
+                }
             }
             Ok(SettleResult::Applied {
                 follow_ups: created,
@@ -308,7 +317,7 @@ pub fn settle(
             Ok(applied_or_stale(changed))
         }
         Outcome::Dead { error } => {
-            let workflow: Option<Option<String>> = conn
+            let dead: Option<(Option<String>, bool)> = conn
                 .prepare_cached(DEAD)
                 .and_then(|mut s| {
                     s.query_row(
@@ -319,19 +328,21 @@ pub fn settle(
                             now,
                             expired_only
                         ],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()
                 })
                 .map_err(map_err)?;
-            let Some(workflow) = workflow else {
+            let Some((workflow, has_dependents)) = dead else {
                 return Ok(SettleResult::Stale);
             };
             if let Some(wf) = workflow {
                 let wf = wf
                     .parse::<WorkflowId>()
                     .map_err(|e| StoreError::Corrupt(format!("workflow id of job {id}: {e}")))?;
-                workflow::settle_dependents(conn, now, id, JobState::Dead)?;
+                if has_dependents {
+                    workflow::settle_dependents(conn, now, id, JobState::Dead)?;
+                }
                 workflow::finish(conn, now, wf)?;
             }
             Ok(SettleResult::Applied {
