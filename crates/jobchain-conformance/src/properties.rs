@@ -3,7 +3,7 @@
 //! run to quiescence by a real worker, then checked against the pure reference model of
 //! `jobchain_core::workflow::graph`.
 //!
-//! Cases: `JOBCHAIN_PROPTEST_CASES` (default 24) — raise it for a long local run.
+//! Cases: `JOBCHAIN_PROPTEST_CASES` (default 96; a cascade bug needed ~100 to show) — raise it for a long local run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,7 +100,7 @@ pub async fn random_workflows_reach_terminal_states(h: &Harness) {
     let cases = std::env::var("JOBCHAIN_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+        .unwrap_or(96);
     let observations = Arc::new(Mutex::new(Observations::default()));
     let obs = observations.clone();
     let client = h.client.clone();

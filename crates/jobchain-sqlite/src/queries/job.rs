@@ -289,10 +289,10 @@ pub fn settle(
                 created.push(insert(conn, now, &job, JobState::Pending, 0)?.id);
             }
             if let Some(wf) = workflow_id {
-                if has_dependents {
-                    workflow::settle_dependents(conn, now, id, JobState::Completed)?;
-                }
-                if !continues {
+                // A live dependent keeps the workflow running too.
+                let live_dependents = has_dependents
+                    && workflow::settle_dependents(conn, now, id, JobState::Completed)?;
+                if !continues && !live_dependents {
                     workflow::finish(conn, now, wf)?;
                 }
             }
@@ -340,10 +340,11 @@ pub fn settle(
                 let wf = wf
                     .parse::<WorkflowId>()
                     .map_err(|e| StoreError::Corrupt(format!("workflow id of job {id}: {e}")))?;
-                if has_dependents {
-                    workflow::settle_dependents(conn, now, id, JobState::Dead)?;
+                let live_dependents =
+                    has_dependents && workflow::settle_dependents(conn, now, id, JobState::Dead)?;
+                if !live_dependents {
+                    workflow::finish(conn, now, wf)?;
                 }
-                workflow::finish(conn, now, wf)?;
             }
             Ok(SettleResult::Applied {
                 follow_ups: Vec::new(),

@@ -6,7 +6,7 @@
 //! jobs; its state changes only when its last live job settles ([`finish`]) or when a job
 //! makes it live again ([`ensure_exists`], [`revive`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use jobchain_core::job::{AttemptError, JobId, JobState};
@@ -143,12 +143,17 @@ pub fn start(
 /// Applies a settled job's outcome to its blocked dependents, transitively: a satisfied
 /// edge lowers the dependent's count of unsettled dependencies (at zero it becomes
 /// pending); a failed required dependency cancels the dependent, which cascades.
+/// Returns whether a dependent is still live (blocked or pending), which keeps the
+/// workflow running.
 pub fn settle_dependents(
     conn: &Connection,
     now: i64,
     settled: JobId,
     state: JobState,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    // Dependents left blocked or made pending; a later cancel in the cascade can still
+    // end one of them.
+    let mut live: HashSet<JobId> = HashSet::new();
     let mut queue = VecDeque::from([(settled, state)]);
     let mut dependents_of = conn
         .prepare_cached(
@@ -173,30 +178,36 @@ pub fn settle_dependents(
             .map_err(map_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
-        if edges.is_empty() {
-            continue;
-        }
-        let name = job_name(conn, job_id)?;
+        // The settled job's name, read only if a cancel reason needs it.
+        let mut name: Option<String> = None;
         for (dependent, policy) in edges {
             let policy: EdgePolicy = policy.parse().map_err(StoreError::Corrupt)?;
             match effect(policy, job_state) {
                 Effect::Satisfied => {
+                    live.insert(dependent);
                     satisfy
                         .execute(params![dependent.0, now])
                         .map_err(map_err)?;
                 }
                 Effect::Cancel => {
+                    let name = match &name {
+                        Some(n) => n.clone(),
+                        None => name.insert(job_name(conn, job_id)?).clone(),
+                    };
                     let reason =
                         format!("required dependency `{name}` (job {job_id}) ended {job_state}");
                     if job::cancel_live(conn, now, dependent, &reason, Some(job_id))? {
+                        live.remove(&dependent);
                         queue.push_back((dependent, JobState::Cancelled));
                     }
                 }
-                Effect::Wait => {}
+                Effect::Wait => {
+                    live.insert(dependent);
+                }
             }
         }
     }
-    Ok(())
+    Ok(!live.is_empty())
 }
 
 fn job_name(conn: &Connection, id: JobId) -> Result<String, StoreError> {
