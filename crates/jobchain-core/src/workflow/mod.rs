@@ -121,7 +121,7 @@ impl JobCounts {
     }
 }
 
-/// A workflow record, with counts kept current by every transaction that changes its jobs.
+/// A workflow record, with the counts of its jobs read in the same snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowInfo {
     /// Id.
