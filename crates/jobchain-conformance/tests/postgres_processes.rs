@@ -362,3 +362,75 @@ async fn notify_wakes_an_idle_worker_long_before_its_poll_interval() {
     other.close().await;
     h.close().await;
 }
+
+/// Without foreign keys, the cleaner itself removes a finished workflow's dependency
+/// edges with its jobs: nothing of it is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleaning_a_finished_workflow_leaves_no_edges() {
+    let Some(h) = postgres_harness().await else {
+        return;
+    };
+    let pool = h.client.postgres_pool().expect("pool").clone();
+    let schema = h
+        .client
+        .store()
+        .as_any()
+        .downcast_ref::<jobchain::postgres::PgStore>()
+        .expect("pg")
+        .schema()
+        .to_string();
+    let count = |table: &str| {
+        let (pool, sql) = (
+            pool.clone(),
+            format!("SELECT count(*) FROM \"{schema}\".{table}"),
+        );
+        async move {
+            jobchain::postgres::sqlx::query_scalar::<_, i64>(
+                jobchain::postgres::sqlx::AssertSqlSafe(sql),
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+        }
+    };
+    let wf = h
+        .client
+        .start(
+            Workflow::new("cleaned")
+                .step(Step::new("a", "noop", &json!({})))
+                .step(Step::new("b", "noop", &json!({})).after("a"))
+                .step(
+                    Step::new("c", "noop", &json!({}))
+                        .after("a")
+                        .after_optional("b"),
+                ),
+        )
+        .await
+        .expect("start");
+    let worker = jobchain::Worker::builder(&h.client)
+        .config(fast_config())
+        .handler("noop", |_: JobContext, _: serde_json::Value| async {
+            Ok(())
+        })
+        .build()
+        .expect("worker")
+        .start();
+    eventually("the workflow to complete", || async {
+        let info = h.client.workflow(wf).await.expect("workflow");
+        (info.state == jobchain::WorkflowState::Completed).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    assert_eq!(count("dependencies").await, 3);
+    let report = h
+        .client
+        .store()
+        .clean(Duration::ZERO, 100)
+        .await
+        .expect("clean");
+    assert_eq!((report.jobs, report.workflows), (3, 1));
+    assert_eq!(count("dependencies").await, 0);
+    assert_eq!(count("jobs").await, 0);
+    assert_eq!(count("workflows").await, 0);
+    h.close().await;
+}

@@ -10,6 +10,7 @@ use super::{concrete, map_err};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_counts_on_read.sql"),
+    include_str!("../../migrations/0003_no_foreign_keys.sql"),
 ];
 
 /// The schema version this build writes.

@@ -570,6 +570,8 @@ pub async fn clean(
     let statement = sql.get(
         "WITH wf AS (SELECT id FROM __schema__.workflows WHERE state <> 'running' \
              AND finished_at <= now() - $1 * interval '1 millisecond' LIMIT $2 FOR UPDATE), \
+         gone_edges AS (DELETE FROM __schema__.dependencies d USING __schema__.jobs j \
+             WHERE d.job_id = j.id AND j.workflow_id IN (SELECT id FROM wf)), \
          gone_jobs AS (DELETE FROM __schema__.jobs WHERE workflow_id IN (SELECT id FROM wf) \
              RETURNING 1), \
          gone AS (DELETE FROM __schema__.workflows WHERE id IN (SELECT id FROM wf) RETURNING 1) \
