@@ -81,7 +81,9 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut results = vec![SettleResult::Stale; settlements.len()];
-        // Plain completions take one autocommit statement; the rest one transaction.
+        // Plain completions take one autocommit statement; the rest one transaction. If
+        // the transaction fails, the completer writes the whole batch again: the plain
+        // completions already committed are then rejected by their fence, harmlessly.
         let (plain, mut full): (Vec<usize>, Vec<usize>) =
             (0..settlements.len()).partition(|&i| settlements[i].is_plain_completion());
         if !plain.is_empty() {
