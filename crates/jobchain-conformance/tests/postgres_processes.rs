@@ -21,6 +21,19 @@ fn spawn_worker(location: &str) -> Child {
         .expect("spawn a worker process")
 }
 
+/// The client's PostgreSQL pool and the schema its store works in.
+fn pool_and_schema(client: &Client) -> (jobchain::postgres::sqlx::PgPool, String) {
+    let pool = client.postgres_pool().expect("pool").clone();
+    let schema = client
+        .store()
+        .as_any()
+        .downcast_ref::<jobchain::postgres::PgStore>()
+        .expect("pg")
+        .schema()
+        .to_string();
+    (pool, schema)
+}
+
 /// Enqueues `plain` plain jobs and `chains` chains of three links.
 async fn enqueue_load(client: &Client, plain: usize, chains: usize) {
     let mut specs: Vec<JobSpec> = (0..plain)
@@ -91,15 +104,7 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_business_row() {
     let Some(h) = postgres_harness().await else {
         return;
     };
-    let pool = h.client.postgres_pool().expect("pool").clone();
-    let schema = h
-        .client
-        .store()
-        .as_any()
-        .downcast_ref::<jobchain::postgres::PgStore>()
-        .expect("pg")
-        .schema()
-        .to_string();
+    let (pool, schema) = pool_and_schema(&h.client);
     let orders = format!("\"{schema}\".orders");
     jobchain::postgres::sqlx::raw_sql(jobchain::postgres::sqlx::AssertSqlSafe(format!(
         "CREATE TABLE {orders} (id bigint PRIMARY KEY)"
@@ -210,14 +215,7 @@ async fn concurrent_processes_migrate_once() {
                 .expect("every concurrent migration succeeds"),
         );
     }
-    let pool = clients[0].postgres_pool().expect("pool").clone();
-    let schema = clients[0]
-        .store()
-        .as_any()
-        .downcast_ref::<jobchain::postgres::PgStore>()
-        .expect("pg")
-        .schema()
-        .to_string();
+    let (pool, schema) = pool_and_schema(&clients[0]);
     // Every version was applied exactly once, and none is missing.
     let (rows, versions, latest): (i64, i64, i32) =
         jobchain::postgres::sqlx::query_as(jobchain::postgres::sqlx::AssertSqlSafe(format!(
@@ -370,15 +368,7 @@ async fn cleaning_a_finished_workflow_leaves_no_edges() {
     let Some(h) = postgres_harness().await else {
         return;
     };
-    let pool = h.client.postgres_pool().expect("pool").clone();
-    let schema = h
-        .client
-        .store()
-        .as_any()
-        .downcast_ref::<jobchain::postgres::PgStore>()
-        .expect("pg")
-        .schema()
-        .to_string();
+    let (pool, schema) = pool_and_schema(&h.client);
     let count = |table: &str| {
         let (pool, sql) = (
             pool.clone(),
