@@ -1,6 +1,7 @@
 //! [`Store`] for [`PgStore`]: single statements run on a pooled connection; anything
 //! with more than one statement runs in a transaction.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -106,7 +107,12 @@ impl Store for PgStore {
             return Ok(results);
         }
         full.sort_unstable();
-        let batch: Vec<Settlement> = full.iter().map(|&i| settlements[i].clone()).collect();
+        // Usually the whole batch (workflow jobs): no copy then.
+        let batch: Cow<'_, [Settlement]> = if full.len() == settlements.len() {
+            Cow::Borrowed(&settlements)
+        } else {
+            Cow::Owned(full.iter().map(|&i| settlements[i].clone()).collect())
+        };
         // Every statement of a settle finds its rows by primary key. A fresh schema has no
         // statistics until autovacuum first analyzes it, and a generic plan made then
         // (hashing a scan of all jobs) stays cached on the connection; pricing scans and
