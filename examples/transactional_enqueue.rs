@@ -5,15 +5,25 @@
 //! (uses `JOBCHAIN_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`)
 
 use jobchain::postgres::sqlx;
-use jobchain::{Client, EnqueueOptions};
-use serde_json::json;
+use jobchain::JobArgs;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct ProcessOrder {
+    order: u64,
+}
+
+impl JobArgs for ProcessOrder {
+    const KIND: &'static str = "process_order";
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("JOBCHAIN_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let client = Client::open(&format!("{url}?jobchain_schema=jobchain_example")).await?;
-    let pool = client.postgres_pool()?.clone();
+    let client =
+        jobchain::postgres::connect_url(&format!("{url}?jobchain_schema=jobchain_example")).await?;
+    let pool = client.pool().clone();
     sqlx::query("CREATE TABLE IF NOT EXISTS example_orders (id bigint PRIMARY KEY)")
         .execute(&pool)
         .await?;
@@ -24,26 +34,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .execute(&mut *tx)
         .await?;
     let job = client
-        .enqueue_in(
-            &mut tx,
-            "process_order",
-            &json!({ "order": 42 }),
-            EnqueueOptions::new(),
-        )
-        .await?;
+        .enqueue_in(&mut tx, &ProcessOrder { order: 42 })
+        .await?
+        .id;
     tx.commit().await?;
     println!("order 42 and job {job} committed together");
 
     // A failure after the enqueue rolls both back: no job without its order.
     let mut tx = pool.begin().await?;
     let ghost = client
-        .enqueue_in(
-            &mut tx,
-            "process_order",
-            &json!({ "order": 43 }),
-            EnqueueOptions::new(),
-        )
-        .await?;
+        .enqueue_in(&mut tx, &ProcessOrder { order: 43 })
+        .await?
+        .id;
     tx.rollback().await?;
     println!(
         "job {ghost} rolled back: {}",

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use jobchain::{
-    Client, EnqueueOptions, HandlerOptions, JobContext, JobError, JobState, RetryPolicy, Step,
-    Worker, Workflow, WorkflowId, WorkflowState,
+    Client, JobArgs, JobContext, JobError, JobState, KindOptions, RetryPolicy, Step, Worker,
+    Workflow, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,14 +55,35 @@ struct Order {
     email: String,
 }
 
+/// The four steps of an order: typed jobs, each carrying its kind and retry policy.
+macro_rules! order_step {
+    ($name:ident, $kind:literal) => {
+        #[derive(Clone, Debug, Serialize, Deserialize)]
+        #[serde(transparent)]
+        struct $name(Order);
+
+        impl JobArgs for $name {
+            const KIND: &'static str = $kind;
+            fn options() -> KindOptions {
+                demo_retry()
+            }
+        }
+    };
+}
+
+order_step!(ProcessOrder, "process_order");
+order_step!(SendConfirmation, "send_order_confirmation");
+order_step!(GenerateInvoice, "generate_invoice");
+order_step!(SyncInventory, "sync_inventory");
+
 /// A simulated external call of a few milliseconds.
 async fn external_call(order: &Order, base_ms: u64) {
     let jitter = u64::from(order.order_id * 7 % 5);
     tokio::time::sleep(Duration::from_millis(base_ms + jitter)).await;
 }
 
-fn demo_retry() -> HandlerOptions {
-    HandlerOptions::new().retry(RetryPolicy {
+fn demo_retry() -> KindOptions {
+    KindOptions::new().retry(RetryPolicy {
         max_attempts: 3,
         base: Duration::from_millis(100),
         cap: Duration::from_millis(400),
@@ -72,7 +93,7 @@ fn demo_retry() -> HandlerOptions {
 
 /// Runs the demo and prints each order's workflow tree and a summary.
 pub async fn run(args: DemoArgs) -> Result<(), CliError> {
-    let client = Client::open(&args.database).await?;
+    let client = jobchain::open(&args.database).await?;
     let worker = register(Worker::builder(&client), &args).build()?.start();
     let style = if args.declared {
         "declared up front"
@@ -91,23 +112,21 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             amount_cents: 1999 + u64::from(n) * 100,
             email: format!("customer{n}@example.com"),
         };
-        let id = if args.declared {
-            client.start(declared(&order, args.email_optional)).await?
+        let started = if args.declared {
+            client
+                .start_workflow(declared(&order, args.email_optional))
+                .await?
         } else {
-            client.start_workflow("process_order", &order).await?
+            client.start_workflow(&ProcessOrder(order)).await?
         };
-        workflows.push((n, id));
+        workflows.push((n, started.id));
     }
     let mut summary = Summary::default();
     for (n, id) in &workflows {
-        let info = client
-            .wait_for_workflow(*id, Duration::from_millis(20), Duration::from_secs(120))
-            .await?;
-        if info.state == WorkflowState::Running {
-            return Err(CliError(format!(
-                "order {n} (workflow {id}) did not finish within 120 s"
-            )));
-        }
+        client
+            .wait_for_workflow(*id, Duration::from_secs(120))
+            .await
+            .map_err(|e| CliError(format!("order {n}: {e}")))?;
         print_order(&client, *n, *id, &mut summary).await?;
     }
     let elapsed = started.elapsed();
@@ -121,7 +140,7 @@ fn register(builder: jobchain::WorkerBuilder, args: &DemoArgs) -> jobchain::Work
     let fail = args.fail;
     let email_optional = args.email_optional;
     builder
-        .handler_with("process_order", demo_retry(), move |ctx: JobContext, order: Order| async move {
+        .register(move |ctx: JobContext, ProcessOrder(order)| async move {
             external_call(&order, 8).await;
             if fail == Some(FailStep::Payment) {
                 return Err(JobError::retryable(format!(
@@ -130,11 +149,11 @@ fn register(builder: jobchain::WorkerBuilder, args: &DemoArgs) -> jobchain::Work
                 )));
             }
             if ctx.step().is_none() {
-                ctx.enqueue("send_order_confirmation", &order, EnqueueOptions::new())?;
+                ctx.enqueue(&SendConfirmation(order.clone()))?;
             }
             Ok(serde_json::json!({ "charge_id": format!("ch_{}", order.order_id) }))
         })
-        .handler_with("send_order_confirmation", demo_retry(), move |ctx: JobContext, order: Order| async move {
+        .register(move |ctx: JobContext, SendConfirmation(order)| async move {
             external_call(&order, 5).await;
             let sent = if fail == Some(FailStep::Email) {
                 Err(JobError::retryable(format!("mail server refused {}", order.email)))
@@ -152,18 +171,18 @@ fn register(builder: jobchain::WorkerBuilder, args: &DemoArgs) -> jobchain::Work
                 }
                 Err(e) => return Err(e),
             }
-            ctx.enqueue("generate_invoice", &order, EnqueueOptions::new())?;
-            ctx.enqueue("sync_inventory", &order, EnqueueOptions::new())?;
+            ctx.enqueue(&GenerateInvoice(order.clone()))?;
+            ctx.enqueue(&SyncInventory(order))?;
             Ok(())
         })
-        .handler_with("generate_invoice", demo_retry(), move |_ctx: JobContext, order: Order| async move {
+        .register(move |_ctx: JobContext, GenerateInvoice(order)| async move {
             external_call(&order, 6).await;
             if fail == Some(FailStep::Invoice) {
                 return Err(JobError::retryable("invoice service returned 500"));
             }
             Ok(serde_json::json!({ "invoice": format!("INV-{:05}", order.order_id) }))
         })
-        .handler_with("sync_inventory", demo_retry(), |_ctx: JobContext, order: Order| async move {
+        .register(|_ctx: JobContext, SyncInventory(order)| async move {
             external_call(&order, 4).await;
             Ok(())
         })
@@ -178,21 +197,19 @@ fn declared(order: &Order, email_optional: bool) -> Workflow {
             step.after("send_order_confirmation")
         }
     };
+    let order = || order.clone();
     Workflow::new("order")
-        .step(Step::new("process_order", "process_order", order))
+        .step(Step::new("process_order", &ProcessOrder(order())))
         .step(
-            Step::new("send_order_confirmation", "send_order_confirmation", order)
-                .after("process_order"),
+            Step::new("send_order_confirmation", &SendConfirmation(order())).after("process_order"),
         )
         .step(after_email(Step::new(
             "generate_invoice",
-            "generate_invoice",
-            order,
+            &GenerateInvoice(order()),
         )))
         .step(after_email(Step::new(
             "sync_inventory",
-            "sync_inventory",
-            order,
+            &SyncInventory(order()),
         )))
 }
 

@@ -80,7 +80,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(args) => bench::run(args).await,
         Command::BenchWorker { database } => bench::worker::run(&database).await,
         Command::Migrate { database } => {
-            let client = jobchain::Client::open(&database).await?;
+            let client = jobchain::open(&database).await?;
             client.close().await;
             println!("{database}: schema is current");
             Ok(())

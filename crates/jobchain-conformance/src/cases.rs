@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use jobchain::core::store::{ClaimRequest, Lease, Outcome, SettleResult, Settlement};
 use jobchain::core::NewJob;
 use jobchain::{
-    EnqueueOptions, HandlerOptions, JobContext, JobError, JobFilter, JobSpec, JobState, Priority,
+    EnqueueOptions, JobContext, JobError, JobFilter, JobSpec, JobState, KindOptions, Priority,
     RetryPolicy, WorkflowState,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::support::{eventually, in_state, terminal, Harness};
+use crate::support::{eventually, in_state, job, terminal, Harness};
 
 /// The seed's order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,8 +29,8 @@ fn log(log: &Log, entry: impl Into<String>) {
     log.lock().expect("log").push(entry.into());
 }
 
-fn quick_retry(max_attempts: u32) -> HandlerOptions {
-    HandlerOptions::new().retry(RetryPolicy {
+fn quick_retry(max_attempts: u32) -> KindOptions {
+    KindOptions::new().retry(RetryPolicy {
         max_attempts,
         base: Duration::from_millis(10),
         cap: Duration::from_millis(50),
@@ -57,7 +57,7 @@ fn order_worker(h: &Harness, log_: &Log, email: Email) -> jobchain::WorkerHandle
                 let l = l1.clone();
                 async move {
                     log(&l, "process_order");
-                    ctx.enqueue("send_order_confirmation", &order, EnqueueOptions::new())?;
+                    ctx.enqueue(job("send_order_confirmation", &order))?;
                     Ok(())
                 }
             },
@@ -83,8 +83,8 @@ fn order_worker(h: &Harness, log_: &Log, email: Email) -> jobchain::WorkerHandle
                         }
                         Err(e) => return Err(e),
                     }
-                    ctx.enqueue("generate_invoice", &order, EnqueueOptions::new())?;
-                    ctx.enqueue("sync_inventory", &order, EnqueueOptions::new())?;
+                    ctx.enqueue(job("generate_invoice", &order))?;
+                    ctx.enqueue(job("sync_inventory", &order))?;
                     Ok(())
                 }
             },
@@ -122,9 +122,10 @@ pub async fn seed_full_chain_runs_in_order(h: &Harness) {
     let worker = order_worker(h, &l, Email::Works);
     let wf = h
         .client
-        .start_workflow("process_order", &Order { id: 1 })
+        .start_workflow(job("process_order", &Order { id: 1 }))
         .await
-        .expect("start");
+        .expect("start")
+        .id;
     let info = finished_workflow(h, wf).await;
     worker.shutdown().await;
     assert_eq!(info.state, WorkflowState::Completed);
@@ -159,9 +160,10 @@ pub async fn seed_failing_confirmation_stops_the_chain(h: &Harness) {
     let worker = order_worker(h, &l, Email::Fails);
     let wf = h
         .client
-        .start_workflow("process_order", &Order { id: 2 })
+        .start_workflow(job("process_order", &Order { id: 2 }))
         .await
-        .expect("start");
+        .expect("start")
+        .id;
     let info = finished_workflow(h, wf).await;
     worker.shutdown().await;
     assert_eq!(info.state, WorkflowState::Failed);
@@ -190,9 +192,10 @@ pub async fn seed_conditional_chaining_runs_the_rest(h: &Harness) {
     let worker = order_worker(h, &l, Email::FailsButOptional);
     let wf = h
         .client
-        .start_workflow("process_order", &Order { id: 3 })
+        .start_workflow(job("process_order", &Order { id: 3 }))
         .await
-        .expect("start");
+        .expect("start")
+        .id;
     let info = finished_workflow(h, wf).await;
     worker.shutdown().await;
     assert_eq!(info.state, WorkflowState::Completed);
@@ -212,7 +215,7 @@ pub async fn failing_step_retries_with_growing_delays_then_succeeds(h: &Harness)
         .worker()
         .handler_with(
             "flaky",
-            HandlerOptions::new().retry(RetryPolicy {
+            KindOptions::new().retry(RetryPolicy {
                 max_attempts: 5,
                 base,
                 cap: Duration::from_secs(5),
@@ -238,9 +241,10 @@ pub async fn failing_step_retries_with_growing_delays_then_succeeds(h: &Harness)
         .start();
     let id = h
         .client
-        .enqueue("flaky", &json!({}), EnqueueOptions::new())
+        .enqueue(job("flaky", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let job = terminal(&h.client, id).await;
     worker.shutdown().await;
     assert_eq!(job.state, JobState::Completed);
@@ -280,9 +284,10 @@ pub async fn failing_step_ends_dead_with_every_error(h: &Harness) {
         .start();
     let id = h
         .client
-        .enqueue("doomed", &json!({}), EnqueueOptions::new())
+        .enqueue(job("doomed", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let job = terminal(&h.client, id).await;
     worker.shutdown().await;
     assert_eq!(job.state, JobState::Dead);
@@ -310,9 +315,10 @@ pub async fn permanent_error_is_dead_after_one_attempt(h: &Harness) {
         .start();
     let id = h
         .client
-        .enqueue("charge", &json!({ "cents": 100 }), EnqueueOptions::new())
+        .enqueue(job("charge", &json!({ "cents": 100 })))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let job = terminal(&h.client, id).await;
     worker.shutdown().await;
     assert_eq!(job.state, JobState::Dead);
@@ -341,23 +347,17 @@ pub async fn panic_is_a_failed_attempt_and_the_worker_survives(h: &Harness) {
         .start();
     let bad = h
         .client
-        .enqueue(
-            "fragile",
-            &json!({ "explode": true }),
-            EnqueueOptions::new(),
-        )
+        .enqueue(job("fragile", &json!({ "explode": true })))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let bad = terminal(&h.client, bad).await;
     let good = h
         .client
-        .enqueue(
-            "fragile",
-            &json!({ "explode": false }),
-            EnqueueOptions::new(),
-        )
+        .enqueue(job("fragile", &json!({ "explode": false })))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let good = terminal(&h.client, good).await;
     worker.shutdown().await;
     assert_eq!(bad.state, JobState::Dead);
@@ -389,9 +389,10 @@ pub async fn timeout_is_a_failed_attempt(h: &Harness) {
         .start();
     let id = h
         .client
-        .enqueue("slow", &json!({}), EnqueueOptions::new())
+        .enqueue(job("slow", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let job = terminal(&h.client, id).await;
     worker.shutdown().await;
     assert_eq!(job.state, JobState::Dead);
@@ -427,9 +428,10 @@ pub async fn dead_job_retried_from_the_dlq_runs_again(h: &Harness) {
         .start();
     let id = h
         .client
-        .enqueue("sync", &json!({}), EnqueueOptions::new())
+        .enqueue(job("sync", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let dead = terminal(&h.client, id).await;
     assert_eq!(dead.state, JobState::Dead);
     assert_eq!(dead.attempts, 2);
@@ -456,7 +458,7 @@ pub async fn failed_attempt_writes_no_follow_ups(h: &Harness) {
             "payment",
             quick_retry(2),
             |ctx: JobContext, _: serde_json::Value| async move {
-                ctx.enqueue("send_order_confirmation", &json!({}), EnqueueOptions::new())?;
+                ctx.enqueue(job("send_order_confirmation", &json!({})))?;
                 Err::<(), _>(JobError::retryable("payment gateway timeout"))
             },
         )
@@ -465,9 +467,10 @@ pub async fn failed_attempt_writes_no_follow_ups(h: &Harness) {
         .start();
     let id = h
         .client
-        .enqueue("payment", &json!({}), EnqueueOptions::new())
+        .enqueue(job("payment", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let job = terminal(&h.client, id).await;
     worker.shutdown().await;
     assert_eq!(job.state, JobState::Dead);
@@ -483,8 +486,8 @@ pub async fn follow_ups_exactly_once_after_a_retry(h: &Harness) {
             "fan_out",
             quick_retry(3),
             |ctx: JobContext, _: serde_json::Value| async move {
-                ctx.enqueue("child", &json!({ "n": 1 }), EnqueueOptions::new())?;
-                ctx.enqueue("child", &json!({ "n": 2 }), EnqueueOptions::new())?;
+                ctx.enqueue(job("child", &json!({ "n": 1 })))?;
+                ctx.enqueue(job("child", &json!({ "n": 2 })))?;
                 if ctx.attempt() == 1 {
                     return Err(JobError::retryable("first attempt fails after staging"));
                 }
@@ -496,9 +499,10 @@ pub async fn follow_ups_exactly_once_after_a_retry(h: &Harness) {
         .start();
     let id = h
         .client
-        .enqueue("fan_out", &json!({}), EnqueueOptions::new())
+        .enqueue(job("fan_out", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let job = terminal(&h.client, id).await;
     worker.shutdown().await;
     assert_eq!(job.state, JobState::Completed);
@@ -531,9 +535,8 @@ pub async fn claims_by_priority_then_run_at_then_id(h: &Harness) {
     ];
     for (name, priority, at) in specs {
         h.client
-            .enqueue(
-                "ordered",
-                &json!(name),
+            .enqueue_with(
+                job("ordered", &json!(name)),
                 EnqueueOptions::new().priority(priority).run_at(at),
             )
             .await
@@ -591,13 +594,13 @@ pub async fn delayed_job_never_runs_before_run_at(h: &Harness) {
         .start();
     let id = h
         .client
-        .enqueue(
-            "later",
-            &json!({}),
+        .enqueue_with(
+            job("later", &json!({})),
             EnqueueOptions::new().delay(Duration::from_millis(300)),
         )
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let pending = h.client.job(id).await.expect("job");
     assert_eq!(pending.state, JobState::Pending);
     assert!(pending.run_at >= pending.created_at + chrono::Duration::milliseconds(300));
@@ -618,20 +621,20 @@ pub async fn unique_key_returns_the_live_job(h: &Harness) {
     let opts = || EnqueueOptions::new().unique_key("invoice-42");
     let first = h
         .client
-        .enqueue("invoice", &json!({ "n": 1 }), opts())
+        .enqueue_with(job("invoice", &json!({ "n": 1 })), opts())
         .await
-        .expect("first");
+        .expect("first")
+        .id;
     let second = h
         .client
-        .enqueue("invoice", &json!({ "n": 2 }), opts())
+        .enqueue_with(job("invoice", &json!({ "n": 2 })), opts())
         .await
-        .expect("second");
+        .expect("second")
+        .id;
     assert_eq!(first, second);
     let batch = h
         .client
-        .enqueue_many(vec![
-            JobSpec::new("invoice", &json!({ "n": 3 }), opts()).expect("spec")
-        ])
+        .enqueue_many(vec![job("invoice", &json!({ "n": 3 })).options(opts())])
         .await
         .expect("batch");
     assert_eq!(batch[0].id, first);
@@ -652,27 +655,26 @@ pub async fn unique_key_returns_the_live_job(h: &Harness) {
     worker.shutdown().await;
     let third = h
         .client
-        .enqueue("invoice", &json!({ "n": 4 }), opts())
+        .enqueue_with(job("invoice", &json!({ "n": 4 })), opts())
         .await
-        .expect("third");
+        .expect("third")
+        .id;
     assert_ne!(third, first, "a finished job does not hold its key");
 }
 
 /// A batch enqueue writes every job and returns their ids in order.
 pub async fn enqueue_many_is_one_batch(h: &Harness) {
-    let specs: Vec<JobSpec> = (0..250)
-        .map(|i| JobSpec::new("bulk", &json!({ "i": i }), EnqueueOptions::new()).expect("spec"))
-        .collect();
+    let specs: Vec<JobSpec> = (0..250).map(|i| job("bulk", &json!({ "i": i }))).collect();
     let enqueued = h.client.enqueue_many(specs).await.expect("enqueue_many");
     assert_eq!(enqueued.len(), 250);
     let ids: HashSet<_> = enqueued.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), 250);
-    let job = h.client.job(enqueued[249].id).await.expect("job");
-    assert_eq!(job.payload, json!({ "i": 249 }));
-    assert_eq!(job.state, JobState::Pending);
+    let last = h.client.job(enqueued[249].id).await.expect("job");
+    assert_eq!(last.payload, json!({ "i": 249 }));
+    assert_eq!(last.state, JobState::Pending);
     let bad = h
         .client
-        .enqueue("", &json!({}), EnqueueOptions::new())
+        .enqueue(job("", &json!({})))
         .await
         .expect_err("empty kind");
     assert!(bad.to_string().contains("kind"), "{bad}");
@@ -694,9 +696,10 @@ pub async fn late_completion_after_lease_takeover_is_rejected(h: &Harness) {
     let store = h.client.store();
     let id = h
         .client
-        .enqueue("fenced", &json!({}), EnqueueOptions::new())
+        .enqueue(job("fenced", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let a = store
         .claim(claim_request("worker-a", "fenced", Duration::ZERO))
         .await
@@ -790,14 +793,16 @@ pub async fn wrong_workflow_hint_still_finishes_the_workflow(h: &Harness) {
     let store = h.client.store();
     let wf = h
         .client
-        .start_workflow("hinted", &json!({}))
+        .start_workflow(job("hinted", &json!({})))
         .await
-        .expect("start");
+        .expect("start")
+        .id;
     let plain = h
         .client
-        .enqueue("hinted", &json!({}), EnqueueOptions::new())
+        .enqueue(job("hinted", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let claimed = store
         .claim(claim_request("w", "hinted", Duration::from_secs(60)))
         .await
@@ -848,9 +853,10 @@ pub async fn heartbeat_keeps_a_lease_and_reports_lost_ones(h: &Harness) {
     let store = h.client.store();
     let id = h
         .client
-        .enqueue("beating", &json!({}), EnqueueOptions::new())
+        .enqueue(job("beating", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let claimed = store
         .claim(claim_request("w", "beating", Duration::ZERO))
         .await
@@ -889,9 +895,10 @@ pub async fn heartbeat_keeps_a_lease_and_reports_lost_ones(h: &Harness) {
 pub async fn rescuer_retries_expired_leases(h: &Harness) {
     let id = h
         .client
-        .enqueue("orphan", &json!({}), EnqueueOptions::new())
+        .enqueue(job("orphan", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     // A worker that claimed the job and vanished.
     let ghost = h
         .client
@@ -945,9 +952,10 @@ pub async fn graceful_shutdown_releases_running_jobs(h: &Harness) {
     for i in 0..3 {
         ids.push(
             h.client
-                .enqueue("long", &json!({ "i": i }), EnqueueOptions::new())
+                .enqueue(job("long", &json!({ "i": i })))
                 .await
-                .expect("enqueue"),
+                .expect("enqueue")
+                .id,
         );
     }
     eventually("two jobs to start", || async {
@@ -988,9 +996,20 @@ pub async fn graceful_shutdown_releases_running_jobs(h: &Harness) {
 /// A payload that does not decode is a permanent error naming the kind and the field.
 pub async fn malformed_payload_is_a_permanent_error(h: &Harness) {
     #[derive(Deserialize)]
+    #[allow(dead_code, reason = "decoded to check the payload's shape")]
     struct Charge {
-        #[allow(dead_code, reason = "decoded to check the payload's shape")]
         amount_cents: u64,
+        card: Card,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code, reason = "decoded to check the payload's shape")]
+    struct Card {
+        expiry: Expiry,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code, reason = "decoded to check the payload's shape")]
+    struct Expiry {
+        month: u8,
     }
     let worker = h
         .worker()
@@ -1004,34 +1023,46 @@ pub async fn malformed_payload_is_a_permanent_error(h: &Harness) {
         .start();
     let id = h
         .client
-        .enqueue(
-            "charge_card",
-            &json!({ "amount": "ten" }),
-            EnqueueOptions::new(),
-        )
+        .enqueue(job("charge_card", &json!({ "amount": "ten" })))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
+    let nested = h
+        .client
+        .enqueue(job(
+            "charge_card",
+            &json!({ "amount_cents": 10, "card": { "expiry": { "month": "May" } } }),
+        ))
+        .await
+        .expect("enqueue")
+        .id;
     let job = terminal(&h.client, id).await;
+    let nested = terminal(&h.client, nested).await;
     worker.shutdown().await;
     assert_eq!(job.state, JobState::Dead);
     assert_eq!(job.attempts, 1);
     let message = &job.errors[0].message;
     assert!(message.contains("charge_card"), "{message}");
     assert!(message.contains("amount_cents"), "{message}");
+    assert_eq!(nested.attempts, 1);
+    let message = &nested.errors[0].message;
+    assert!(message.contains("at `card.expiry.month`"), "{message}");
 }
 
 /// A worker never claims a kind it has no handler for.
 pub async fn unknown_kind_is_not_claimed(h: &Harness) {
     let stranger = h
         .client
-        .enqueue("handled_elsewhere", &json!({}), EnqueueOptions::new())
+        .enqueue(job("handled_elsewhere", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let mine = h
         .client
-        .enqueue("mine", &json!({}), EnqueueOptions::new())
+        .enqueue(job("mine", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     let worker = h
         .worker()
         .handler("mine", |_: JobContext, _: serde_json::Value| async move {
@@ -1072,9 +1103,10 @@ pub async fn cancel_running_job_signals_the_handler(h: &Harness) {
         .start();
     let id = h
         .client
-        .enqueue("cancellable", &json!({}), EnqueueOptions::new())
+        .enqueue(job("cancellable", &json!({})))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     in_state(&h.client, id, JobState::Running).await;
     let cancelled = h.client.cancel(id).await.expect("cancel");
     assert_eq!(cancelled.state, JobState::Cancelled);
@@ -1101,7 +1133,7 @@ pub async fn queues_and_per_queue_concurrency(h: &Harness) {
         .queue("mail", 1)
         .handler_with(
             "mail",
-            HandlerOptions::new().queue("mail"),
+            KindOptions::new().queue("mail"),
             move |_: JobContext, _: serde_json::Value| {
                 let (c, p) = (c.clone(), p.clone());
                 async move {
@@ -1120,9 +1152,10 @@ pub async fn queues_and_per_queue_concurrency(h: &Harness) {
     for i in 0..5 {
         ids.push(
             h.client
-                .enqueue("mail", &json!({ "i": i }), EnqueueOptions::new())
+                .enqueue(job("mail", &json!({ "i": i })))
                 .await
-                .expect("enqueue"),
+                .expect("enqueue")
+                .id,
         );
     }
     for id in &ids {

@@ -11,6 +11,7 @@
 pub mod cases;
 pub mod processes;
 pub mod properties;
+pub mod registry;
 pub mod support;
 pub mod workflows;
 
@@ -60,12 +61,43 @@ macro_rules! conformance_suite {
             declared_steps_can_chain_dynamically,
             workflow_unique_key_listing_and_counts,
         );
+        $crate::conformance_suite!(@registry $factory;
+            store_keeps_the_worker_registry,
+            handlers_share_application_state,
+            waits_that_time_out_are_errors,
+        );
+        $crate::conformance_suite!(@processes $factory;
+            typed_job_from_a_process_without_a_worker_runs_on_its_queue,
+            registry_lists_live_workers_and_reports_unhandled_kinds,
+        );
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn random_workflows_reach_terminal_states() {
             let Some(harness) = $factory().await else { return };
             $crate::properties::random_workflows_reach_terminal_states(&harness).await;
             harness.close().await;
         }
+    };
+    (@registry $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $factory().await else { return };
+                $crate::registry::$case(&harness).await;
+                harness.close().await;
+            }
+        )*
+    };
+    // Cases with worker processes: the expanding test crate must be this crate, whose
+    // `jobchain-test-worker` binary they run.
+    (@processes $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $factory().await else { return };
+                $crate::registry::$case(&harness, env!("CARGO_BIN_EXE_jobchain-test-worker")).await;
+                harness.close().await;
+            }
+        )*
     };
     (@workflows $factory:path; $($case:ident),* $(,)?) => {
         $(

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use jobchain::{EnqueueOptions, HandlerOptions, JobContext, JobError, RetryPolicy, WorkerBuilder};
+use jobchain::{JobContext, JobError, KindOptions, RetryPolicy, WorkerBuilder};
 use serde::{Deserialize, Serialize};
+
+use crate::support::job;
 use serde_json::json;
 
 /// Payload of the `crashy` job.
@@ -14,6 +16,25 @@ pub struct Crashy {
     pub marker: String,
 }
 
+/// A typed job whose kind lives on queue `emails`: a process that only enqueues it
+/// (no worker, no registration) must still send it where the worker claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendEmail {
+    /// Recipient.
+    pub to: String,
+}
+
+impl jobchain::JobArgs for SendEmail {
+    const KIND: &'static str = "send_email";
+    fn options() -> KindOptions {
+        KindOptions::new().queue("emails").max_attempts(2)
+    }
+}
+
+/// How long a child worker's registry entry lives without a refresh: short, so a killed
+/// child drops out of the registry soon.
+pub const CHILD_REGISTRY_TTL: Duration = Duration::from_secs(1);
+
 /// The lease used by child workers: short, so a killed child's jobs are rescued soon.
 pub const CHILD_LEASE: Duration = Duration::from_secs(4);
 
@@ -21,15 +42,17 @@ pub const CHILD_LEASE: Duration = Duration::from_secs(4);
 /// - `crashy`: its first attempt writes the marker file and hangs (the test kills the
 ///   process there); later attempts stage two `after_crash` follow-ups and complete;
 /// - `after_crash`, `plain`: a few milliseconds of simulated work;
-/// - `chain`: stages the next link until `left` reaches 0.
+/// - `chain`: stages the next link until `left` reaches 0;
+/// - [`SendEmail`] (typed, queue `emails`): returns the recipient as its output.
 pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
-    let retry = HandlerOptions::new().retry(RetryPolicy {
+    let retry = KindOptions::new().retry(RetryPolicy {
         max_attempts: 5,
         base: Duration::from_millis(50),
         cap: Duration::from_millis(200),
         jitter: 0.0,
     });
     builder
+        .register(|_: JobContext, mail: SendEmail| async move { Ok(mail.to) })
         .handler_with(
             "crashy",
             retry.clone(),
@@ -39,8 +62,8 @@ pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
                         .map_err(|e| JobError::permanent(format!("marker: {e}")))?;
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
-                ctx.enqueue("after_crash", &json!({ "n": 1 }), EnqueueOptions::new())?;
-                ctx.enqueue("after_crash", &json!({ "n": 2 }), EnqueueOptions::new())?;
+                ctx.enqueue(job("after_crash", &json!({ "n": 1 })))?;
+                ctx.enqueue(job("after_crash", &json!({ "n": 2 })))?;
                 Ok(())
             },
         )
@@ -58,7 +81,7 @@ pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
             |ctx: JobContext, p: serde_json::Value| async move {
                 let left = p["left"].as_u64().unwrap_or(0);
                 if left > 0 {
-                    ctx.enqueue("chain", &json!({ "left": left - 1 }), EnqueueOptions::new())?;
+                    ctx.enqueue(job("chain", &json!({ "left": left - 1 })))?;
                 }
                 Ok(())
             },

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use jobchain::core::workflow::graph::{self, Graph, StepSpec};
 use jobchain::{
-    EdgePolicy, HandlerOptions, JobContext, JobError, JobState, RetryPolicy, Step, Workflow,
+    EdgePolicy, JobContext, JobError, JobState, KindOptions, RetryPolicy, Step, Workflow,
     WorkflowState,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde::{Deserialize, Serialize};
 
-use crate::support::Harness;
+use crate::support::{job, Harness};
 use crate::workflows::settled;
 
 /// What a step's handler does.
@@ -108,7 +108,7 @@ pub async fn random_workflows_reach_terminal_states(h: &Harness) {
         .worker()
         .handler_with(
             "prop_step",
-            HandlerOptions::new().retry(RetryPolicy {
+            KindOptions::new().retry(RetryPolicy {
                 max_attempts: 2,
                 base: Duration::from_millis(1),
                 cap: Duration::from_millis(5),
@@ -185,7 +185,7 @@ async fn check_one(
     let mut workflow = Workflow::new("random");
     let mut specs = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let mut s = Step::new(&name(i), "prop_step", &step.fate);
+        let mut s = Step::untyped(&name(i), job("prop_step", &step.fate));
         for (d, policy) in &step.deps {
             s = match policy {
                 EdgePolicy::Required => s.after(&name(*d)),
@@ -204,9 +204,10 @@ async fn check_one(
     }
     let id = h
         .client
-        .start(workflow)
+        .start_workflow(workflow)
         .await
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+        .id;
     let info = settled(h, id).await;
     let jobs = h.client.workflow_jobs(id).await.expect("jobs");
     prop_assert_eq!(jobs.len(), steps.len());

@@ -14,6 +14,8 @@ pub type Cleanup = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> 
 pub struct Harness {
     /// The client on the store.
     pub client: Client,
+    /// The same store's PostgreSQL client, for the PostgreSQL-only calls.
+    pub pg: Option<jobchain::postgres::PgClient>,
     /// Where the store is, for [`Client::open`] in another process.
     pub location: String,
     _guard: Box<dyn Any + Send + Sync>,
@@ -33,10 +35,16 @@ impl Harness {
             .try_init();
         Harness {
             client,
+            pg: None,
             location,
             _guard: Box::new(guard),
             cleanup: None,
         }
+    }
+
+    /// The PostgreSQL client of a PostgreSQL harness.
+    pub fn pg(&self) -> &jobchain::postgres::PgClient {
+        self.pg.as_ref().expect("a PostgreSQL harness")
     }
 
     /// Adds a clean-up that runs after the store is closed.
@@ -141,8 +149,8 @@ pub async fn postgres_harness() -> Option<Harness> {
         max_connections: 6,
         acquire_timeout: Duration::from_secs(30),
     };
-    let client = match Client::connect_postgres(&url, options).await {
-        Ok(client) => client,
+    let pg = match jobchain::postgres::connect(&url, options).await {
+        Ok(pg) => pg,
         Err(e) if !postgres_required() => {
             skipped(&format!(
                 "PostgreSQL is not reachable at {url} ({e}); set JOBCHAIN_REQUIRE_POSTGRES=1 to make this a failure"
@@ -154,22 +162,22 @@ pub async fn postgres_harness() -> Option<Harness> {
         }
     };
     let location = format!("{url}?jobchain_schema={schema}");
-    Some(
-        Harness::new(client, location, ()).with_cleanup(Box::new(move || {
-            Box::pin(async move {
-                // The client's pool is closed by now: drop the schema on a connection of its own.
-                match jobchain::postgres::sqlx::PgPool::connect(&url).await {
-                    Ok(pool) => {
-                        if let Err(e) = jobchain::postgres::drop_schema(&pool, &schema).await {
-                            eprintln!("could not drop test schema {schema}: {e}");
-                        }
-                        pool.close().await;
+    let mut harness = Harness::new(pg.client().clone(), location, ());
+    harness.pg = Some(pg);
+    Some(harness.with_cleanup(Box::new(move || {
+        Box::pin(async move {
+            // The client's pool is closed by now: drop the schema on a connection of its own.
+            match jobchain::postgres::sqlx::PgPool::connect(&url).await {
+                Ok(pool) => {
+                    if let Err(e) = jobchain::postgres::drop_schema(&pool, &schema).await {
+                        eprintln!("could not drop test schema {schema}: {e}");
                     }
-                    Err(e) => eprintln!("could not drop test schema {schema}: {e}"),
+                    pool.close().await;
                 }
-            })
-        })),
-    )
+                Err(e) => eprintln!("could not drop test schema {schema}: {e}"),
+            }
+        })
+    })))
 }
 
 /// Says on the terminal that a test was skipped and why. Written to the process's standard
@@ -177,4 +185,13 @@ pub async fn postgres_harness() -> Option<Harness> {
 pub fn skipped(why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
+/// A job of string kind `kind` with a serializable payload: the string path the cases
+/// use, since each case invents its own kinds.
+pub fn job<P: serde::Serialize>(kind: &str, payload: &P) -> jobchain::JobSpec {
+    jobchain::JobSpec::new(
+        kind,
+        serde_json::to_value(payload).expect("test payloads serialize"),
+    )
 }

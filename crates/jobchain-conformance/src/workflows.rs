@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobchain::{
-    EnqueueOptions, HandlerOptions, JobContext, JobError, JobFilter, JobState, RetryPolicy, Step,
-    Workflow, WorkflowFilter, WorkflowId, WorkflowState,
+    JobContext, JobError, JobFilter, JobState, KindOptions, RetryPolicy, Step, Workflow,
+    WorkflowFilter, WorkflowId, WorkflowState,
 };
 use serde_json::json;
 
-use crate::support::{eventually, in_state, Harness};
+use crate::support::{eventually, in_state, job, Harness};
 
-fn fast_retry(max_attempts: u32) -> HandlerOptions {
-    HandlerOptions::new().retry(RetryPolicy {
+fn fast_retry(max_attempts: u32) -> KindOptions {
+    KindOptions::new().retry(RetryPolicy {
         max_attempts,
         base: Duration::from_millis(5),
         cap: Duration::from_millis(20),
@@ -71,17 +71,28 @@ fn order(optional_edges: bool) -> Workflow {
         }
     };
     Workflow::new("order")
-        .step(Step::new("charge", "ok", &json!("charged")))
-        .step(Step::new("confirm", "fail", &json!({})).after("charge"))
-        .step(after(Step::new("invoice", "ok", &json!("invoiced"))))
-        .step(after(Step::new("inventory", "ok", &json!("synced"))))
+        .step(Step::untyped("charge", job("ok", &json!("charged"))))
+        .step(Step::untyped("confirm", job("fail", &json!({}))).after("charge"))
+        .step(after(Step::untyped(
+            "invoice",
+            job("ok", &json!("invoiced")),
+        )))
+        .step(after(Step::untyped(
+            "inventory",
+            job("ok", &json!("synced")),
+        )))
 }
 
 /// The declared order workflow with a failing e-mail step and optional edges out of it:
 /// invoice and inventory run, and the workflow completes with one tolerated failure.
 pub async fn declared_order_tolerates_failed_email_on_optional_edges(h: &Harness) {
     let worker = ok_fail_worker(h);
-    let id = h.client.start(order(true)).await.expect("start");
+    let id = h
+        .client
+        .start_workflow(order(true))
+        .await
+        .expect("start")
+        .id;
     let info = settled(h, id).await;
     worker.shutdown().await;
     assert_eq!(info.state, WorkflowState::Completed);
@@ -98,7 +109,12 @@ pub async fn declared_order_tolerates_failed_email_on_optional_edges(h: &Harness
 /// the workflow fails.
 pub async fn declared_order_cancels_dependents_of_failed_email_on_required_edges(h: &Harness) {
     let worker = ok_fail_worker(h);
-    let id = h.client.start(order(false)).await.expect("start");
+    let id = h
+        .client
+        .start_workflow(order(false))
+        .await
+        .expect("start")
+        .id;
     let info = settled(h, id).await;
     worker.shutdown().await;
     assert_eq!(info.state, WorkflowState::Failed);
@@ -149,14 +165,19 @@ pub async fn fan_out_fan_in_join_runs_once_with_every_output(h: &Harness) {
         .build()
         .expect("worker")
         .start();
-    let mut wf = Workflow::new("fan").step(Step::new("split", "split", &json!({})));
-    let mut join = Step::new("join", "join", &json!({}));
+    let mut wf = Workflow::new("fan").step(Step::untyped("split", job("split", &json!({}))));
+    let mut join = Step::untyped("join", job("join", &json!({})));
     for n in 0..20u32 {
         let name = format!("part-{n}");
-        wf = wf.step(Step::new(&name, "part", &n).after("split"));
+        wf = wf.step(Step::untyped(&name, job("part", &n)).after("split"));
         join = join.after(&name);
     }
-    let id = h.client.start(wf.step(join)).await.expect("start");
+    let id = h
+        .client
+        .start_workflow(wf.step(join))
+        .await
+        .expect("start")
+        .id;
     let info = settled(h, id).await;
     worker.shutdown().await;
     assert_eq!(info.state, WorkflowState::Completed);
@@ -180,17 +201,21 @@ pub async fn fan_out_fan_in_join_runs_once_with_every_output(h: &Harness) {
 pub async fn diamond_and_three_level_cascade(h: &Harness) {
     let worker = ok_fail_worker(h);
     let diamond = Workflow::new("diamond")
-        .step(Step::new("a", "ok", &json!("a")))
-        .step(Step::new("b", "ok", &json!("b")).after("a"))
-        .step(Step::new("c", "ok", &json!("c")).after("a"))
-        .step(Step::new("d", "ok", &json!("d")).after("b").after("c"));
-    let diamond = h.client.start(diamond).await.expect("start");
+        .step(Step::untyped("a", job("ok", &json!("a"))))
+        .step(Step::untyped("b", job("ok", &json!("b"))).after("a"))
+        .step(Step::untyped("c", job("ok", &json!("c"))).after("a"))
+        .step(
+            Step::untyped("d", job("ok", &json!("d")))
+                .after("b")
+                .after("c"),
+        );
+    let diamond = h.client.start_workflow(diamond).await.expect("start").id;
     let chain = Workflow::new("cascade")
-        .step(Step::new("root", "fail", &json!({})))
-        .step(Step::new("level1", "ok", &json!(1)).after("root"))
-        .step(Step::new("level2", "ok", &json!(2)).after("level1"))
-        .step(Step::new("level3", "ok", &json!(3)).after("level2"));
-    let chain = h.client.start(chain).await.expect("start");
+        .step(Step::untyped("root", job("fail", &json!({}))))
+        .step(Step::untyped("level1", job("ok", &json!(1))).after("root"))
+        .step(Step::untyped("level2", job("ok", &json!(2))).after("level1"))
+        .step(Step::untyped("level3", job("ok", &json!(3))).after("level2"));
+    let chain = h.client.start_workflow(chain).await.expect("start").id;
     let d_info = settled(h, diamond).await;
     let c_info = settled(h, chain).await;
     worker.shutdown().await;
@@ -251,11 +276,11 @@ pub async fn optional_edges_after_dead_and_cancelled_dependencies(h: &Harness) {
         .expect("worker")
         .start();
     let wf = Workflow::new("optional")
-        .step(Step::new("pay", "fail", &json!({})))
-        .step(Step::new("ship", "ok", &json!("shipped")).after("pay"))
-        .step(Step::new("after_dead", "inspect", &json!({})).after_optional("pay"))
-        .step(Step::new("after_cancelled", "inspect", &json!({})).after_optional("ship"));
-    let id = h.client.start(wf).await.expect("start");
+        .step(Step::untyped("pay", job("fail", &json!({}))))
+        .step(Step::untyped("ship", job("ok", &json!("shipped"))).after("pay"))
+        .step(Step::untyped("after_dead", job("inspect", &json!({}))).after_optional("pay"))
+        .step(Step::untyped("after_cancelled", job("inspect", &json!({}))).after_optional("ship"));
+    let id = h.client.start_workflow(wf).await.expect("start").id;
     let info = settled(h, id).await;
     worker.shutdown().await;
     let jobs = jobs_by_step(h, id).await;
@@ -280,37 +305,42 @@ pub async fn optional_edges_after_dead_and_cancelled_dependencies(h: &Harness) {
 /// Invalid graphs are rejected naming the offending steps, and nothing is written.
 pub async fn invalid_workflows_are_rejected_and_write_nothing(h: &Harness) {
     let cycle = Workflow::new("cycle")
-        .step(Step::new("a", "ok", &json!({})).after("c"))
-        .step(Step::new("b", "ok", &json!({})).after("a"))
-        .step(Step::new("c", "ok", &json!({})).after("b"));
-    let err = h.client.start(cycle).await.expect_err("cycle").to_string();
+        .step(Step::untyped("a", job("ok", &json!({}))).after("c"))
+        .step(Step::untyped("b", job("ok", &json!({}))).after("a"))
+        .step(Step::untyped("c", job("ok", &json!({}))).after("b"));
+    let err = h
+        .client
+        .start_workflow(cycle)
+        .await
+        .expect_err("cycle")
+        .to_string();
     assert!(
         err.contains("cycle") && err.contains('a') && err.contains('c'),
         "{err}"
     );
     let unknown = Workflow::new("unknown")
-        .step(Step::new("a", "ok", &json!({})))
-        .step(Step::new("b", "ok", &json!({})).after("ghost"));
+        .step(Step::untyped("a", job("ok", &json!({}))))
+        .step(Step::untyped("b", job("ok", &json!({}))).after("ghost"));
     let err = h
         .client
-        .start(unknown)
+        .start_workflow(unknown)
         .await
         .expect_err("unknown")
         .to_string();
     assert!(err.contains("`b`") && err.contains("`ghost`"), "{err}");
     let duplicate = Workflow::new("duplicate")
-        .step(Step::new("a", "ok", &json!({})))
-        .step(Step::new("a", "ok", &json!({})));
+        .step(Step::untyped("a", job("ok", &json!({}))))
+        .step(Step::untyped("a", job("ok", &json!({}))));
     let err = h
         .client
-        .start(duplicate)
+        .start_workflow(duplicate)
         .await
         .expect_err("dup")
         .to_string();
     assert!(err.contains("`a`") && err.contains("twice"), "{err}");
     let err = h
         .client
-        .start(Workflow::new("empty"))
+        .start_workflow(Workflow::new("empty"))
         .await
         .expect_err("empty")
         .to_string();
@@ -353,10 +383,10 @@ pub async fn cancelling_a_workflow_mid_run(h: &Harness) {
         .expect("worker")
         .start();
     let wf = Workflow::new("cancel-me")
-        .step(Step::new("first", "ok", &json!(1)))
-        .step(Step::new("long", "wait", &json!({})).after("first"))
-        .step(Step::new("after", "ok", &json!(2)).after("long"));
-    let id = h.client.start(wf).await.expect("start");
+        .step(Step::untyped("first", job("ok", &json!(1))))
+        .step(Step::untyped("long", job("wait", &json!({}))).after("first"))
+        .step(Step::untyped("after", job("ok", &json!(2))).after("long"));
+    let id = h.client.start_workflow(wf).await.expect("start").id;
     let long = eventually("the long step to run", || async {
         let jobs = jobs_by_step(h, id).await;
         (jobs["long"].state == JobState::Running).then(|| jobs["long"].id)
@@ -410,12 +440,12 @@ pub async fn dlq_retry_revives_the_cancelled_branch(h: &Harness) {
         .expect("worker")
         .start();
     let wf = Workflow::new("revive")
-        .step(Step::new("start", "ok", &json!(0)))
-        .step(Step::new("pay", "flaky", &json!({})).after("start"))
-        .step(Step::new("ship", "ok", &json!(1)).after("pay"))
-        .step(Step::new("notify", "ok", &json!(2)).after("ship"))
-        .step(Step::new("audit", "ok", &json!(3)).after_optional("pay"));
-    let id = h.client.start(wf).await.expect("start");
+        .step(Step::untyped("start", job("ok", &json!(0))))
+        .step(Step::untyped("pay", job("flaky", &json!({}))).after("start"))
+        .step(Step::untyped("ship", job("ok", &json!(1))).after("pay"))
+        .step(Step::untyped("notify", job("ok", &json!(2))).after("ship"))
+        .step(Step::untyped("audit", job("ok", &json!(3))).after_optional("pay"));
+    let id = h.client.start_workflow(wf).await.expect("start").id;
     let failed = settled(h, id).await;
     assert_eq!(failed.state, WorkflowState::Failed);
     let jobs = jobs_by_step(h, id).await;
@@ -458,28 +488,31 @@ pub async fn cleaner_keeps_running_workflows_whole(h: &Harness) {
         .start();
     let done = h
         .client
-        .start(
+        .start_workflow(
             Workflow::new("done")
-                .step(Step::new("a", "ok", &json!(1)))
-                .step(Step::new("b", "ok", &json!(2)).after("a")),
+                .step(Step::untyped("a", job("ok", &json!(1))))
+                .step(Step::untyped("b", job("ok", &json!(2))).after("a")),
         )
         .await
-        .expect("start");
+        .expect("start")
+        .id;
     // A running workflow: one completed step, one waiting for a kind nobody handles.
     let open = h
         .client
-        .start(
+        .start_workflow(
             Workflow::new("open")
-                .step(Step::new("a", "ok", &json!(1)))
-                .step(Step::new("b", "handled_elsewhere", &json!(2)).after("a")),
+                .step(Step::untyped("a", job("ok", &json!(1))))
+                .step(Step::untyped("b", job("handled_elsewhere", &json!(2))).after("a")),
         )
         .await
-        .expect("start");
+        .expect("start")
+        .id;
     let lone = h
         .client
-        .enqueue("ok", &json!("lone"), EnqueueOptions::new())
+        .enqueue(job("ok", &json!("lone")))
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .id;
     settled(h, done).await;
     let open_a = eventually("the open workflow's first step", || async {
         let jobs = jobs_by_step(h, open).await;
@@ -527,7 +560,7 @@ pub async fn declared_steps_can_chain_dynamically(h: &Harness) {
     let worker = h
         .worker()
         .handler("plan", |ctx: JobContext, _: serde_json::Value| async move {
-            ctx.enqueue("extra", &json!("dynamic"), EnqueueOptions::new())?;
+            ctx.enqueue(job("extra", &json!("dynamic")))?;
             Ok("planned")
         })
         .handler(
@@ -542,13 +575,14 @@ pub async fn declared_steps_can_chain_dynamically(h: &Harness) {
         .start();
     let id = h
         .client
-        .start(
+        .start_workflow(
             Workflow::new("mixed")
-                .step(Step::new("plan", "plan", &json!({})))
-                .step(Step::new("finish", "ok", &json!(1)).after("plan")),
+                .step(Step::untyped("plan", job("plan", &json!({}))))
+                .step(Step::untyped("finish", job("ok", &json!(1))).after("plan")),
         )
         .await
-        .expect("start");
+        .expect("start")
+        .id;
     let info = settled(h, id).await;
     worker.shutdown().await;
     assert_eq!(info.state, WorkflowState::Completed);
@@ -572,11 +606,11 @@ pub async fn workflow_unique_key_listing_and_counts(h: &Harness) {
     let wf = || {
         Workflow::new("nightly")
             .unique_key("nightly-2026-11-26")
-            .step(Step::new("a", "ok", &json!(1)))
-            .step(Step::new("b", "ok", &json!(2)).after("a"))
+            .step(Step::untyped("a", job("ok", &json!(1))))
+            .step(Step::untyped("b", job("ok", &json!(2))).after("a"))
     };
-    let first = h.client.start(wf()).await.expect("first");
-    let second = h.client.start(wf()).await.expect("second");
+    let first = h.client.start_workflow(wf()).await.expect("first").id;
+    let second = h.client.start_workflow(wf()).await.expect("second").id;
     assert_eq!(first, second);
     assert_eq!(h.client.workflow_jobs(first).await.expect("jobs").len(), 2);
     let info = h.client.workflow(first).await.expect("workflow");
@@ -585,9 +619,10 @@ pub async fn workflow_unique_key_listing_and_counts(h: &Harness) {
     assert_eq!(info.counts.blocked, 1);
     let other = h
         .client
-        .start(Workflow::new("other").step(Step::new("x", "ok", &json!(0))))
+        .start_workflow(Workflow::new("other").step(Step::untyped("x", job("ok", &json!(0)))))
         .await
-        .expect("other");
+        .expect("other")
+        .id;
     let all = h
         .client
         .workflows(WorkflowFilter::default())
@@ -624,7 +659,7 @@ pub async fn workflow_unique_key_listing_and_counts(h: &Harness) {
         .await
         .expect("list");
     assert_eq!(done.len(), 2);
-    let third = h.client.start(wf()).await.expect("third");
+    let third = h.client.start_workflow(wf()).await.expect("third").id;
     assert_ne!(third, first, "a finished workflow does not hold its key");
     let info = h.client.workflow(first).await.expect("workflow");
     let jobs = h.client.workflow_jobs(first).await.expect("jobs");

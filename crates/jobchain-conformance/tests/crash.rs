@@ -4,9 +4,9 @@
 
 use std::process::{Command, Stdio};
 
-use jobchain::{Client, EnqueueOptions, JobFilter, JobId, JobSpec, JobState};
+use jobchain::{EnqueueOptions, JobFilter, JobId, JobSpec, JobState};
 use jobchain_conformance::processes::{self, Crashy};
-use jobchain_conformance::support::{eventually, fast_config};
+use jobchain_conformance::support::{eventually, fast_config, job};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,20 +15,23 @@ async fn killed_worker_loses_nothing_and_follow_ups_exist_once() {
     let db = dir.path().join("jobs.db");
     let location = db.to_str().expect("utf-8").to_string();
     let marker = dir.path().join("inside-handler");
-    let client = Client::open(&location).await.expect("open");
+    let client = jobchain::open(&location).await.expect("open");
 
     let crashy = client
-        .enqueue(
-            "crashy",
-            &Crashy {
-                marker: marker.to_str().expect("utf-8").to_string(),
-            },
+        .enqueue_with(
+            job(
+                "crashy",
+                &Crashy {
+                    marker: marker.to_str().expect("utf-8").to_string(),
+                },
+            ),
             EnqueueOptions::new().priority(jobchain::Priority::CRITICAL),
         )
         .await
-        .expect("enqueue crashy");
+        .expect("enqueue crashy")
+        .id;
     let plain: Vec<JobSpec> = (0..400)
-        .map(|i| JobSpec::new("plain", &json!({ "i": i }), EnqueueOptions::new()).expect("spec"))
+        .map(|i| JobSpec::new("plain", json!({ "i": i })))
         .collect();
     client.enqueue_many(plain).await.expect("enqueue plain");
 

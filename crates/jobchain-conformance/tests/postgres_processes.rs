@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobchain::{Client, EnqueueOptions, JobContext, JobFilter, JobSpec, JobState, Step, Workflow};
-use jobchain_conformance::support::{eventually, fast_config, postgres_harness};
+use jobchain::postgres::PgClient;
+use jobchain::{Client, JobContext, JobFilter, JobSpec, JobState, Step, Workflow};
+use jobchain_conformance::support::{eventually, fast_config, job, postgres_harness};
 use jobchain_conformance::Harness;
 use serde_json::json;
 
@@ -22,26 +23,16 @@ fn spawn_worker(location: &str) -> Child {
 }
 
 /// The client's PostgreSQL pool and the schema its store works in.
-fn pool_and_schema(client: &Client) -> (jobchain::postgres::sqlx::PgPool, String) {
-    let pool = client.postgres_pool().expect("pool").clone();
-    let schema = client
-        .store()
-        .as_any()
-        .downcast_ref::<jobchain::postgres::PgStore>()
-        .expect("pg")
-        .schema()
-        .to_string();
-    (pool, schema)
+fn pool_and_schema(client: &PgClient) -> (jobchain::postgres::sqlx::PgPool, String) {
+    (client.pool().clone(), client.schema().to_string())
 }
 
 /// Enqueues `plain` plain jobs and `chains` chains of three links.
 async fn enqueue_load(client: &Client, plain: usize, chains: usize) {
     let mut specs: Vec<JobSpec> = (0..plain)
-        .map(|i| JobSpec::new("plain", &json!({ "i": i }), EnqueueOptions::new()).expect("spec"))
+        .map(|i| JobSpec::new("plain", json!({ "i": i })))
         .collect();
-    specs.extend((0..chains).map(|_| {
-        JobSpec::new("chain", &json!({ "left": 2 }), EnqueueOptions::new()).expect("spec")
-    }));
+    specs.extend((0..chains).map(|_| JobSpec::new("chain", json!({ "left": 2 }))));
     for batch in specs.chunks(2000) {
         client.enqueue_many(batch.to_vec()).await.expect("enqueue");
     }
@@ -104,7 +95,7 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_business_row() {
     let Some(h) = postgres_harness().await else {
         return;
     };
-    let (pool, schema) = pool_and_schema(&h.client);
+    let (pool, schema) = pool_and_schema(h.pg());
     let orders = format!("\"{schema}\".orders");
     jobchain::postgres::sqlx::raw_sql(jobchain::postgres::sqlx::AssertSqlSafe(format!(
         "CREATE TABLE {orders} (id bigint PRIMARY KEY)"
@@ -125,19 +116,15 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_business_row() {
     .await
     .expect("insert order");
     let id = h
-        .client
-        .enqueue_in(
-            &mut tx,
-            "process_order",
-            &json!({ "order": 1 }),
-            EnqueueOptions::new(),
-        )
+        .pg()
+        .enqueue_in(&mut tx, job("process_order", &json!({ "order": 1 })))
         .await
-        .expect("enqueue in tx");
-    h.client
-        .start_in(
+        .expect("enqueue in tx")
+        .id;
+    h.pg()
+        .start_workflow_in(
             &mut tx,
-            Workflow::new("order").step(Step::new("charge", "process_order", &json!(1))),
+            Workflow::new("order").step(Step::untyped("charge", job("process_order", &json!(1)))),
         )
         .await
         .expect("start in tx");
@@ -169,15 +156,10 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_business_row() {
         .await
         .expect("insert order");
     let ids = h
-        .client
+        .pg()
         .enqueue_many_in(
             &mut tx,
-            vec![JobSpec::new(
-                "process_order",
-                &json!({ "order": 2 }),
-                EnqueueOptions::new(),
-            )
-            .expect("spec")],
+            vec![JobSpec::new("process_order", json!({ "order": 2 }))],
         )
         .await
         .expect("enqueue in tx");
@@ -204,7 +186,7 @@ async fn concurrent_processes_migrate_once() {
     let opens: Vec<_> = (0..4)
         .map(|_| {
             let url = url.clone();
-            tokio::spawn(async move { Client::open(&url).await })
+            tokio::spawn(async move { jobchain::postgres::connect_url(&url).await })
         })
         .collect();
     let mut clients = Vec::new();
@@ -333,9 +315,9 @@ async fn notify_wakes_an_idle_worker_long_before_its_poll_interval() {
         .expect("worker")
         .start();
     // Another store on the same schema: only PostgreSQL can tell the worker.
-    let other = Client::open(&h.location).await.expect("second client");
+    let other = jobchain::open(&h.location).await.expect("second client");
     other
-        .enqueue("ping", &json!(1), EnqueueOptions::new())
+        .enqueue(job("ping", &json!(1)))
         .await
         .expect("enqueue");
     tokio::time::timeout(Duration::from_secs(30), rx.recv())
@@ -347,7 +329,7 @@ async fn notify_wakes_an_idle_worker_long_before_its_poll_interval() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let enqueued = Instant::now();
     other
-        .enqueue("ping", &json!(2), EnqueueOptions::new())
+        .enqueue(job("ping", &json!(2)))
         .await
         .expect("enqueue");
     let started = tokio::time::timeout(poll / 2, rx.recv())
@@ -368,7 +350,7 @@ async fn cleaning_a_finished_workflow_leaves_no_edges() {
     let Some(h) = postgres_harness().await else {
         return;
     };
-    let (pool, schema) = pool_and_schema(&h.client);
+    let (pool, schema) = pool_and_schema(h.pg());
     let count = |table: &str| {
         let (pool, sql) = (
             pool.clone(),
@@ -385,18 +367,19 @@ async fn cleaning_a_finished_workflow_leaves_no_edges() {
     };
     let wf = h
         .client
-        .start(
+        .start_workflow(
             Workflow::new("cleaned")
-                .step(Step::new("a", "noop", &json!({})))
-                .step(Step::new("b", "noop", &json!({})).after("a"))
+                .step(Step::untyped("a", job("noop", &json!({}))))
+                .step(Step::untyped("b", job("noop", &json!({}))).after("a"))
                 .step(
-                    Step::new("c", "noop", &json!({}))
+                    Step::untyped("c", job("noop", &json!({})))
                         .after("a")
                         .after_optional("b"),
                 ),
         )
         .await
-        .expect("start");
+        .expect("start")
+        .id;
     let worker = jobchain::Worker::builder(&h.client)
         .config(fast_config())
         .handler("noop", |_: JobContext, _: serde_json::Value| async {

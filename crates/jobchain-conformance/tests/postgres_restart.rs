@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jobchain::{EnqueueOptions, JobContext, JobSpec, JobState};
+use jobchain::{JobContext, JobSpec, JobState};
 use jobchain_conformance::support::{eventually, fast_config, postgres_harness, postgres_required};
 use serde_json::json;
 
@@ -37,7 +37,7 @@ async fn workers_survive_a_postgres_restart() {
     };
     const JOBS: usize = 6000;
     let specs: Vec<JobSpec> = (0..JOBS)
-        .map(|i| JobSpec::new("slowish", &json!({ "i": i }), EnqueueOptions::new()).expect("spec"))
+        .map(|i| JobSpec::new("slowish", json!({ "i": i })))
         .collect();
     for batch in specs.chunks(2000) {
         h.client

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod job;
+pub mod registry;
 pub mod retry;
 pub mod store;
 pub mod workflow;

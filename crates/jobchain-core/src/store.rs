@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::error::StoreResult;
 use crate::job::{Job, JobId, JobState, NewJob, Priority, WorkflowId};
+use crate::registry::{PendingKind, UnhandledKind, WorkerRecord, WorkerRegistration};
 use crate::workflow::{
     Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
 };
@@ -228,6 +229,9 @@ pub struct QueueStats {
     pub queue: String,
     /// Jobs per state.
     pub counts: crate::workflow::JobCounts,
+    /// Pending jobs of this queue that no live worker handles, by kind (filled in by the
+    /// client from the worker registry; stores leave it empty).
+    pub unhandled: Vec<UnhandledKind>,
 }
 
 impl QueueStats {
@@ -241,6 +245,7 @@ impl QueueStats {
                     let mut entry = QueueStats {
                         queue,
                         counts: crate::workflow::JobCounts::default(),
+                        unhandled: Vec::new(),
                     };
                     entry.counts.add_n(state, count);
                     stats.push(entry);
@@ -259,10 +264,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// What this backend supports beyond the baseline.
     fn capabilities(&self) -> Capabilities;
-
-    /// The concrete store, for backend-specific APIs such as enqueueing inside a
-    /// caller's own PostgreSQL transaction.
-    fn as_any(&self) -> &dyn std::any::Any;
 
     /// Writes jobs in one transaction, durable when this returns. A job whose unique key
     /// is held by a live job (blocked, pending or running) is not written; its entry
@@ -340,6 +341,24 @@ pub trait Store: Send + Sync + 'static {
     /// Removes terminal jobs that finished more than `older_than` ago and belong to no
     /// running workflow, and finished workflows with all their jobs.
     async fn clean(&self, older_than: Duration, limit: usize) -> StoreResult<CleanReport>;
+
+    /// Records a worker, or refreshes its record: `last_seen` becomes now and the record
+    /// counts as live for `ttl` from now (the store's clock).
+    async fn register_worker(&self, worker: WorkerRegistration) -> StoreResult<()>;
+
+    /// Removes a worker's record (graceful shutdown). Removing an unknown id is not an
+    /// error.
+    async fn deregister_worker(&self, id: &str) -> StoreResult<()>;
+
+    /// The live workers (records not yet expired), ordered by id.
+    async fn workers(&self) -> StoreResult<Vec<WorkerRecord>>;
+
+    /// Deletes expired worker records; returns how many.
+    async fn expire_workers(&self) -> StoreResult<u64>;
+
+    /// Pending jobs grouped by queue and kind, with the creation time of the oldest,
+    /// ordered by queue and kind.
+    async fn pending_kinds(&self) -> StoreResult<Vec<PendingKind>>;
 
     /// Flushes pending writes and closes connections; later calls fail with `Closed`.
     async fn close(&self);

@@ -20,7 +20,7 @@
 //! - Everything lives in one schema (default `jobchain`), created and migrated on
 //!   connect under an advisory lock, so concurrent processes migrate safely.
 
-pub mod queries;
+mod queries;
 mod store_impl;
 
 use std::sync::Arc;
@@ -61,6 +61,49 @@ impl Default for PgOptions {
     }
 }
 
+impl PgOptions {
+    /// Splits jobchain's own query parameters off a `postgres://` URL: returns the URL
+    /// for the driver and the options. `jobchain_schema=NAME` picks the schema and
+    /// `jobchain_max_connections=N` the pool size; every other parameter is the driver's.
+    pub fn from_url(url: &str) -> Result<(String, PgOptions), StoreError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Invalid(format!(
+                "`{}` is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DATABASE",
+                redact(url)
+            )));
+        }
+        let mut options = PgOptions::default();
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((url.to_string(), options));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            if let Some(schema) = pair.strip_prefix("jobchain_schema=") {
+                validate_schema(schema)?;
+                options.schema = schema.to_string();
+            } else if let Some(n) = pair.strip_prefix("jobchain_max_connections=") {
+                options.max_connections = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "jobchain_max_connections=`{n}`: give a whole number of at least 1"
+                    ))
+                })?;
+            } else if pair.starts_with("jobchain_") {
+                return Err(StoreError::Invalid(format!(
+                    "unknown option `{pair}`: jobchain takes jobchain_schema=NAME and jobchain_max_connections=N"
+                )));
+            } else {
+                kept.push(pair);
+            }
+        }
+        let url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        Ok((url, options))
+    }
+}
+
 /// A jobchain store on PostgreSQL. Cheap to clone.
 #[derive(Clone)]
 pub struct PgStore {
@@ -80,29 +123,34 @@ impl PgStore {
     /// Connects to `url`, creates the schema if needed and migrates it.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
         validate_schema(&options.schema)?;
-        let connect = url
-            .parse::<PgConnectOptions>()
-            .map_err(|e| StoreError::Open {
-                location: redact(url),
-                reason: format!("{e}: use postgres://USER@HOST:PORT/DATABASE"),
-            })?;
+        let connect = url.parse::<PgConnectOptions>().map_err(|e| {
+            StoreError::open(
+                redact(url),
+                format!("{e}: use postgres://USER@HOST:PORT/DATABASE"),
+            )
+            .caused_by(e)
+        })?;
         // One direct attempt first: an unreachable server fails at once with the driver's
         // reason, instead of after the pool's acquire timeout.
-        let probe = PgConnection::connect_with(&connect)
-            .await
-            .map_err(|e| StoreError::Open {
-                location: redact(url),
-                reason: format!("{e}: is PostgreSQL running and the URL right?"),
-            })?;
+        let probe = PgConnection::connect_with(&connect).await.map_err(|e| {
+            StoreError::open(
+                redact(url),
+                format!("{e}: is PostgreSQL running and the URL right?"),
+            )
+            .caused_by(e)
+        })?;
         let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
-            .map_err(|e| StoreError::Open {
-                location: redact(url),
-                reason: format!("{e}: is PostgreSQL running and the URL right?"),
+            .map_err(|e| {
+                StoreError::open(
+                    redact(url),
+                    format!("{e}: is PostgreSQL running and the URL right?"),
+                )
+                .caused_by(e)
             })?;
         let sql = queries::Sql::new(&options.schema);
         queries::migration::run(&pool, &options.schema).await?;
@@ -250,8 +298,8 @@ fn validate_schema(schema: &str) -> Result<(), StoreError> {
     }
 }
 
-/// A URL without its password, for error messages.
-fn redact(url: &str) -> String {
+/// A URL without its password, for logs and error messages.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
@@ -266,5 +314,55 @@ fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+/// Drops a schema and everything in it (test and benchmark clean-up).
+pub async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
+    validate_schema(schema)?;
+    queries::migration::drop_schema(pool, schema).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobchain_parameters_are_split_off_the_url() {
+        let (url, options) = PgOptions::from_url(
+            "postgres://u:secret@h:5432/db?sslmode=disable&jobchain_schema=app_jobs&jobchain_max_connections=3",
+        )
+        .unwrap();
+        assert_eq!(url, "postgres://u:secret@h:5432/db?sslmode=disable");
+        assert_eq!(options.schema, "app_jobs");
+        assert_eq!(options.max_connections, 3);
+        let (url, options) = PgOptions::from_url("postgresql://h/db").unwrap();
+        assert_eq!(
+            (url.as_str(), options.schema.as_str()),
+            ("postgresql://h/db", "jobchain")
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_named_and_passwords_hidden() {
+        for (url, expected) in [
+            (
+                "postgres://h/db?jobchain_schema=Bad-Name",
+                "schema name `Bad-Name`",
+            ),
+            (
+                "postgres://h/db?jobchain_max_connections=0",
+                "jobchain_max_connections=`0`",
+            ),
+            (
+                "postgres://h/db?jobchain_shema=x",
+                "unknown option `jobchain_shema=x`",
+            ),
+            ("mysql://u:hunter2@h/db", "u:***@h/db"),
+        ] {
+            let err = PgOptions::from_url(url).unwrap_err().to_string();
+            assert!(err.contains(expected), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 }

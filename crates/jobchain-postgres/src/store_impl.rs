@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jobchain_core::job::{Job, JobId, NewJob};
+use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::store::{
     Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
     QueueStats, SettleResult, Settlement, Store,
@@ -17,7 +18,7 @@ use jobchain_core::{StoreError, WorkflowId};
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
 
-use crate::queries::{job, map_err, workflow};
+use crate::queries::{job, map_err, worker, workflow};
 use crate::PgStore;
 
 impl PgStore {
@@ -48,10 +49,6 @@ impl Store for PgStore {
         Capabilities {
             push_notifications: true,
         }
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
@@ -215,6 +212,26 @@ impl Store for PgStore {
         let mut tx = self.begin().await?;
         let report = workflow::clean(&mut tx, self.sql(), older_than, limit).await?;
         commit(tx, report).await
+    }
+
+    async fn register_worker(&self, w: WorkerRegistration) -> Result<(), StoreError> {
+        worker::register(&mut *self.conn().await?, self.sql(), &w).await
+    }
+
+    async fn deregister_worker(&self, id: &str) -> Result<(), StoreError> {
+        worker::deregister(&mut *self.conn().await?, self.sql(), id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        worker::live(&mut *self.conn().await?, self.sql()).await
+    }
+
+    async fn expire_workers(&self) -> Result<u64, StoreError> {
+        worker::expire(&mut *self.conn().await?, self.sql()).await
+    }
+
+    async fn pending_kinds(&self) -> Result<Vec<PendingKind>, StoreError> {
+        worker::pending_kinds(&mut *self.conn().await?, self.sql()).await
     }
 
     async fn close(&self) {

@@ -13,7 +13,7 @@
 //!   timeout makes them take turns, and `PRAGMA data_version` tells idle workers that
 //!   another process committed.
 
-pub mod queries;
+mod queries;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,35 @@ use rusqlite::{Connection, OpenFlags};
 pub use jobchain_core::store::Store;
 
 mod store_impl;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_into_a_path_and_options() {
+        let (path, options) =
+            SqliteOptions::from_location("sqlite:jobs.db?synchronous=full").unwrap();
+        assert_eq!(path, PathBuf::from("jobs.db"));
+        assert_eq!(options.synchronous, Synchronous::Full);
+        let (path, options) =
+            SqliteOptions::from_location("/tmp/a b.db?busy_timeout_ms=250").unwrap();
+        assert_eq!(path, PathBuf::from("/tmp/a b.db"));
+        assert_eq!(options.busy_timeout, Duration::from_millis(250));
+        for (bad, says) in [
+            (
+                "jobs.db?synchronous=off",
+                "unknown option `synchronous=off`",
+            ),
+            ("jobs.db?busy_timeout_ms=soon", "busy_timeout_ms=`soon`"),
+            ("mysql://h/db", "not a SQLite location"),
+            ("sqlite:", "names no file"),
+        ] {
+            let err = SqliteOptions::from_location(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}
 
 /// The version of the bundled SQLite library.
 pub fn sqlite_version() -> &'static str {
@@ -65,6 +94,50 @@ impl Default for SqliteOptions {
     }
 }
 
+impl SqliteOptions {
+    /// Parses a location: a file path, `sqlite:PATH` or `sqlite://PATH`, optionally with
+    /// `?synchronous=normal|full` and `busy_timeout_ms=N`. Returns the path and the
+    /// options.
+    pub fn from_location(location: &str) -> Result<(PathBuf, SqliteOptions), StoreError> {
+        let rest = location
+            .strip_prefix("sqlite://")
+            .or_else(|| location.strip_prefix("sqlite:"))
+            .unwrap_or(location);
+        if rest.contains("://") {
+            return Err(StoreError::Invalid(format!(
+                "`{location}` is not a SQLite location: give a file path, sqlite:PATH, or a postgres:// URL"
+            )));
+        }
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "`{location}` names no file: give the path of a database file (it is created when missing)"
+            )));
+        }
+        let mut options = SqliteOptions::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("synchronous", "full")) => options.synchronous = Synchronous::Full,
+                Some(("synchronous", "normal")) => options.synchronous = Synchronous::Normal,
+                Some(("busy_timeout_ms", ms)) => {
+                    let ms: u64 = ms.parse().map_err(|_| {
+                        StoreError::Invalid(format!(
+                            "busy_timeout_ms=`{ms}`: give a whole number of milliseconds"
+                        ))
+                    })?;
+                    options.busy_timeout = Duration::from_millis(ms);
+                }
+                _ => {
+                    return Err(StoreError::Invalid(format!(
+                        "{location}: unknown option `{pair}` (use synchronous=normal, synchronous=full or busy_timeout_ms=N)"
+                    )))
+                }
+            }
+        }
+        Ok((PathBuf::from(path), options))
+    }
+}
+
 /// A jobchain store on one SQLite file. Cheap to clone; clones share the writer.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -90,9 +163,12 @@ impl SqliteStore {
         let conn = open_connection(&path, &options, true)?;
         queries::migration::run(&conn).map_err(|e| annotate(&path, e))?;
         let (sender, receiver) = mpsc::channel();
-        let handle = writer::spawn(conn, receiver).map_err(|e| StoreError::Open {
-            location: path.display().to_string(),
-            reason: format!("cannot start the writer thread: {e}"),
+        let handle = writer::spawn(conn, receiver).map_err(|e| {
+            StoreError::open(
+                path.display().to_string(),
+                format!("cannot start the writer thread: {e}"),
+            )
+            .caused_by(e)
         })?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -189,7 +265,7 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+        .map_err(|e| StoreError::database(format!("read task failed: {e}")).caused_by(e))?
     }
 
     /// `PRAGMA data_version` on a dedicated connection: changes when another connection
@@ -200,7 +276,7 @@ impl SqliteStore {
             let mut guard = inner
                 .marker
                 .lock()
-                .map_err(|_| StoreError::Database("marker connection poisoned".into()))?;
+                .map_err(|_| StoreError::database("marker connection poisoned"))?;
             if guard.is_none() {
                 *guard = Some(open_connection(&inner.path, &inner.options, false)?);
             }
@@ -210,7 +286,7 @@ impl SqliteStore {
                 .map_err(map_err)
         })
         .await
-        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+        .map_err(|e| StoreError::database(format!("read task failed: {e}")).caused_by(e))?
     }
 
     /// Stops the writer after the operations already queued, and drops connections.
@@ -251,20 +327,21 @@ fn open_connection(
 ) -> Result<Connection, StoreError> {
     let location = path.display().to_string();
     if path.is_dir() {
-        return Err(StoreError::Open {
+        return Err(StoreError::open(
             location,
-            reason:
-                "it is a directory: give the path of a database file (it is created when missing)"
-                    .into(),
-        });
+            "it is a directory: give the path of a database file (it is created when missing)",
+        ));
     }
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
-        location: location.clone(),
-        reason: format!("{e}: check that the folder exists and is writable"),
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::open(
+            location.clone(),
+            format!("{e}: check that the folder exists and is writable"),
+        )
+        .caused_by(e)
     })?;
     conn.busy_timeout(options.busy_timeout)
         .map_err(|e| annotate(path, map_err(e)))?;
@@ -287,11 +364,21 @@ fn open_connection(
 
 fn annotate(path: &Path, err: StoreError) -> StoreError {
     match err {
-        StoreError::Corrupt(reason) => StoreError::Corrupt(format!(
-            "{}: {reason}; point jobchain at a jobchain database or at a new file",
-            path.display()
-        )),
-        StoreError::Locked(reason) => StoreError::Locked(format!("{}: {reason}", path.display())),
+        StoreError::Corrupt { message, source } => StoreError::Corrupt {
+            message: format!(
+                "{}: {message}; point jobchain at a jobchain database or at a new file",
+                path.display()
+            ),
+            source,
+        },
+        StoreError::Locked { message, source } => StoreError::Locked {
+            message: format!("{}: {message}", path.display()),
+            source,
+        },
+        StoreError::DiskFull { message, source } => StoreError::DiskFull {
+            message: format!("{}: {message}", path.display()),
+            source,
+        },
         other => other,
     }
 }
@@ -301,17 +388,16 @@ pub(crate) fn map_err(err: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match err.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Locked(err.to_string())
+            StoreError::locked(err.to_string())
         }
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-            StoreError::Corrupt(format!("not a SQLite database or corrupt ({err})"))
+            StoreError::corrupt(format!("not a SQLite database or corrupt ({err})"))
         }
         Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
-            StoreError::Open {
-                location: String::new(),
-                reason: err.to_string(),
-            }
+            StoreError::open(String::new(), err.to_string())
         }
-        _ => StoreError::Database(err.to_string()),
+        Some(ErrorCode::DiskFull) => StoreError::disk_full(err.to_string()),
+        _ => StoreError::database(err.to_string()),
     }
+    .caused_by(err)
 }

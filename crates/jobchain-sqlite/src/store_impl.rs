@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jobchain_core::job::{Job, JobId, NewJob};
+use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::store::{
     Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
     QueueStats, SettleResult, Settlement, Store,
@@ -14,7 +15,7 @@ use jobchain_core::workflow::{
 };
 use jobchain_core::{StoreError, WorkflowId};
 
-use crate::queries::{job, now_ms, workflow};
+use crate::queries::{job, now_ms, worker, workflow};
 use crate::SqliteStore;
 
 #[async_trait]
@@ -27,10 +28,6 @@ impl Store for SqliteStore {
         Capabilities {
             push_notifications: false,
         }
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
@@ -167,6 +164,30 @@ impl Store for SqliteStore {
     async fn clean(&self, older_than: Duration, limit: usize) -> Result<CleanReport, StoreError> {
         self.write(move |conn| workflow::clean(conn, now_ms(), older_than, limit))
             .await
+    }
+
+    async fn register_worker(&self, w: WorkerRegistration) -> Result<(), StoreError> {
+        self.write_statement(move |conn| worker::register(conn, now_ms(), &w))
+            .await
+    }
+
+    async fn deregister_worker(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write_statement(move |conn| worker::deregister(conn, &id))
+            .await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        self.read(|conn| worker::live(conn, now_ms())).await
+    }
+
+    async fn expire_workers(&self) -> Result<u64, StoreError> {
+        self.write_statement(|conn| worker::expire(conn, now_ms()))
+            .await
+    }
+
+    async fn pending_kinds(&self) -> Result<Vec<PendingKind>, StoreError> {
+        self.read(worker::pending_kinds).await
     }
 
     async fn close(&self) {

@@ -21,7 +21,7 @@ fn a_file_that_is_not_a_database_is_refused_and_untouched() {
     let err = SqliteStore::open(&path, SqliteOptions::default())
         .err()
         .expect("opening a text file must fail");
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("not a SQLite database"), "{message}");
     assert!(message.contains("notes.txt"), "{message}");
@@ -84,7 +84,7 @@ async fn a_locked_database_fails_clearly_and_loses_nothing() {
         .enqueue(vec![job("during")])
         .await
         .expect_err("the lock must be reported");
-    assert!(matches!(err, StoreError::Locked(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
     assert!(err.to_string().contains("locked"), "{err}");
     locker.execute_batch("ROLLBACK").expect("unlock");
     store

@@ -1,20 +1,61 @@
 //! The client: enqueue jobs, start workflows, inspect and repair.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jobchain_core::job::{EnqueueOptions, Job, JobId, JobState, NewJob, RunAt, WorkflowId};
+use jobchain_core::registry::{self, WorkerRecord};
 use jobchain_core::store::{Enqueued, JobFilter, QueueStats, Store};
 use jobchain_core::workflow::tree::{self, TreeNode};
-use jobchain_core::workflow::{NewStep, NewWorkflow, WorkflowFilter, WorkflowInfo};
+use jobchain_core::workflow::{WorkflowFilter, WorkflowInfo, WorkflowStarted, WorkflowState};
 use jobchain_core::StoreError;
-use serde::Serialize;
 
+use crate::args::{IntoJob, JobSpec};
 use crate::error::{Error, Result};
-use crate::handler::HandlerOptions;
+use crate::handler::KindOptions;
 use crate::runtime::notifier::Notifier;
-use crate::workflow::Workflow;
+use crate::workflow::IntoWorkflow;
+
+/// Opens the store at `location` and returns a client on it: a PostgreSQL URL
+/// (`postgres://...`, with the `postgres` feature; see
+/// [`PgOptions::from_url`](crate::postgres::PgOptions::from_url) for its options), or
+/// a SQLite file (`PATH`, `sqlite:PATH`; see
+/// [`SqliteOptions::from_location`](crate::sqlite::SqliteOptions::from_location)),
+/// created when missing.
+pub async fn open(location: &str) -> Result<Client> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        return open_postgres(location).await;
+    }
+    open_sqlite(location).await
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Client> {
+    Ok(crate::postgres::connect_url(url).await?.into_client())
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str) -> Result<Client> {
+    Err(Error::UnsupportedDatabase(format!(
+        "{url} (this build has no PostgreSQL support: enable the `postgres` feature)"
+    )))
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(location: &str) -> Result<Client> {
+    let (path, options) = jobchain_sqlite::SqliteOptions::from_location(location)?;
+    Client::sqlite_with(path, options).await
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(location: &str) -> Result<Client> {
+    Err(Error::UnsupportedDatabase(format!(
+        "{location} (this build has no SQLite support: enable the `sqlite` feature)"
+    )))
+}
 
 /// The handle to a job store. Cheap to clone; clones share the store and wake each
 /// other's workers in-process.
@@ -26,36 +67,15 @@ pub struct Client {
 struct Inner {
     store: Arc<dyn Store>,
     notifier: Arc<Notifier>,
-    kinds: RwLock<HashMap<String, HandlerOptions>>,
+    kinds: RwLock<HashMap<String, KindOptions>>,
 }
 
-/// One job of a batch enqueue.
-#[derive(Clone, Debug)]
-pub struct JobSpec {
-    /// Handler name.
-    pub kind: String,
-    /// JSON payload.
-    pub payload: serde_json::Value,
-    /// Options.
-    pub options: EnqueueOptions,
-}
-
-impl JobSpec {
-    /// A job of `kind` with a serializable payload.
-    pub fn new<P: Serialize>(kind: &str, payload: &P, options: EnqueueOptions) -> Result<Self> {
-        Ok(JobSpec {
-            kind: kind.to_string(),
-            payload: to_json(kind, payload)?,
-            options,
-        })
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("store", &self.inner.store.backend())
+            .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn to_json<P: Serialize>(kind: &str, payload: &P) -> Result<serde_json::Value> {
-    serde_json::to_value(payload).map_err(|e| Error::Payload {
-        kind: kind.to_string(),
-        reason: e.to_string(),
-    })
 }
 
 impl Client {
@@ -75,88 +95,26 @@ impl Client {
         }
     }
 
-    /// Opens the store at `location`: a PostgreSQL URL (`postgres://...`, with the
-    /// `postgres` feature, schema `jobchain`), a SQLite file path, or `sqlite:PATH`.
-    pub async fn open(location: &str) -> Result<Self> {
-        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-            return Self::open_postgres(location).await;
-        }
-        Self::open_sqlite(location).await
-    }
-
-    /// A `jobchain_schema=NAME` query parameter picks the schema (default `jobchain`).
-    #[cfg(feature = "postgres")]
-    async fn open_postgres(url: &str) -> Result<Self> {
-        let mut options = jobchain_postgres::PgOptions::default();
-        let url = match url.split_once('?') {
-            Some((base, query)) => {
-                let mut kept = Vec::new();
-                for pair in query.split('&') {
-                    match pair.strip_prefix("jobchain_schema=") {
-                        Some(schema) => options.schema = schema.to_string(),
-                        None => kept.push(pair),
-                    }
-                }
-                if kept.is_empty() {
-                    base.to_string()
-                } else {
-                    format!("{base}?{}", kept.join("&"))
-                }
-            }
-            None => url.to_string(),
-        };
-        let store = jobchain_postgres::PgStore::connect(&url, options).await?;
-        Ok(Client::new(store))
-    }
-
-    #[cfg(not(feature = "postgres"))]
-    async fn open_postgres(url: &str) -> Result<Self> {
-        Err(Error::UnsupportedDatabase(format!(
-            "{url} (this build has no PostgreSQL support: enable the `postgres` feature)"
-        )))
-    }
-
-    #[cfg(not(feature = "sqlite"))]
-    async fn open_sqlite(location: &str) -> Result<Self> {
-        Err(Error::UnsupportedDatabase(format!(
-            "{location} (this build has no SQLite support: enable the `sqlite` feature)"
-        )))
-    }
-
-    /// `sqlite:PATH?synchronous=full` trades commit speed for durability across power
-    /// loss (the default, `normal`, survives a crash of the process).
+    /// Opens (creating if missing) the SQLite database file at `path`, with default
+    /// options.
     #[cfg(feature = "sqlite")]
-    async fn open_sqlite(location: &str) -> Result<Self> {
-        let path = location
-            .strip_prefix("sqlite://")
-            .or_else(|| location.strip_prefix("sqlite:"))
-            .unwrap_or(location);
-        if path.contains("://") {
-            return Err(Error::UnsupportedDatabase(location.to_string()));
-        }
-        let mut options = jobchain_sqlite::SqliteOptions::default();
-        let path = match path.split_once('?') {
-            Some((path, query)) => {
-                for pair in query.split('&') {
-                    options.synchronous = match pair {
-                        "synchronous=full" => jobchain_sqlite::Synchronous::Full,
-                        "synchronous=normal" => jobchain_sqlite::Synchronous::Normal,
-                        other => {
-                            return Err(Error::UnsupportedDatabase(format!(
-                                "{location}: unknown option `{other}` (use synchronous=normal or synchronous=full)"
-                            )))
-                        }
-                    };
-                }
-                path
-            }
-            None => path,
-        }
-        .to_string();
+    pub async fn sqlite(path: impl AsRef<Path>) -> Result<Self> {
+        Self::sqlite_with(path, jobchain_sqlite::SqliteOptions::default()).await
+    }
+
+    /// Opens (creating if missing) the SQLite database file at `path`.
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite_with(
+        path: impl AsRef<Path>,
+        options: jobchain_sqlite::SqliteOptions,
+    ) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
         let store =
             tokio::task::spawn_blocking(move || jobchain_sqlite::SqliteStore::open(&path, options))
                 .await
-                .map_err(|e| StoreError::Database(format!("open task failed: {e}")))??;
+                .map_err(|e| {
+                    StoreError::database(format!("open task failed: {e}")).caused_by(e)
+                })??;
         Ok(Client::new(store))
     }
 
@@ -169,115 +127,107 @@ impl Client {
         &self.inner.notifier
     }
 
-    /// Makes the options of a handler the defaults of its kind for enqueues through this
-    /// client (queue, priority, attempt limit). Workers built on the client do this.
-    pub fn register_kind(&self, kind: &str, options: HandlerOptions) {
+    /// Makes `options` the defaults of string-kind `kind` for enqueues through this
+    /// client. Workers built on the client do this for their handlers.
+    pub(crate) fn register_kind(&self, kind: &str, options: KindOptions) {
         if let Ok(mut kinds) = self.inner.kinds.write() {
             kinds.insert(kind.to_string(), options);
         }
     }
 
-    /// Resolves a job's options against its kind's registered defaults.
-    pub(crate) fn new_job<P: Serialize>(
-        &self,
-        kind: &str,
-        payload: &P,
-        options: EnqueueOptions,
-    ) -> Result<NewJob> {
-        let payload = to_json(kind, payload)?;
-        Ok(self.resolve_job(kind, payload, options))
-    }
-
-    pub(crate) fn resolve_job(
-        &self,
-        kind: &str,
-        payload: serde_json::Value,
-        mut options: EnqueueOptions,
-    ) -> NewJob {
-        if let Ok(kinds) = self.inner.kinds.read() {
-            if let Some(defaults) = kinds.get(kind) {
-                options.queue = options.queue.or_else(|| defaults.queue.clone());
-                options.priority = options.priority.or(defaults.priority);
-                options.max_attempts = options.max_attempts.or(Some(defaults.retry.max_attempts));
+    /// Resolves a job's options: what the caller set, else the type's defaults (typed
+    /// jobs), else the defaults of a handler registered in this process (string kinds),
+    /// else the global defaults.
+    pub(crate) fn resolve_job(&self, spec: JobSpec) -> NewJob {
+        let JobSpec {
+            kind,
+            payload,
+            mut options,
+            defaults,
+        } = spec;
+        let registered;
+        let defaults = match defaults {
+            Some(defaults) => Some(defaults),
+            None => {
+                registered = self
+                    .inner
+                    .kinds
+                    .read()
+                    .ok()
+                    .and_then(|k| k.get(&kind).cloned());
+                registered
             }
+        };
+        if let Some(defaults) = defaults {
+            options.queue = options.queue.or(defaults.queue);
+            options.priority = options.priority.or(defaults.priority);
+            options.max_attempts = options.max_attempts.or(Some(defaults.retry.max_attempts));
         }
         NewJob::new(kind, payload, options)
     }
 
-    /// Enqueues one job; durable when this returns. With a unique key that a live job
-    /// holds, returns that job's id and writes nothing.
-    pub async fn enqueue<P: Serialize>(
-        &self,
-        kind: &str,
-        payload: &P,
-        options: EnqueueOptions,
-    ) -> Result<JobId> {
-        let job = self.new_job(kind, payload, options)?;
-        let enqueued = self.write_jobs(vec![job]).await?;
-        enqueued
-            .first()
-            .map(|e| e.id)
-            .ok_or_else(|| Error::Store(StoreError::Database("enqueue returned no id".into())))
+    /// Enqueues one job — `&args` of a typed payload, or a [`JobSpec`] — with its kind's
+    /// defaults; durable when this returns. With a unique key that a live job holds,
+    /// writes nothing and returns that job (`duplicate: true`).
+    pub async fn enqueue(&self, job: impl IntoJob) -> Result<Enqueued> {
+        self.enqueue_spec(job.into_job()?).await
     }
 
-    /// Enqueues many jobs in one transaction.
-    pub async fn enqueue_many(&self, jobs: Vec<JobSpec>) -> Result<Vec<Enqueued>> {
+    /// Enqueues one job with options that override its kind's defaults.
+    pub async fn enqueue_with(
+        &self,
+        job: impl IntoJob,
+        options: EnqueueOptions,
+    ) -> Result<Enqueued> {
+        self.enqueue_spec(job.into_job()?.options(options)).await
+    }
+
+    async fn enqueue_spec(&self, spec: JobSpec) -> Result<Enqueued> {
+        let enqueued = self.write_jobs(vec![self.resolve_job(spec)]).await?;
+        enqueued
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Store(StoreError::database("enqueue returned no id")))
+    }
+
+    /// Enqueues many jobs in one transaction: all are written or none.
+    pub async fn enqueue_many<J: IntoJob>(
+        &self,
+        jobs: impl IntoIterator<Item = J>,
+    ) -> Result<Vec<Enqueued>> {
         let jobs = jobs
             .into_iter()
-            .map(|j| self.resolve_job(&j.kind, j.payload, j.options))
-            .collect();
+            .map(|j| Ok(self.resolve_job(j.into_job()?)))
+            .collect::<Result<Vec<_>>>()?;
         self.write_jobs(jobs).await
     }
 
     async fn write_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
         let schedule: Vec<RunAt> = jobs.iter().map(|j| j.run_at).collect();
         let enqueued = self.inner.store.enqueue(jobs).await?;
-        for run_at in schedule {
-            self.inner.notifier.schedule(run_at);
-        }
-        self.inner.notifier.notify();
+        self.woke(schedule);
         Ok(enqueued)
     }
 
-    /// Starts a workflow whose first job is `kind` (dynamic chaining): returns the new
-    /// workflow's id. Its handlers hand on the next steps with
-    /// [`JobContext::enqueue`](crate::JobContext::enqueue).
-    pub async fn start_workflow<P: Serialize>(
-        &self,
-        kind: &str,
-        payload: &P,
-    ) -> Result<WorkflowId> {
-        let mut job = self.new_job(kind, payload, EnqueueOptions::default())?;
-        let id = WorkflowId::new();
-        job.workflow_id = Some(id);
-        let started = self
-            .inner
-            .store
-            .start_workflow(NewWorkflow {
-                id,
-                name: kind.to_string(),
-                unique_key: None,
-                steps: vec![NewStep {
-                    job,
-                    depends_on: Vec::new(),
-                }],
-            })
-            .await?;
-        self.inner.notifier.notify();
-        Ok(started.id)
-    }
-
-    /// Starts a declared workflow: validates it, then writes every step in one
-    /// transaction. With a unique key held by a running workflow, returns that one.
-    pub async fn start(&self, workflow: Workflow) -> Result<WorkflowId> {
-        let new = workflow.build(self)?;
-        let schedule: Vec<RunAt> = new.steps.iter().map(|s| s.job.run_at).collect();
-        let started = self.inner.store.start_workflow(new).await?;
+    /// Tells this process's workers of new jobs and when scheduled ones fall due.
+    pub(crate) fn woke(&self, schedule: Vec<RunAt>) {
         for run_at in schedule {
             self.inner.notifier.schedule(run_at);
         }
         self.inner.notifier.notify();
-        Ok(started.id)
+    }
+
+    /// Starts a workflow: a declared [`Workflow`](crate::Workflow) (validated, then every
+    /// step written in one transaction), or one first job (`&args` or a [`JobSpec`])
+    /// whose handlers hand on the next steps with
+    /// [`JobContext::enqueue`](crate::JobContext::enqueue). With a unique key held by a
+    /// running workflow, writes nothing and returns that one (`duplicate: true`).
+    pub async fn start_workflow(&self, workflow: impl IntoWorkflow) -> Result<WorkflowStarted> {
+        let new = workflow.into_workflow(self)?;
+        let schedule: Vec<RunAt> = new.steps.iter().map(|s| s.job.run_at).collect();
+        let started = self.inner.store.start_workflow(new).await?;
+        self.woke(schedule);
+        Ok(started)
     }
 
     /// One job with its history.
@@ -371,28 +321,83 @@ impl Client {
         Ok(self.inner.store.cancel_workflow(id).await?)
     }
 
-    /// Job counts by queue and state.
+    /// Job counts by queue and state, with the pending jobs of each queue that no live
+    /// worker handles (by kind, with the age of the oldest).
     pub async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        Ok(self.inner.store.queue_stats().await?)
+        let mut stats = self.inner.store.queue_stats().await?;
+        for unhandled in self.unhandled().await? {
+            match stats.iter_mut().find(|s| s.queue == unhandled.queue) {
+                Some(entry) => entry.unhandled.push(unhandled),
+                None => stats.push(QueueStats {
+                    queue: unhandled.queue.clone(),
+                    counts: Default::default(),
+                    unhandled: vec![unhandled],
+                }),
+            }
+        }
+        Ok(stats)
     }
 
-    /// Waits until a workflow is no longer running, checking every `poll`; gives up
-    /// after `timeout` and returns the record as it is then.
+    /// Pending jobs that no live worker handles, by queue and kind.
+    pub async fn unhandled(&self) -> Result<Vec<registry::UnhandledKind>> {
+        let pending = self.inner.store.pending_kinds().await?;
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let workers = self.inner.store.workers().await?;
+        Ok(registry::unhandled(&pending, &workers, chrono::Utc::now()))
+    }
+
+    /// The live workers, with their queues, kinds and last heartbeat.
+    pub async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        Ok(self.inner.store.workers().await?)
+    }
+
+    /// Waits until a job is terminal (completed, dead or cancelled) and returns it; fails
+    /// with [`Error::Timeout`] when it is still live after `timeout`.
+    pub async fn wait_for_job(&self, id: JobId, timeout: Duration) -> Result<Job> {
+        self.wait(&format!("job {id}"), timeout, || async {
+            let job = self.job(id).await?;
+            Ok(job.state.is_terminal().then_some(job))
+        })
+        .await
+    }
+
+    /// Waits until a workflow is no longer running and returns its record; fails with
+    /// [`Error::Timeout`] when it still runs after `timeout`.
     pub async fn wait_for_workflow(
         &self,
         id: WorkflowId,
-        poll: Duration,
         timeout: Duration,
     ) -> Result<WorkflowInfo> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        self.wait(&format!("workflow {id}"), timeout, || async {
             let info = self.workflow(id).await?;
-            if info.state != jobchain_core::workflow::WorkflowState::Running
-                || tokio::time::Instant::now() >= deadline
-            {
-                return Ok(info);
+            Ok((info.state != WorkflowState::Running).then_some(info))
+        })
+        .await
+    }
+
+    /// Polls `check` (every 5 ms at first, backing off to 200 ms) until it returns a value.
+    async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut poll = Duration::from_millis(5);
+        loop {
+            if let Some(value) = check().await? {
+                return Ok(value);
             }
-            tokio::time::sleep(poll).await;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    what: what.to_string(),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(poll.min(deadline - now)).await;
+            poll = (poll * 2).min(Duration::from_millis(200));
         }
     }
 

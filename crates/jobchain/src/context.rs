@@ -1,16 +1,38 @@
 //! What a handler knows about the attempt it runs, and how it hands on the next steps.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use jobchain_core::job::{EnqueueOptions, JobId, NewJob, WorkflowId};
 use jobchain_core::store::ClaimedJob;
 use jobchain_core::workflow::StepResult;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::args::{IntoJob, JobSpec};
 use crate::client::Client;
 use crate::handler::JobError;
+
+/// Application state given to a worker with
+/// [`WorkerBuilder::data`](crate::WorkerBuilder::data), one value per type.
+#[derive(Clone, Default)]
+pub(crate) struct Data(Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
+
+impl Data {
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        Arc::make_mut(&mut self.0).insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.0.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
 
 /// The context of one attempt. Cheap to clone.
 ///
@@ -26,18 +48,58 @@ struct Inner {
     client: Client,
     cancel: CancellationToken,
     staged: Mutex<Vec<NewJob>>,
+    data: Data,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("job_id", &self.inner.job.id)
+            .field("kind", &self.inner.job.kind)
+            .field("attempt", &self.inner.job.attempt)
+            .field("workflow_id", &self.inner.job.workflow_id)
+            .field("cancelled", &self.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 impl JobContext {
-    pub(crate) fn new(job: ClaimedJob, client: Client, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(
+        job: ClaimedJob,
+        client: Client,
+        cancel: CancellationToken,
+        data: Data,
+    ) -> Self {
         JobContext {
             inner: Arc::new(Inner {
                 job,
                 client,
                 cancel,
                 staged: Mutex::new(Vec::new()),
+                data,
             }),
         }
+    }
+
+    /// The application state of type `T` given to the worker with
+    /// [`WorkerBuilder::data`](crate::WorkerBuilder::data) (a connection pool, an HTTP
+    /// client, settings). Missing state is a permanent error naming the type: it is a
+    /// bug in how the worker was built, which no retry fixes.
+    pub fn data<T: Send + Sync + 'static>(&self) -> Result<&T, JobError> {
+        self.inner.data.get::<T>().ok_or_else(|| {
+            JobError::permanent(format!(
+                "job kind `{}` asked for state of type `{}`, which its worker was not given: \
+                 add `.data(value)` to the worker builder",
+                self.inner.job.kind,
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    /// The client of the store this job runs on, to read jobs or enqueue outside this
+    /// attempt's transaction. Follow-ups belong in [`enqueue`](Self::enqueue).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
     }
 
     /// This job's id.
@@ -86,19 +148,26 @@ impl JobContext {
         self.inner.cancel.cancelled().await
     }
 
-    /// Stages a follow-up job. It inherits this job's workflow and records this job as
-    /// its parent; it is written only when this attempt completes successfully.
-    pub fn enqueue<P: Serialize>(
-        &self,
-        kind: &str,
-        payload: &P,
-        options: EnqueueOptions,
-    ) -> Result<(), JobError> {
-        let mut job = self
-            .inner
-            .client
-            .new_job(kind, payload, options)
+    /// Stages a follow-up job (`&args` of a typed payload, or a [`JobSpec`](crate::JobSpec)).
+    /// It inherits this job's workflow and records this job as its parent; it is written
+    /// only when this attempt completes successfully, in the same transaction.
+    pub fn enqueue(&self, job: impl IntoJob) -> Result<(), JobError> {
+        let spec = job
+            .into_job()
             .map_err(|e| JobError::permanent(e.to_string()))?;
+        self.stage(spec)
+    }
+
+    /// Stages a follow-up job with options that override its kind's defaults.
+    pub fn enqueue_with(&self, job: impl IntoJob, options: EnqueueOptions) -> Result<(), JobError> {
+        let spec = job
+            .into_job()
+            .map_err(|e| JobError::permanent(e.to_string()))?;
+        self.stage(spec.options(options))
+    }
+
+    fn stage(&self, spec: JobSpec) -> Result<(), JobError> {
+        let mut job = self.inner.client.resolve_job(spec);
         job.validate().map_err(JobError::permanent)?;
         job.parent_id = Some(self.inner.job.id);
         if job.workflow_id.is_none() {
@@ -133,11 +202,7 @@ impl JobContext {
             ))
         })?;
         dep.output
-            .map(|o| {
-                serde_json::from_value(o).map_err(|e| {
-                    JobError::permanent(format!("the output of step `{step}` does not decode: {e}"))
-                })
-            })
+            .map(|o| crate::handler::decode(&format!("the output of step `{step}`"), o))
             .transpose()
     }
 

@@ -27,6 +27,23 @@ pub enum Error {
     /// A worker was configured without handlers or with a bad setting.
     #[error("invalid worker configuration: {0}")]
     Config(String),
+    /// A wait ended before what it waited for happened; nothing was changed.
+    #[error("{what} did not finish within {waited:?}; it goes on, wait again or inspect it")]
+    Timeout {
+        /// What was waited for (`job 7`, `workflow …`).
+        what: String,
+        /// How long.
+        waited: std::time::Duration,
+    },
+    /// An I/O error of the process (a signal handler could not be installed).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Result of a `jobchain` operation.

@@ -1,47 +1,62 @@
 //! Declared workflows: the whole graph up front.
 //!
 //! ```
-//! use jobchain::{Step, Workflow};
-//! let order = serde_json::json!({ "order_id": 7 });
+//! use jobchain::{JobArgs, JobSpec, Step, Workflow};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct ChargePayment { order_id: u64 }
+//! impl JobArgs for ChargePayment { const KIND: &'static str = "charge_payment"; }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct SendConfirmation { order_id: u64 }
+//! impl JobArgs for SendConfirmation { const KIND: &'static str = "send_confirmation"; }
+//!
 //! let workflow = Workflow::new("order")
-//!     .step(Step::new("charge", "process_order", &order))
-//!     .step(Step::new("confirm", "send_order_confirmation", &order).after("charge"))
-//!     .step(Step::new("invoice", "generate_invoice", &order).after_optional("confirm"))
-//!     .step(Step::new("inventory", "sync_inventory", &order).after_optional("confirm"));
-//! assert_eq!(workflow.len(), 4);
+//!     .step(Step::new("charge", &ChargePayment { order_id: 7 }))
+//!     .step(Step::new("confirm", &SendConfirmation { order_id: 7 }).after("charge"))
+//!     // the string path: a kind name and JSON, for kinds defined in another language
+//!     .step(
+//!         Step::untyped("invoice", JobSpec::new("generate_invoice", serde_json::json!({ "order_id": 7 })))
+//!             .after_optional("confirm"),
+//!     );
+//! assert_eq!(workflow.len(), 3);
 //! ```
 //!
-//! Starting it ([`Client::start`](crate::Client::start)) validates the graph (unknown,
-//! duplicate and cyclic steps are rejected, naming them) and writes every step in one
-//! transaction. See `docs/workflows.md` for when to declare and when to chain.
+//! Starting it ([`Client::start_workflow`](crate::Client::start_workflow)) validates the
+//! graph (unknown, duplicate and cyclic steps are rejected, naming them) and writes every
+//! step in one transaction. See `docs/workflows.md` for when to declare and when to chain.
 
 use jobchain_core::job::EnqueueOptions;
 use jobchain_core::workflow::graph::{self, StepSpec};
 use jobchain_core::workflow::{EdgePolicy, NewStep, NewWorkflow};
 use jobchain_core::WorkflowId;
-use serde::Serialize;
-use serde_json::Value;
 
-use crate::client::{to_json, Client};
+use crate::args::{IntoJob, JobArgs, JobSpec};
+use crate::client::Client;
 use crate::error::{Error, Result};
 
 /// One declared step.
 #[derive(Debug)]
 pub struct Step {
     name: String,
-    kind: String,
-    payload: Result<Value>,
+    job: Result<JobSpec>,
     options: EnqueueOptions,
     depends_on: Vec<(String, EdgePolicy)>,
 }
 
 impl Step {
-    /// A step named `name` that runs a job of `kind` with `payload`.
-    pub fn new<P: Serialize>(name: &str, kind: &str, payload: &P) -> Self {
+    /// A step named `name` that runs the typed job `args` (kind and defaults from its type).
+    pub fn new<T: JobArgs>(name: &str, args: &T) -> Self {
+        Self::untyped(name, JobSpec::typed(args))
+    }
+
+    /// A step named `name` that runs `job`: the string path, for kinds named at run time
+    /// or handled in another language.
+    pub fn untyped(name: &str, job: impl IntoJobResult) -> Self {
         Step {
             name: name.to_string(),
-            kind: kind.to_string(),
-            payload: to_json(kind, payload),
+            job: job.into_job_result(),
             options: EnqueueOptions::default(),
             depends_on: Vec::new(),
         }
@@ -75,6 +90,62 @@ impl Step {
         self.options = options;
         self.options.optional = optional;
         self
+    }
+}
+
+/// A [`JobSpec`], or the result of building one ([`JobSpec::typed`]).
+pub trait IntoJobResult {
+    /// The job spec, or why it could not be built.
+    fn into_job_result(self) -> Result<JobSpec>;
+}
+
+impl IntoJobResult for JobSpec {
+    fn into_job_result(self) -> Result<JobSpec> {
+        Ok(self)
+    }
+}
+
+impl IntoJobResult for Result<JobSpec> {
+    fn into_job_result(self) -> Result<JobSpec> {
+        self
+    }
+}
+
+/// What [`Client::start_workflow`](crate::Client::start_workflow) starts: a declared
+/// [`Workflow`], or a single first job (`&args` of a typed payload, or a [`JobSpec`])
+/// under a new workflow named after its kind, whose handlers chain the rest.
+pub trait IntoWorkflow {
+    /// Validates the workflow and resolves its steps into jobs with the client's defaults.
+    fn into_workflow(self, client: &Client) -> Result<NewWorkflow>;
+}
+
+impl IntoWorkflow for Workflow {
+    fn into_workflow(self, client: &Client) -> Result<NewWorkflow> {
+        self.build(client)
+    }
+}
+
+impl<T: JobArgs> IntoWorkflow for &T {
+    fn into_workflow(self, client: &Client) -> Result<NewWorkflow> {
+        JobSpec::typed(self)?.into_workflow(client)
+    }
+}
+
+impl IntoWorkflow for JobSpec {
+    fn into_workflow(self, client: &Client) -> Result<NewWorkflow> {
+        let id = WorkflowId::new();
+        let name = self.kind.clone();
+        let mut job = client.resolve_job(self.into_job()?);
+        job.workflow_id = Some(id);
+        Ok(NewWorkflow {
+            id,
+            name,
+            unique_key: None,
+            steps: vec![NewStep {
+                job,
+                depends_on: Vec::new(),
+            }],
+        })
     }
 }
 
@@ -120,7 +191,7 @@ impl Workflow {
     }
 
     /// Validates the graph and resolves every step into a job, dependencies first.
-    pub(crate) fn build(self, client: &Client) -> Result<NewWorkflow> {
+    fn build(self, client: &Client) -> Result<NewWorkflow> {
         let specs: Vec<StepSpec> = self
             .steps
             .iter()
@@ -145,12 +216,12 @@ impl Workflow {
                     self.name
                 )));
             };
-            let payload = step.payload?;
-            let mut options = step.options;
+            let spec = step.job?;
+            let mut options = merge(step.options, spec.options.clone());
             options.workflow_id = Some(id);
             options.unique_key = None;
             options.optional = plan.tolerated[i];
-            let mut job = client.resolve_job(&step.kind, payload, options);
+            let mut job = client.resolve_job(spec.options(options));
             job.step = Some(step.name);
             out.push(NewStep {
                 job,
@@ -166,5 +237,21 @@ impl Workflow {
             unique_key: self.unique_key,
             steps: out,
         })
+    }
+}
+
+/// A step's options over its job's own: what the step sets wins.
+fn merge(step: EnqueueOptions, job: EnqueueOptions) -> EnqueueOptions {
+    EnqueueOptions {
+        queue: step.queue.or(job.queue),
+        priority: step.priority.or(job.priority),
+        run_at: match step.run_at {
+            jobchain_core::job::RunAt::Now => job.run_at,
+            other => other,
+        },
+        max_attempts: step.max_attempts.or(job.max_attempts),
+        unique_key: None,
+        workflow_id: None,
+        optional: step.optional || job.optional,
     }
 }

@@ -32,13 +32,13 @@ impl Target {
                 );
                 let separator = if url.contains('?') { '&' } else { '?' };
                 let location = format!("{url}{separator}jobchain_schema={schema}");
-                let client = Client::open(&location).await?;
-                let pool = client.postgres_pool()?;
+                let pg = jobchain::postgres::connect_url(&location).await?;
+                let pool = pg.pool();
                 let version: String = jobchain::postgres::sqlx::query_scalar("SHOW server_version")
                     .fetch_one(pool)
                     .await
                     .map_err(|e| CliError(format!("cannot read the server version: {e}")))?;
-                client.close().await;
+                pg.close().await;
                 Ok(Target {
                     location,
                     store: "postgres",
@@ -73,7 +73,7 @@ impl Target {
 
     /// Opens a client on the target.
     pub async fn client(&self) -> Result<Client, CliError> {
-        Ok(Client::open(&self.location).await?)
+        Ok(jobchain::open(&self.location).await?)
     }
 
     /// Removes the file or drops the schema.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use jobchain::{Client, EnqueueOptions, JobContext, JobSpec, Worker};
+use jobchain::{Client, JobContext, JobSpec, Worker};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
@@ -22,10 +22,8 @@ async fn enqueue_backlog(client: &Client, jobs: u64) -> Result<f64, CliError> {
     let mut left = jobs;
     while left > 0 {
         let n = left.min(5000);
-        let batch: Result<Vec<JobSpec>, _> = (0..n)
-            .map(|i| JobSpec::new("noop", &json!({ "i": i }), EnqueueOptions::new()))
-            .collect();
-        client.enqueue_many(batch?).await?;
+        let batch = (0..n).map(|i| JobSpec::new("noop", json!({ "i": i })));
+        client.enqueue_many(batch).await?;
         left -= n;
         bar.inc(n);
     }

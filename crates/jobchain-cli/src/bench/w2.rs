@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jobchain::{EnqueueOptions, JobContext, Worker};
+use jobchain::{JobContext, Worker};
 use serde_json::json;
 
 use super::{figures, percentiles_ms, progress, BenchResult, Target};
@@ -50,7 +50,7 @@ pub(crate) async fn run(
     for seq in 0..total {
         tokio::time::sleep_until(begin + interval * seq as u32).await;
         client
-            .enqueue("ping", &json!(seq), EnqueueOptions::new())
+            .enqueue(jobchain::JobSpec::new("ping", json!(seq)))
             .await?;
         committed.push(Instant::now());
         bar.inc(1);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use jobchain::{EnqueueOptions, JobContext, JobSpec, Worker, WorkflowId, WorkflowState};
+use jobchain::{EnqueueOptions, JobArgs, JobContext, JobSpec, Worker, WorkflowId, WorkflowState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -23,6 +23,23 @@ struct Order {
     id: u64,
 }
 
+/// The four steps, typed: each a transparent wrapper of the order with its own kind.
+macro_rules! step {
+    ($name:ident, $kind:literal) => {
+        #[derive(Serialize, Deserialize)]
+        #[serde(transparent)]
+        struct $name(Order);
+        impl JobArgs for $name {
+            const KIND: &'static str = $kind;
+        }
+    };
+}
+
+step!(ProcessOrder, "process_order");
+step!(SendConfirmation, "send_order_confirmation");
+step!(GenerateInvoice, "generate_invoice");
+step!(SyncInventory, "sync_inventory");
+
 /// Starts `workflows` orders from 4 producer tasks while one worker runs them.
 pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, CliError> {
     let client = target.client().await?;
@@ -30,7 +47,7 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
     let all_done = Arc::new(Notify::new());
     let leaf = {
         let (leaves, all_done) = (leaves.clone(), all_done.clone());
-        move |_: JobContext, _: Order| {
+        move |_: JobContext, _: serde::de::IgnoredAny| {
             let (leaves, all_done) = (leaves.clone(), all_done.clone());
             async move {
                 if leaves.fetch_add(1, Ordering::Relaxed) + 1 == 2 * workflows {
@@ -41,23 +58,17 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
         }
     };
     let worker = Worker::builder(&client)
-        .handler(
-            "process_order",
-            |ctx: JobContext, order: Order| async move {
-                ctx.enqueue("send_order_confirmation", &order, EnqueueOptions::new())?;
-                Ok(())
-            },
-        )
-        .handler(
-            "send_order_confirmation",
-            |ctx: JobContext, order: Order| async move {
-                ctx.enqueue("generate_invoice", &order, EnqueueOptions::new())?;
-                ctx.enqueue("sync_inventory", &order, EnqueueOptions::new())?;
-                Ok(())
-            },
-        )
-        .handler("generate_invoice", leaf.clone())
-        .handler("sync_inventory", leaf)
+        .register(|ctx: JobContext, ProcessOrder(order)| async move {
+            ctx.enqueue(&SendConfirmation(order))?;
+            Ok(())
+        })
+        .register(|ctx: JobContext, SendConfirmation(order)| async move {
+            ctx.enqueue(&GenerateInvoice(Order { id: order.id }))?;
+            ctx.enqueue(&SyncInventory(order))?;
+            Ok(())
+        })
+        .handler(GenerateInvoice::KIND, leaf.clone())
+        .handler(SyncInventory::KIND, leaf)
         .build()?
         .start();
     let started = Instant::now();
@@ -68,13 +79,10 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
         let first = batch * START_BATCH;
         let orders = (first..workflows.min(first + START_BATCH))
             .map(|id| {
-                JobSpec::new(
-                    "process_order",
-                    &Order { id },
-                    EnqueueOptions::new().workflow(WorkflowId::new()),
-                )
+                Ok(JobSpec::typed(&ProcessOrder(Order { id }))?
+                    .options(EnqueueOptions::new().workflow(WorkflowId::new())))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, jobchain::Error>>()?;
         client.enqueue_many(orders).await?;
         Ok(())
     })

@@ -15,11 +15,14 @@ use crate::CliError;
 const WIDTH: u64 = 20;
 
 fn fan_in(n: u64) -> Workflow {
-    let mut wf = Workflow::new("fan-in").step(Step::new("split", "split", &n));
-    let mut join = Step::new("join", "join", &n);
+    let mut wf = Workflow::new("fan-in").step(Step::untyped(
+        "split",
+        jobchain::JobSpec::new("split", n.into()),
+    ));
+    let mut join = Step::untyped("join", jobchain::JobSpec::new("join", n.into()));
     for i in 0..WIDTH {
         let name = format!("part-{i}");
-        wf = wf.step(Step::new(&name, "part", &i).after("split"));
+        wf = wf.step(Step::untyped(&name, jobchain::JobSpec::new("part", i.into())).after("split"));
         join = join.after(&name);
     }
     wf.step(join)
@@ -54,7 +57,7 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
         .start();
     let started = Instant::now();
     start_from_four_tasks(&client, workflows, |client, n| async move {
-        client.start(fan_in(n)).await?;
+        client.start_workflow(fan_in(n)).await?;
         Ok(())
     })
     .await?;

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use jobchain::EnqueueOptions;
 use serde_json::json;
 
 use super::{figures, progress, rate, BenchResult, Target};
@@ -22,7 +21,7 @@ pub(crate) async fn run(target: &Target, jobs: u64) -> Result<BenchResult, CliEr
             tokio::spawn(async move {
                 for i in (t..jobs).step_by(TASKS as usize) {
                     client
-                        .enqueue("noop", &json!({ "i": i }), EnqueueOptions::new())
+                        .enqueue(jobchain::JobSpec::new("noop", json!({ "i": i })))
                         .await?;
                     bar.inc(1);
                 }

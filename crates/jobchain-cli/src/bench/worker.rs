@@ -13,7 +13,7 @@ use crate::CliError;
 
 /// Runs the worker until standard input closes.
 pub async fn run(database: &str) -> Result<(), CliError> {
-    let client = jobchain::Client::open(database).await?;
+    let client = jobchain::open(database).await?;
     let processed = Arc::new(AtomicU64::new(0));
     let counter = processed.clone();
     let worker = Worker::builder(&client)

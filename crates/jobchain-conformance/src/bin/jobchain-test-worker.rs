@@ -1,13 +1,12 @@
 //! A worker process for the multi-process tests: runs the handlers of
 //! `jobchain_conformance::processes` on the store named by its one argument until it is
-//! killed or its standard input closes.
+//! killed, its standard input closes, or it receives SIGTERM or SIGINT (then it shuts
+//! down gracefully and exits 0).
 //!
 //! Run with: `jobchain-test-worker DATABASE`
 
 use std::io::Read;
 use std::time::Duration;
-
-use jobchain::Client;
 
 #[tokio::main]
 async fn main() {
@@ -15,7 +14,7 @@ async fn main() {
         eprintln!("usage: jobchain-test-worker DATABASE");
         std::process::exit(2);
     };
-    let client = match Client::open(&location).await {
+    let client = match jobchain::open(&location).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("jobchain-test-worker: {e}");
@@ -27,6 +26,7 @@ async fn main() {
         c.heartbeat = Some(Duration::from_millis(500));
         c.poll_interval = Duration::from_millis(100);
         c.rescue_interval = Duration::from_millis(200);
+        c.registry_ttl = jobchain_conformance::processes::CHILD_REGISTRY_TTL;
     });
     let worker = match jobchain_conformance::processes::register(builder).build() {
         Ok(w) => w.start(),
@@ -36,8 +36,20 @@ async fn main() {
         }
     };
     println!("ready");
-    // Runs until killed, or until the parent closes our standard input.
-    let _ = tokio::task::spawn_blocking(|| std::io::stdin().read(&mut [0u8; 1])).await;
-    worker.shutdown().await;
+    // Runs until killed, signalled, or until the parent closes our standard input.
+    let stdin_closed = tokio::task::spawn_blocking(|| std::io::stdin().read(&mut [0u8; 1]));
+    tokio::select! {
+        _ = stdin_closed => {
+            worker.shutdown().await;
+        }
+        report = worker.shutdown_on_signal() => {
+            if let Err(e) = report {
+                eprintln!("jobchain-test-worker: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     client.close().await;
+    // The blocking read of standard input may still wait; the runtime would wait for it.
+    std::process::exit(0);
 }

@@ -276,7 +276,7 @@ async fn insert_into(
     }
     results
         .into_iter()
-        .map(|r| r.ok_or_else(|| StoreError::Database("an insert returned no id".into())))
+        .map(|r| r.ok_or_else(|| StoreError::database("an insert returned no id")))
         .collect()
 }
 
@@ -326,7 +326,7 @@ async fn insert_unique(
             });
         }
     }
-    Err(StoreError::Transient(format!(
+    Err(StoreError::transient(format!(
         "unique key `{key}` kept changing hands"
     )))
 }
@@ -794,7 +794,7 @@ pub async fn queue_stats(
         let queue: String = row.try_get(0).map_err(map_err)?;
         let state: String = row.try_get(1).map_err(map_err)?;
         let count: i64 = row.try_get(2).map_err(map_err)?;
-        let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
+        let state: JobState = state.parse().map_err(StoreError::corrupt)?;
         counted.push((queue, state, count.max(0) as u64));
     }
     Ok(QueueStats::from_rows(counted))
@@ -900,5 +900,5 @@ pub fn job_from_row(r: &PgRow) -> Result<Job, StoreError> {
             cancel_reason: r.try_get(21)?,
         })
     };
-    read().map_err(|e| StoreError::Corrupt(format!("a job row does not decode: {e}")))
+    read().map_err(|e| StoreError::corrupt(format!("a job row does not decode: {e}")).caused_by(e))
 }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_counts_on_read.sql"),
     include_str!("../../migrations/0003_no_foreign_keys.sql"),
+    include_str!("../../migrations/0004_workers.sql"),
 ];
 
 /// The schema version this build writes.
@@ -43,7 +44,7 @@ pub async fn run(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
     .await
     .map_err(map_err)?;
     if current > LATEST {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "schema `{schema}` has version {current}, newer than this jobchain's {LATEST}: upgrade jobchain"
         )));
     }
@@ -52,7 +53,9 @@ pub async fn run(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
         sqlx::raw_sql(concrete(migration, schema))
             .execute(&mut *tx)
             .await
-            .map_err(|e| StoreError::Database(format!("migration {version} failed: {e}")))?;
+            .map_err(|e| {
+                StoreError::database(format!("migration {version} failed: {e}")).caused_by(e)
+            })?;
         sqlx::query(concrete(
             "INSERT INTO __schema__.migrations (version) VALUES ($1)",
             schema,

@@ -6,6 +6,7 @@
 
 pub mod job;
 pub mod migration;
+pub mod worker;
 pub mod workflow;
 
 use std::collections::HashMap;
@@ -55,24 +56,27 @@ pub fn concrete(template: &str, schema: &str) -> AssertSqlSafe<String> {
 
 /// Maps a driver error to the store's error, by what the caller can do about it.
 pub fn map_err(err: sqlx::Error) -> StoreError {
-    match &err {
+    let mapped = match &err {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => StoreError::Connection(err.to_string()),
+        | sqlx::Error::Tls(_) => StoreError::connection(err.to_string()),
         sqlx::Error::Database(db) => match db.code().as_deref() {
             // deadlock, serialization failure
-            Some("40P01") | Some("40001") => StoreError::Transient(err.to_string()),
+            Some("40P01") | Some("40001") => StoreError::transient(err.to_string()),
             // admin shutdown, crash shutdown, cannot connect now, connection failures
             Some(code) if code.starts_with("57P") || code.starts_with("08") => {
-                StoreError::Connection(err.to_string())
+                StoreError::connection(err.to_string())
             }
-            _ => StoreError::Database(err.to_string()),
+            // disk_full
+            Some("53100") => StoreError::disk_full(err.to_string()),
+            _ => StoreError::database(err.to_string()),
         },
-        _ => StoreError::Database(err.to_string()),
-    }
+        _ => StoreError::database(err.to_string()),
+    };
+    mapped.caused_by(err)
 }
 
 /// A column that must be a non-negative count.

@@ -184,7 +184,7 @@ pub async fn settle_dependents(
             let dependency: i64 = row.try_get(1).map_err(map_err)?;
             let policy: String = row.try_get(2).map_err(map_err)?;
             let name: String = row.try_get(3).map_err(map_err)?;
-            let policy: EdgePolicy = policy.parse().map_err(StoreError::Corrupt)?;
+            let policy: EdgePolicy = policy.parse().map_err(StoreError::corrupt)?;
             let state = states
                 .get(&dependency)
                 .copied()
@@ -281,8 +281,8 @@ pub async fn revive_dependents(
             for row in &rows {
                 let policy: String = row.try_get(0).map_err(map_err)?;
                 let state: String = row.try_get(1).map_err(map_err)?;
-                let policy: EdgePolicy = policy.parse().map_err(StoreError::Corrupt)?;
-                let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
+                let policy: EdgePolicy = policy.parse().map_err(StoreError::corrupt)?;
+                let state: JobState = state.parse().map_err(StoreError::corrupt)?;
                 edges.push((policy, state));
             }
             let waiting = i32::try_from(unsatisfied(edges)).unwrap_or(i32::MAX);
@@ -382,7 +382,9 @@ fn workflow_from_row(r: &PgRow) -> Result<WorkflowInfo, StoreError> {
             tolerated_failures: count(r.try_get(12)?),
         })
     };
-    read().map_err(|e| StoreError::Corrupt(format!("a workflow row does not decode: {e}")))
+    read().map_err(|e| {
+        StoreError::corrupt(format!("a workflow row does not decode: {e}")).caused_by(e)
+    })
 }
 
 /// One workflow.
@@ -465,7 +467,7 @@ pub async fn dependencies(
             Ok(Dependency {
                 job: JobId(r.try_get(0).map_err(map_err)?),
                 depends_on: JobId(r.try_get(1).map_err(map_err)?),
-                policy: policy.parse().map_err(StoreError::Corrupt)?,
+                policy: policy.parse().map_err(StoreError::corrupt)?,
             })
         })
         .collect()
@@ -491,10 +493,10 @@ pub async fn step_results(
     for r in &rows {
         let job: i64 = r.try_get(0).map_err(map_err)?;
         let state: String = r.try_get(2).map_err(map_err)?;
-        let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
+        let state: JobState = state.parse().map_err(StoreError::corrupt)?;
         let errors: Value = r.try_get(4).map_err(map_err)?;
         let errors: Vec<AttemptError> = serde_json::from_value(errors)
-            .map_err(|e| StoreError::Corrupt(format!("errors of job {job}: {e}")))?;
+            .map_err(|e| StoreError::corrupt(format!("errors of job {job}: {e}")).caused_by(e))?;
         let policy: String = r.try_get(5).map_err(map_err)?;
         out.push(StepResult::new(
             JobId(job),
@@ -502,7 +504,7 @@ pub async fn step_results(
             state,
             r.try_get(3).map_err(map_err)?,
             errors,
-            policy.parse().map_err(StoreError::Corrupt)?,
+            policy.parse().map_err(StoreError::corrupt)?,
         ));
     }
     Ok(out)

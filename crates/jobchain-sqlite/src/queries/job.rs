@@ -271,7 +271,9 @@ pub fn settle(
             let workflow_id = workflow
                 .map(|w| w.parse::<WorkflowId>())
                 .transpose()
-                .map_err(|e| StoreError::Corrupt(format!("workflow id of job {id}: {e}")))?;
+                .map_err(|e| {
+                    StoreError::corrupt(format!("workflow id of job {id}: {e}")).caused_by(e)
+                })?;
             let mut created = Vec::with_capacity(follow_ups.len());
             // A follow-up in the job's own workflow keeps that workflow running.
             let mut continues = false;
@@ -337,9 +339,9 @@ pub fn settle(
                 return Ok(SettleResult::Stale);
             };
             if let Some(wf) = workflow {
-                let wf = wf
-                    .parse::<WorkflowId>()
-                    .map_err(|e| StoreError::Corrupt(format!("workflow id of job {id}: {e}")))?;
+                let wf = wf.parse::<WorkflowId>().map_err(|e| {
+                    StoreError::corrupt(format!("workflow id of job {id}: {e}")).caused_by(e)
+                })?;
                 let live_dependents =
                     has_dependents && workflow::settle_dependents(conn, now, id, JobState::Dead)?;
                 if !live_dependents {
@@ -473,7 +475,7 @@ pub fn queue_stats(conn: &Connection) -> Result<Vec<QueueStats>, StoreError> {
     let mut counted = Vec::new();
     for row in rows {
         let (queue, state, count) = row.map_err(map_err)?;
-        let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
+        let state: JobState = state.parse().map_err(StoreError::corrupt)?;
         counted.push((queue, state, count.max(0) as u64));
     }
     Ok(QueueStats::from_rows(counted))

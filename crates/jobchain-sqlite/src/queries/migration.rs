@@ -9,6 +9,7 @@ use crate::map_err;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_counts_on_read.sql"),
+    include_str!("../../migrations/0003_workers.sql"),
 ];
 
 /// The schema version this build writes.
@@ -26,7 +27,7 @@ pub fn run(conn: &Connection) -> Result<(), StoreError> {
     .map_err(map_err)?;
     let current = current_version(conn)?;
     if current > LATEST {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "the database has schema version {current}, newer than this jobchain's {LATEST}: upgrade jobchain"
         )));
     }
@@ -48,7 +49,7 @@ pub fn run(conn: &Connection) -> Result<(), StoreError> {
             Ok(_) => conn.execute_batch("COMMIT").map_err(map_err)?,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
-                return Err(StoreError::Database(format!(
+                return Err(StoreError::database(format!(
                     "migration {version} failed: {e}"
                 )));
             }

@@ -2,6 +2,7 @@
 
 pub mod job;
 pub mod migration;
+pub mod worker;
 pub mod workflow;
 
 use chrono::{DateTime, Utc};

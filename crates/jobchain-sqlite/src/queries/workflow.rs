@@ -85,9 +85,9 @@ pub fn start(
             .map_err(map_err)?;
         if let Some(id) = existing {
             return Ok(WorkflowStarted {
-                id: id
-                    .parse()
-                    .map_err(|e| StoreError::Corrupt(format!("workflow id `{id}`: {e}")))?,
+                id: id.parse().map_err(|e| {
+                    StoreError::corrupt(format!("workflow id `{id}`: {e}")).caused_by(e)
+                })?,
                 duplicate: true,
                 jobs: Vec::new(),
             });
@@ -181,7 +181,7 @@ pub fn settle_dependents(
         // The settled job's name, read only if a cancel reason needs it.
         let mut name: Option<String> = None;
         for (dependent, policy) in edges {
-            let policy: EdgePolicy = policy.parse().map_err(StoreError::Corrupt)?;
+            let policy: EdgePolicy = policy.parse().map_err(StoreError::corrupt)?;
             match effect(policy, job_state) {
                 Effect::Satisfied => {
                     live.insert(dependent);
@@ -253,8 +253,8 @@ pub fn revive_dependents(conn: &Connection, revived: JobId) -> Result<(), StoreE
                 .map_err(map_err)?;
             let mut parsed = Vec::with_capacity(edges.len());
             for (policy, state) in edges {
-                let policy: EdgePolicy = policy.parse().map_err(StoreError::Corrupt)?;
-                let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
+                let policy: EdgePolicy = policy.parse().map_err(StoreError::corrupt)?;
+                let state: JobState = state.parse().map_err(StoreError::corrupt)?;
                 parsed.push((policy, state));
             }
             let waiting = unsatisfied(parsed) as i64;
@@ -372,7 +372,7 @@ pub fn dependencies(conn: &Connection, id: WorkflowId) -> Result<Vec<Dependency>
         out.push(Dependency {
             job: JobId(job),
             depends_on: JobId(depends_on),
-            policy: policy.parse().map_err(StoreError::Corrupt)?,
+            policy: policy.parse().map_err(StoreError::corrupt)?,
         });
     }
     Ok(out)
@@ -403,8 +403,8 @@ pub fn step_results(conn: &Connection, id: JobId) -> Result<Vec<StepResult>, Sto
     for row in rows {
         let (job, name, state, output, errors, policy) = row.map_err(map_err)?;
         let errors: Vec<AttemptError> = serde_json::from_str(&errors)
-            .map_err(|e| StoreError::Corrupt(format!("errors of job {job}: {e}")))?;
-        let state: JobState = state.parse().map_err(StoreError::Corrupt)?;
+            .map_err(|e| StoreError::corrupt(format!("errors of job {job}: {e}")).caused_by(e))?;
+        let state: JobState = state.parse().map_err(StoreError::corrupt)?;
         out.push(StepResult::new(
             JobId(job),
             name,
@@ -412,9 +412,11 @@ pub fn step_results(conn: &Connection, id: JobId) -> Result<Vec<StepResult>, Sto
             output
                 .map(|o| serde_json::from_str(&o))
                 .transpose()
-                .map_err(|e| StoreError::Corrupt(format!("output of job {job}: {e}")))?,
+                .map_err(|e| {
+                    StoreError::corrupt(format!("output of job {job}: {e}")).caused_by(e)
+                })?,
             errors,
-            policy.parse().map_err(StoreError::Corrupt)?,
+            policy.parse().map_err(StoreError::corrupt)?,
         ));
     }
     Ok(out)

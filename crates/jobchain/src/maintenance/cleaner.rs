@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::runtime::notifier::sleep_or_stop;
-use crate::runtime::Shared;
+use crate::runtime::shared::Shared;
 
 const BATCH: usize = 1000;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use jobchain_core::store::{Outcome, SettleResult, Settlement};
 
 use crate::runtime::notifier::sleep_or_stop;
-use crate::runtime::Shared;
+use crate::runtime::shared::Shared;
 
 const BATCH: usize = 200;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::runtime::Shared;
+use crate::runtime::shared::Shared;
 
 pub(crate) async fn run(shared: Arc<Shared>) {
     let notifier = shared.client.notifier().clone();

@@ -15,7 +15,7 @@ use jobchain_core::store::{Outcome, SettleResult, Settlement};
 use jobchain_core::StoreError;
 use tokio::sync::mpsc;
 
-use super::{Pending, Shared};
+use super::shared::{Pending, Shared};
 
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let max = shared.config.completer_batch.max(1);

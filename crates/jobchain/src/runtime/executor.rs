@@ -14,7 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Running, Shared};
+use super::shared::{Running, Shared};
 use crate::context::JobContext;
 use crate::handler::JobError;
 
@@ -65,7 +65,12 @@ async fn execute(shared: &Arc<Shared>, job: ClaimedJob, cancel: CancellationToke
             error: format!("no handler for kind `{}` on this worker", job.kind),
         };
     };
-    let ctx = JobContext::new(job.clone(), shared.client.clone(), cancel);
+    let ctx = JobContext::new(
+        job.clone(),
+        shared.client.clone(),
+        cancel,
+        shared.data.clone(),
+    );
     let future = (registered.handler)(ctx.clone(), job.payload.clone());
     let task = tokio::spawn(future.in_current_span());
     let abort = task.abort_handle();

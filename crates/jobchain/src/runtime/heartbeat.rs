@@ -6,7 +6,7 @@ use std::sync::Arc;
 use jobchain_core::store::Lease;
 
 use super::notifier::sleep_or_stop;
-use super::Shared;
+use super::shared::Shared;
 
 pub(crate) async fn run(shared: Arc<Shared>) {
     let interval = shared.config.heartbeat.unwrap_or(shared.config.lease / 3);

@@ -11,8 +11,9 @@ use std::time::Duration;
 use jobchain_core::store::ClaimRequest;
 use tokio::sync::Semaphore;
 
+use super::executor;
 use super::notifier::sleep_or_stop;
-use super::{executor, Shared};
+use super::shared::Shared;
 
 pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
     let semaphore = Arc::new(Semaphore::new(slots));
