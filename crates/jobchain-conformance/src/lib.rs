@@ -22,7 +22,7 @@ pub use support::Harness;
 #[macro_export]
 macro_rules! conformance_suite {
     ($factory:path) => {
-        $crate::conformance_suite!(@cases $factory;
+        $crate::conformance_suite!(@in cases, $factory;
             seed_full_chain_runs_in_order,
             seed_failing_confirmation_stops_the_chain,
             seed_conditional_chaining_runs_the_rest,
@@ -48,7 +48,7 @@ macro_rules! conformance_suite {
             cancel_running_job_signals_the_handler,
             queues_and_per_queue_concurrency,
         );
-        $crate::conformance_suite!(@workflows $factory;
+        $crate::conformance_suite!(@in workflows, $factory;
             declared_order_tolerates_failed_email_on_optional_edges,
             declared_order_cancels_dependents_of_failed_email_on_required_edges,
             fan_out_fan_in_join_runs_once_with_every_output,
@@ -61,7 +61,7 @@ macro_rules! conformance_suite {
             declared_steps_can_chain_dynamically,
             workflow_unique_key_listing_and_counts,
         );
-        $crate::conformance_suite!(@registry $factory;
+        $crate::conformance_suite!(@in registry, $factory;
             store_keeps_the_worker_registry,
             handlers_share_application_state,
             waits_that_time_out_are_errors,
@@ -77,12 +77,12 @@ macro_rules! conformance_suite {
             harness.close().await;
         }
     };
-    (@registry $factory:path; $($case:ident),* $(,)?) => {
+    (@in $module:ident, $factory:path; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let Some(harness) = $factory().await else { return };
-                $crate::registry::$case(&harness).await;
+                $crate::$module::$case(&harness).await;
                 harness.close().await;
             }
         )*
@@ -95,26 +95,6 @@ macro_rules! conformance_suite {
             async fn $case() {
                 let Some(harness) = $factory().await else { return };
                 $crate::registry::$case(&harness, env!("CARGO_BIN_EXE_jobchain-test-worker")).await;
-                harness.close().await;
-            }
-        )*
-    };
-    (@workflows $factory:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(harness) = $factory().await else { return };
-                $crate::workflows::$case(&harness).await;
-                harness.close().await;
-            }
-        )*
-    };
-    (@cases $factory:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(harness) = $factory().await else { return };
-                $crate::cases::$case(&harness).await;
                 harness.close().await;
             }
         )*

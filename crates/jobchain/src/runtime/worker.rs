@@ -424,7 +424,8 @@ impl WorkerHandle {
 
     /// Stops claiming, lets running jobs finish within `deadline`, then interrupts the
     /// rest and releases them so that another worker takes them at once; writes every
-    /// settlement and stops the background services. Calling it again is harmless.
+    /// settlement and stops the background services. Calling it again (or after a call
+    /// whose future was dropped) waits for the same shutdown and returns its report.
     pub async fn shutdown_within(&self, deadline: Duration) -> ShutdownReport {
         let mut stopped = self.stopped.subscribe();
         // The shutdown runs in a task of its own, so that it completes even when the
