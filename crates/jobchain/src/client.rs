@@ -145,19 +145,10 @@ impl Client {
             mut options,
             defaults,
         } = spec;
-        let registered;
-        let defaults = match defaults {
-            Some(defaults) => Some(defaults),
-            None => {
-                registered = self
-                    .inner
-                    .kinds
-                    .read()
-                    .ok()
-                    .and_then(|k| k.get(&kind).cloned());
-                registered
-            }
-        };
+        let defaults = defaults.or_else(|| {
+            let kinds = self.inner.kinds.read().ok()?;
+            kinds.get(&kind).cloned()
+        });
         if let Some(defaults) = defaults {
             options.queue = options.queue.or(defaults.queue);
             options.priority = options.priority.or(defaults.priority);

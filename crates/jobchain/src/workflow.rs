@@ -48,15 +48,19 @@ pub struct Step {
 impl Step {
     /// A step named `name` that runs the typed job `args` (kind and defaults from its type).
     pub fn new<T: JobArgs>(name: &str, args: &T) -> Self {
-        Self::untyped(name, JobSpec::typed(args))
+        Self::with_job(name, JobSpec::typed(args))
     }
 
     /// A step named `name` that runs `job`: the string path, for kinds named at run time
     /// or handled in another language.
-    pub fn untyped(name: &str, job: impl IntoJobResult) -> Self {
+    pub fn untyped(name: &str, job: JobSpec) -> Self {
+        Self::with_job(name, Ok(job))
+    }
+
+    fn with_job(name: &str, job: Result<JobSpec>) -> Self {
         Step {
             name: name.to_string(),
-            job: job.into_job_result(),
+            job,
             options: EnqueueOptions::default(),
             depends_on: Vec::new(),
         }
@@ -89,24 +93,6 @@ impl Step {
         let optional = self.options.optional || options.optional;
         self.options = options;
         self.options.optional = optional;
-        self
-    }
-}
-
-/// A [`JobSpec`], or the result of building one ([`JobSpec::typed`]).
-pub trait IntoJobResult {
-    /// The job spec, or why it could not be built.
-    fn into_job_result(self) -> Result<JobSpec>;
-}
-
-impl IntoJobResult for JobSpec {
-    fn into_job_result(self) -> Result<JobSpec> {
-        Ok(self)
-    }
-}
-
-impl IntoJobResult for Result<JobSpec> {
-    fn into_job_result(self) -> Result<JobSpec> {
         self
     }
 }
