@@ -10,6 +10,7 @@ pub mod error;
 pub mod job;
 pub mod registry;
 pub mod retry;
+pub mod rules;
 pub mod store;
 pub mod workflow;
 

@@ -202,8 +202,8 @@ impl PgStore {
         conn: &mut PgConnection,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        let enqueued = queries::job::insert_many(&mut *conn, &self.inner.sql, &jobs).await?;
-        queries::job::notify_in(conn, &self.inner.schema).await?;
+        let enqueued = queries::ops::insert_many(&mut *conn, &self.inner.sql, &jobs).await?;
+        queries::notify_in(conn, &self.inner.schema).await?;
         Ok(enqueued)
     }
 
@@ -213,8 +213,8 @@ impl PgStore {
         conn: &mut PgConnection,
         workflow: NewWorkflow,
     ) -> Result<WorkflowStarted, StoreError> {
-        let started = queries::workflow::start(&mut *conn, &self.inner.sql, &workflow).await?;
-        queries::job::notify_in(conn, &self.inner.schema).await?;
+        let started = queries::ops::start_workflow(&mut *conn, &self.inner.sql, &workflow).await?;
+        queries::notify_in(conn, &self.inner.schema).await?;
         Ok(started)
     }
 

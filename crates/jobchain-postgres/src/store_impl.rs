@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jobchain_core::job::{Job, JobId, NewJob};
 use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
+use jobchain_core::rules;
 use jobchain_core::store::{
     Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
     QueueStats, SettleResult, Settlement, Store,
@@ -18,7 +19,7 @@ use jobchain_core::{StoreError, WorkflowId};
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
 
-use crate::queries::{job, map_err, worker, workflow};
+use crate::queries::{dependency, job, map_err, ops, transition, worker, workflow};
 use crate::PgStore;
 
 impl PgStore {
@@ -53,7 +54,7 @@ impl Store for PgStore {
 
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
         let mut tx = self.begin().await?;
-        let enqueued = job::insert_many(&mut tx, self.sql(), &jobs).await?;
+        let enqueued = ops::insert_many(&mut tx, self.sql(), &jobs).await?;
         let enqueued = commit(tx, enqueued).await?;
         self.wake_others();
         Ok(enqueued)
@@ -61,7 +62,7 @@ impl Store for PgStore {
 
     async fn start_workflow(&self, wf: NewWorkflow) -> Result<WorkflowStarted, StoreError> {
         let mut tx = self.begin().await?;
-        let started = workflow::start(&mut tx, self.sql(), &wf).await?;
+        let started = ops::start_workflow(&mut tx, self.sql(), &wf).await?;
         let started = commit(tx, started).await?;
         self.wake_others();
         Ok(started)
@@ -82,20 +83,20 @@ impl Store for PgStore {
         // Plain completions take one autocommit statement; the rest one transaction. If
         // the transaction fails, the completer writes the whole batch again: the plain
         // completions already committed are then rejected by their fence, harmlessly.
-        let (plain, mut full): (Vec<usize>, Vec<usize>) =
-            (0..settlements.len()).partition(|&i| settlements[i].is_plain_completion());
+        let (plain, mut full) = rules::split_settle_batch(&settlements);
         if !plain.is_empty() {
             let batch: Vec<&Settlement> = plain.iter().map(|&i| &settlements[i]).collect();
-            let written = job::complete_plain(&mut *self.conn().await?, self.sql(), &batch).await?;
+            let written =
+                transition::complete_plain(&mut *self.conn().await?, self.sql(), &batch).await?;
             for (i, result) in plain.into_iter().zip(written) {
                 match result {
-                    job::PlainResult::Applied => {
+                    transition::PlainResult::Applied => {
                         results[i] = SettleResult::Applied {
                             follow_ups: Vec::new(),
                         }
                     }
-                    job::PlainResult::Stale => {}
-                    job::PlainResult::InWorkflow => full.push(i),
+                    transition::PlainResult::Stale => {}
+                    transition::PlainResult::InWorkflow => full.push(i),
                 }
             }
         }
@@ -119,7 +120,7 @@ impl Store for PgStore {
             .begin_with(SETTLE_BEGIN)
             .await
             .map_err(map_err)?;
-        let written = job::settle(&mut tx, self.sql(), &batch).await?;
+        let written = ops::settle(&mut tx, self.sql(), &batch).await?;
         let written = commit(tx, written).await?;
         for (i, result) in full.into_iter().zip(written) {
             results[i] = result;
@@ -171,7 +172,7 @@ impl Store for PgStore {
 
     async fn retry(&self, id: JobId) -> Result<Job, StoreError> {
         let mut tx = self.begin().await?;
-        let job = job::retry(&mut tx, self.sql(), id).await?;
+        let job = ops::retry(&mut tx, self.sql(), id).await?;
         let job = commit(tx, job).await?;
         self.wake_others();
         Ok(job)
@@ -179,7 +180,7 @@ impl Store for PgStore {
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<Job, StoreError> {
         let mut tx = self.begin().await?;
-        let job = job::cancel(&mut tx, self.sql(), id, reason).await?;
+        let job = ops::cancel(&mut tx, self.sql(), id, reason).await?;
         commit(tx, job).await
     }
 
@@ -195,22 +196,22 @@ impl Store for PgStore {
     }
 
     async fn dependencies(&self, id: WorkflowId) -> Result<Vec<Dependency>, StoreError> {
-        workflow::dependencies(&mut *self.conn().await?, self.sql(), id).await
+        dependency::of_workflow(&mut *self.conn().await?, self.sql(), id).await
     }
 
     async fn step_results(&self, id: JobId) -> Result<Vec<StepResult>, StoreError> {
-        workflow::step_results(&mut *self.conn().await?, self.sql(), id).await
+        dependency::step_results(&mut *self.conn().await?, self.sql(), id).await
     }
 
     async fn cancel_workflow(&self, id: WorkflowId) -> Result<WorkflowInfo, StoreError> {
         let mut tx = self.begin().await?;
-        let info = workflow::cancel(&mut tx, self.sql(), id).await?;
+        let info = ops::cancel_workflow(&mut tx, self.sql(), id).await?;
         commit(tx, info).await
     }
 
     async fn clean(&self, older_than: Duration, limit: usize) -> Result<CleanReport, StoreError> {
         let mut tx = self.begin().await?;
-        let report = workflow::clean(&mut tx, self.sql(), older_than, limit).await?;
+        let report = ops::clean(&mut tx, self.sql(), older_than, limit).await?;
         commit(tx, report).await
     }
 

@@ -1,19 +1,29 @@
-//! All SQL of the PostgreSQL backend, one file per table.
+//! All SQL of the PostgreSQL backend: one leaf file per table ([`job`], [`workflow`],
+//! [`dependency`], [`worker`]), none of which uses another, and [`ops`], the
+//! transactions that span tables (insert with workflows, workflow start, settle, retry,
+//! cancel, cleaning).
 //!
 //! Statements are written against the placeholder schema `__schema__` and made
 //! concrete once per store by [`Sql`]; every table name is schema-qualified, so the same
 //! statements run on jobchain's pool and on a caller's own transaction.
 
+pub mod dependency;
 pub mod job;
 pub mod migration;
+pub mod ops;
+pub mod transition;
 pub mod worker;
 pub mod workflow;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use jobchain_core::job::RunAt;
 use jobchain_core::StoreError;
-use sqlx::AssertSqlSafe;
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, PgConnection};
 
 /// The schema's statements, made concrete on first use and cached.
 pub struct Sql {
@@ -82,4 +92,45 @@ pub fn map_err(err: sqlx::Error) -> StoreError {
 /// A column that must be a non-negative count.
 pub(crate) fn count(v: i64) -> u64 {
     v.max(0) as u64
+}
+
+/// Sends the wake-up notification inside the caller's transaction (delivered on commit).
+pub async fn notify_in(conn: &mut PgConnection, schema: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::CHANNEL)
+        .bind(schema)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A count or attempt number as an `int4`, saturating.
+pub(crate) fn to_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// When a new job is due: an instant, or a delay from the database's `now()`.
+pub(crate) fn split_run_at(run_at: RunAt) -> (Option<DateTime<Utc>>, Option<i64>) {
+    match run_at {
+        RunAt::Now => (None, None),
+        RunAt::After(delay) => (None, Some(ms(delay))),
+        RunAt::At(at) => (Some(at), None),
+    }
+}
+
+/// JSON text of a job's payload.
+pub(crate) fn encode_payload(kind: &str, value: &Value) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Invalid(format!("payload of kind `{kind}`: {e}")))
+}
+
+/// JSON text of a job's output.
+pub(crate) fn encode_output(value: &Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(format!("output: {e}")))
 }

@@ -1,0 +1,241 @@
+//! What every backend decides the same way, decided once: the preconditions of retry and
+//! cancel (with one wording of their errors), how a follow-up inherits from the job that
+//! staged it, which workflow records a batch of new jobs needs, a declared workflow's
+//! validation and initial states, and which settlements take a store's cheap path.
+//!
+//! A backend's transactions call these and keep only the SQL of their dialect.
+
+use crate::error::{StoreError, StoreResult};
+use crate::job::{Job, JobId, JobState, NewJob, WorkflowId};
+use crate::store::Settlement;
+use crate::workflow::{EdgePolicy, NewWorkflow, WorkflowInfo, WorkflowState};
+
+/// The error for a job id that names no job.
+pub fn job_not_found(id: JobId) -> StoreError {
+    StoreError::NotFound(format!("job {id}"))
+}
+
+/// The error for a workflow id that names no workflow.
+pub fn workflow_not_found(id: WorkflowId) -> StoreError {
+    StoreError::NotFound(format!("workflow {id}"))
+}
+
+/// A job that is to be retried, as read inside the retry's transaction: it must exist and
+/// be dead.
+pub fn check_retry(id: JobId, job: Option<Job>) -> StoreResult<Job> {
+    let job = job.ok_or_else(|| job_not_found(id))?;
+    if job.state != JobState::Dead {
+        return Err(StoreError::Conflict(format!(
+            "job {id} is {}, not dead: only dead jobs can be retried",
+            job.state
+        )));
+    }
+    Ok(job)
+}
+
+/// A job that is to be cancelled, as read inside the cancel's transaction: it must exist
+/// and be live.
+pub fn check_cancel(id: JobId, job: Option<Job>) -> StoreResult<Job> {
+    let job = job.ok_or_else(|| job_not_found(id))?;
+    if job.state.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "job {id} is already {}: only blocked, pending or running jobs can be cancelled",
+            job.state
+        )));
+    }
+    Ok(job)
+}
+
+/// A workflow that is to be cancelled: it must exist and be running.
+pub fn check_cancel_workflow(
+    id: WorkflowId,
+    info: Option<WorkflowInfo>,
+) -> StoreResult<WorkflowInfo> {
+    let info = info.ok_or_else(|| workflow_not_found(id))?;
+    if info.state != WorkflowState::Running {
+        return Err(StoreError::Conflict(format!(
+            "workflow {id} is already {}: only running workflows can be cancelled",
+            info.state
+        )));
+    }
+    Ok(info)
+}
+
+/// A follow-up as it is written: it records the job that staged it as its parent and,
+/// unless it names a workflow of its own, joins that job's workflow.
+pub fn follow_up(parent: JobId, parent_workflow: Option<WorkflowId>, job: &NewJob) -> NewJob {
+    let mut job = job.clone();
+    job.parent_id = Some(parent);
+    if job.workflow_id.is_none() {
+        job.workflow_id = parent_workflow;
+    }
+    job
+}
+
+/// The workflow records that new jobs need, each once, in the order the jobs name them,
+/// with the name a record gets if it has to be created: the kind of its first job
+/// (dynamic chaining). Workflows in `skip` (held by the caller) are left out.
+pub fn named_workflows<'a>(jobs: &'a [NewJob], skip: &[WorkflowId]) -> Vec<(WorkflowId, &'a str)> {
+    let mut named: Vec<(WorkflowId, &str)> = Vec::new();
+    for job in jobs {
+        if let Some(w) = job.workflow_id {
+            if !skip.contains(&w) && !named.iter().any(|(n, _)| *n == w) {
+                named.push((w, job.kind.as_str()));
+            }
+        }
+    }
+    named
+}
+
+/// Validates every job of a batch before anything is written.
+pub fn validate_jobs(jobs: &[NewJob]) -> StoreResult<()> {
+    for job in jobs {
+        job.validate().map_err(StoreError::Invalid)?;
+    }
+    Ok(())
+}
+
+/// One step of a declared workflow, ready to write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRow {
+    /// The job: in the workflow, without a unique key of its own.
+    pub job: NewJob,
+    /// `pending` without dependencies, `blocked` with.
+    pub state: JobState,
+    /// How many dependencies it waits for.
+    pub waiting_for: usize,
+}
+
+/// A declared workflow checked and laid out for writing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowPlan {
+    /// The steps, in the given order.
+    pub steps: Vec<StepRow>,
+    /// The edges as `(dependent, dependency, policy)`, by index into `steps`, in order of
+    /// the dependent.
+    pub edges: Vec<(usize, usize, EdgePolicy)>,
+}
+
+impl WorkflowPlan {
+    /// Checks a workflow (it has steps, each step is a valid job, each dependency comes
+    /// before its dependent) and gives each step its initial state.
+    pub fn new(workflow: &NewWorkflow) -> StoreResult<Self> {
+        if workflow.steps.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "workflow `{}` has no steps",
+                workflow.name
+            )));
+        }
+        let mut steps = Vec::with_capacity(workflow.steps.len());
+        let mut edges = Vec::new();
+        for (i, step) in workflow.steps.iter().enumerate() {
+            step.job.validate().map_err(StoreError::Invalid)?;
+            for &(dependency, policy) in &step.depends_on {
+                if dependency >= i {
+                    return Err(StoreError::Invalid(format!(
+                        "step {i} of workflow `{}` depends on step {dependency}, which does not come before it",
+                        workflow.name
+                    )));
+                }
+                edges.push((i, dependency, policy));
+            }
+            let mut job = step.job.clone();
+            job.workflow_id = Some(workflow.id);
+            job.unique_key = None;
+            steps.push(StepRow {
+                job,
+                state: if step.depends_on.is_empty() {
+                    JobState::Pending
+                } else {
+                    JobState::Blocked
+                },
+                waiting_for: step.depends_on.len(),
+            });
+        }
+        Ok(WorkflowPlan { steps, edges })
+    }
+}
+
+/// Splits a settle batch into the plain completions ([`Settlement::is_plain_completion`]),
+/// which a store may write by its cheap path, and the rest, by index.
+pub fn split_settle_batch(settlements: &[Settlement]) -> (Vec<usize>, Vec<usize>) {
+    (0..settlements.len()).partition(|&i| settlements[i].is_plain_completion())
+}
+
+/// The reason recorded on a dependent cancelled because a required dependency failed.
+pub fn cancelled_by_dependency(name: &str, dependency: JobId, state: JobState) -> String {
+    format!("required dependency `{name}` (job {dependency}) ended {state}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::NewStep;
+
+    fn job(kind: &str) -> NewJob {
+        NewJob::new(kind, serde_json::json!({}), Default::default())
+    }
+
+    #[test]
+    fn a_follow_up_joins_its_parents_workflow_unless_it_names_one() {
+        let parent = WorkflowId::new();
+        let other = WorkflowId::new();
+        let inherited = follow_up(JobId(7), Some(parent), &job("b"));
+        assert_eq!(inherited.parent_id, Some(JobId(7)));
+        assert_eq!(inherited.workflow_id, Some(parent));
+        let mut own = job("c");
+        own.workflow_id = Some(other);
+        assert_eq!(
+            follow_up(JobId(7), Some(parent), &own).workflow_id,
+            Some(other)
+        );
+        assert_eq!(follow_up(JobId(7), None, &job("d")).workflow_id, None);
+    }
+
+    #[test]
+    fn named_workflows_are_listed_once_by_their_first_jobs_kind() {
+        let (a, b) = (WorkflowId::new(), WorkflowId::new());
+        let mut jobs = vec![job("first"), job("second"), job("third"), job("plain")];
+        jobs[0].workflow_id = Some(a);
+        jobs[1].workflow_id = Some(b);
+        jobs[2].workflow_id = Some(a);
+        assert_eq!(
+            named_workflows(&jobs, &[]),
+            vec![(a, "first"), (b, "second")]
+        );
+        assert_eq!(named_workflows(&jobs, &[a]), vec![(b, "second")]);
+    }
+
+    #[test]
+    fn a_workflow_plan_rejects_forward_edges_and_sets_initial_states() {
+        let wf = NewWorkflow {
+            id: WorkflowId::new(),
+            name: "order".into(),
+            unique_key: None,
+            steps: vec![
+                NewStep {
+                    job: job("charge"),
+                    depends_on: vec![],
+                },
+                NewStep {
+                    job: job("email"),
+                    depends_on: vec![(0, EdgePolicy::Required)],
+                },
+            ],
+        };
+        let plan = WorkflowPlan::new(&wf).unwrap();
+        assert_eq!(plan.steps[0].state, JobState::Pending);
+        assert_eq!(plan.steps[1].state, JobState::Blocked);
+        assert_eq!(plan.steps[1].waiting_for, 1);
+        assert_eq!(plan.steps[1].job.workflow_id, Some(wf.id));
+        assert_eq!(plan.edges, vec![(1, 0, EdgePolicy::Required)]);
+
+        let mut bad = wf.clone();
+        bad.steps[0].depends_on = vec![(1, EdgePolicy::Optional)];
+        let err = WorkflowPlan::new(&bad).unwrap_err().to_string();
+        assert!(err.contains("does not come before it"), "{err}");
+        bad.steps.clear();
+        let err = WorkflowPlan::new(&bad).unwrap_err().to_string();
+        assert!(err.contains("has no steps"), "{err}");
+    }
+}

@@ -1,0 +1,80 @@
+//! Walking the edges of declared workflows: releasing and cancelling dependents when
+//! jobs settle, and reviving them when a dead job is retried. Set-based, level by level;
+//! the per-edge rule is [`jobchain_core::workflow::graph::effect`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use jobchain_core::job::{JobId, JobState};
+use jobchain_core::rules;
+use jobchain_core::workflow::graph::{effect, unsatisfied, Effect};
+use jobchain_core::StoreError;
+use sqlx::PgConnection;
+
+use crate::queries::{dependency, transition, Sql};
+
+/// Applies settled jobs' outcomes to their blocked dependents, level by level: satisfied
+/// edges lower each dependent's count of unsettled dependencies (at zero it becomes
+/// pending); a failed required dependency cancels the dependent, which cascades.
+pub async fn settle_dependents(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    mut settled: Vec<(JobId, JobState)>,
+) -> Result<(), StoreError> {
+    while !settled.is_empty() {
+        let states: HashMap<i64, JobState> = settled.iter().map(|(id, s)| (id.0, *s)).collect();
+        let ids: Vec<i64> = states.keys().copied().collect();
+        let mut satisfied: BTreeMap<i64, i32> = BTreeMap::new();
+        let mut cancels: BTreeMap<i64, (String, i64)> = BTreeMap::new();
+        for edge in dependency::into_blocked(conn, sql, &ids).await? {
+            let state = states
+                .get(&edge.dependency)
+                .copied()
+                .unwrap_or(JobState::Pending);
+            match effect(edge.policy, state) {
+                Effect::Satisfied => *satisfied.entry(edge.dependent).or_default() += 1,
+                Effect::Cancel => {
+                    cancels.entry(edge.dependent).or_insert_with(|| {
+                        let reason = rules::cancelled_by_dependency(
+                            &edge.name,
+                            JobId(edge.dependency),
+                            state,
+                        );
+                        (reason, edge.dependency)
+                    });
+                }
+                Effect::Wait => {}
+            }
+        }
+        settled = Vec::new();
+        if !cancels.is_empty() {
+            settled = transition::cancel_dependents(conn, sql, &cancels)
+                .await?
+                .into_iter()
+                .map(|id| (id, JobState::Cancelled))
+                .collect();
+        }
+        if !satisfied.is_empty() {
+            transition::satisfy(conn, sql, &satisfied).await?;
+        }
+    }
+    Ok(())
+}
+
+/// After a dead job was retried: every job cancelled because of it goes back to
+/// `blocked`, with its count of unsettled dependencies recomputed, transitively.
+pub async fn revive_dependents(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    revived: JobId,
+) -> Result<(), StoreError> {
+    let mut level = vec![revived.0];
+    while !level.is_empty() {
+        let dependents = transition::cancelled_because_of(conn, sql, &level).await?;
+        for &dependent in &dependents {
+            let edges = dependency::into_job(conn, sql, dependent).await?;
+            transition::block_again(conn, sql, dependent, unsatisfied(edges)).await?;
+        }
+        level = dependents;
+    }
+    Ok(())
+}

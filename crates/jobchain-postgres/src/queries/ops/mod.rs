@@ -1,0 +1,169 @@
+//! The transactions that span tables: inserting jobs with their workflow records,
+//! starting declared workflows, settling ([`settle`]), retrying and cancelling, and
+//! cleaning. Each runs on the caller's transaction; what both backends decide is in
+//! [`jobchain_core::rules`], so what is here is the order of statements and their locks.
+
+mod cascade;
+mod settle;
+
+use std::time::Duration;
+
+use jobchain_core::job::{Job, JobId, JobState, NewJob};
+use jobchain_core::rules::{self, WorkflowPlan};
+use jobchain_core::store::{CleanReport, Enqueued};
+use jobchain_core::workflow::{NewWorkflow, WorkflowInfo, WorkflowStarted};
+use jobchain_core::{StoreError, WorkflowId};
+
+use super::{dependency, job, transition, workflow, Sql};
+use sqlx::PgConnection;
+
+pub use settle::settle;
+
+/// Inserts pending jobs: in bulk, except jobs with a unique key, which are checked one
+/// by one. Workflow records are created for workflow ids that have none.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>, StoreError> {
+    insert_into(conn, sql, jobs, &[]).await
+}
+
+/// [`insert_many`], for a caller that holds the locks of the running workflows `locked`.
+pub(crate) async fn insert_into(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    jobs: &[NewJob],
+    locked: &[WorkflowId],
+) -> Result<Vec<Enqueued>, StoreError> {
+    rules::validate_jobs(jobs)?;
+    workflow::ensure_exist(conn, sql, &rules::named_workflows(jobs, locked)).await?;
+    let mut results: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+    let mut bulk = job::Columns::default();
+    let mut bulk_index = Vec::new();
+    for (i, new) in jobs.iter().enumerate() {
+        match &new.unique_key {
+            Some(key) => results[i] = Some(job::insert_unique(conn, sql, new, key).await?),
+            None => {
+                bulk.push(new, JobState::Pending, 0)?;
+                bulk_index.push(i);
+            }
+        }
+    }
+    let ids = bulk.insert(conn, sql).await?;
+    for (i, id) in bulk_index.into_iter().zip(ids) {
+        results[i] = Some(Enqueued {
+            id,
+            duplicate: false,
+        });
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| StoreError::database("an insert returned no id")))
+        .collect()
+}
+
+/// Writes a workflow and all its steps: the record, the jobs in one statement, the edges
+/// in another.
+pub async fn start_workflow(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    new: &NewWorkflow,
+) -> Result<WorkflowStarted, StoreError> {
+    let plan = WorkflowPlan::new(new)?;
+    if !workflow::insert(conn, sql, new).await? {
+        let key = new.unique_key.as_deref().unwrap_or_default();
+        let existing = workflow::running_with_key(conn, sql, key)
+            .await?
+            .ok_or_else(|| StoreError::transient(format!("unique key `{key}` changed hands")))?;
+        return Ok(WorkflowStarted {
+            id: existing,
+            duplicate: true,
+            jobs: Vec::new(),
+        });
+    }
+    let mut columns = job::Columns::default();
+    for step in &plan.steps {
+        columns.push(&step.job, step.state, step.waiting_for)?;
+    }
+    let ids = columns.insert(conn, sql).await?;
+    let edges: Vec<_> = plan
+        .edges
+        .iter()
+        .map(|&(dependent, dependency, policy)| (ids[dependent], ids[dependency], policy))
+        .collect();
+    dependency::insert(conn, sql, &edges).await?;
+    Ok(WorkflowStarted {
+        id: new.id,
+        duplicate: false,
+        jobs: ids,
+    })
+}
+
+/// Retries a dead job with a fresh budget of attempts and revives its branch.
+pub async fn retry(conn: &mut PgConnection, sql: &Sql, id: JobId) -> Result<Job, StoreError> {
+    let dead = rules::check_retry(id, job::get(conn, sql, id).await?)?;
+    transition::pend_again(conn, sql, id).await?;
+    if let Some(wf) = dead.workflow_id {
+        workflow::revive(conn, sql, wf).await?;
+    }
+    cascade::revive_dependents(conn, sql, id).await?;
+    reread(conn, sql, id).await
+}
+
+/// Cancels a live job and cascades to its dependents.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    id: JobId,
+    reason: &str,
+) -> Result<Job, StoreError> {
+    let live = rules::check_cancel(id, job::get(conn, sql, id).await?)?;
+    if let Some(wf) = live.workflow_id {
+        workflow::lock(conn, sql, &[wf.0]).await?;
+    }
+    transition::mark_cancelled(conn, sql, id, reason).await?;
+    if let Some(wf) = live.workflow_id {
+        cascade::settle_dependents(conn, sql, vec![(id, JobState::Cancelled)]).await?;
+        workflow::finish(conn, sql, &[wf.0]).await?;
+    }
+    reread(conn, sql, id).await
+}
+
+/// Cancels a workflow's live jobs and marks it cancelled.
+pub async fn cancel_workflow(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    id: WorkflowId,
+) -> Result<WorkflowInfo, StoreError> {
+    rules::check_cancel_workflow(id, workflow::get(conn, sql, id).await?)?;
+    workflow::request_cancel(conn, sql, id).await?;
+    transition::cancel_in_workflow(conn, sql, id).await?;
+    workflow::finish(conn, sql, &[id.0]).await?;
+    workflow::get(conn, sql, id)
+        .await?
+        .ok_or_else(|| rules::workflow_not_found(id))
+}
+
+/// Removes old terminal jobs outside workflows, and old finished workflows with all
+/// their jobs.
+pub async fn clean(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    older_than: Duration,
+    limit: usize,
+) -> Result<CleanReport, StoreError> {
+    let jobs = job::delete_finished(conn, sql, older_than, limit).await?;
+    let (workflow_jobs, workflows) =
+        workflow::delete_finished(conn, sql, older_than, limit).await?;
+    Ok(CleanReport {
+        jobs: jobs + workflow_jobs,
+        workflows,
+    })
+}
+
+async fn reread(conn: &mut PgConnection, sql: &Sql, id: JobId) -> Result<Job, StoreError> {
+    job::get(conn, sql, id)
+        .await?
+        .ok_or_else(|| rules::job_not_found(id))
+}

@@ -1,0 +1,417 @@
+//! SQL on `jobs` that moves jobs between states once they have been claimed or have
+//! ended: the statements of a settle (each set-based over `unnest`ed arrays, so a batch
+//! costs a fixed number of round trips), the cascades' updates, retry and cancel. A leaf
+//! beside [`super::job`]: transactions that span tables are in [`super::ops`].
+
+use std::collections::{BTreeMap, HashSet};
+
+use jobchain_core::job::JobId;
+use jobchain_core::store::{Outcome, Settlement};
+use jobchain_core::{StoreError, WorkflowId};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::{encode_output, map_err, ms, to_i32, Sql};
+
+// Locks, in one round trip, the batch's workflows and then its jobs, each in id order.
+// Every statement that changes several jobs or workflows takes its locks in this order
+// (workflows by the triggers, jobs here and in the heartbeat), so concurrent settles,
+// rescues and heartbeats cannot deadlock.
+const LOCK_BATCH: &str = "WITH w AS (SELECT w.id FROM __schema__.workflows w \
+        WHERE w.id IN (SELECT workflow_id FROM __schema__.jobs WHERE id = ANY($1)) \
+        ORDER BY w.id FOR UPDATE) \
+    SELECT j.id FROM __schema__.jobs j WHERE j.id = ANY($1) AND (SELECT count(*) FROM w) >= 0 \
+    ORDER BY j.id FOR UPDATE";
+
+const COMPLETE: &str = "UPDATE __schema__.jobs j SET state = 'completed', \
+        output = t.output::jsonb, finished_at = now(), lease_until = NULL \
+    FROM unnest($1::int8[], $2::int4[], $3::text[], $4::bool[]) AS t(id, attempt, output, expired_only) \
+    WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
+        AND (NOT t.expired_only OR j.lease_until <= now()) \
+    RETURNING j.id, j.workflow_id, \
+        EXISTS (SELECT 1 FROM __schema__.dependencies d WHERE d.depends_on = j.id)";
+
+// The common case in one autocommit statement: completions without follow-ups of jobs
+// outside workflows. The jobs are locked in id order first (as everywhere); a job that
+// turns out to be in a workflow is left alone and reported, for the full settle.
+const COMPLETE_PLAIN: &str = "WITH locked AS (SELECT j.id, j.workflow_id FROM __schema__.jobs j \
+        WHERE j.id = ANY($1) ORDER BY j.id FOR UPDATE), \
+    done AS (UPDATE __schema__.jobs j SET state = 'completed', output = t.output::jsonb, \
+            finished_at = now(), lease_until = NULL \
+        FROM unnest($1::int8[], $2::int4[], $3::text[]) AS t(id, attempt, output) \
+        JOIN locked l ON l.id = t.id AND l.workflow_id IS NULL \
+        WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
+        RETURNING j.id, j.attempts) \
+    SELECT id, attempts, true FROM done \
+    UNION ALL SELECT id, 0, false FROM locked WHERE workflow_id IS NOT NULL";
+
+const RETRY: &str = "UPDATE __schema__.jobs j SET state = 'pending', \
+        run_at = now() + t.delay_ms * interval '1 millisecond', \
+        errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', t.attempt, \
+            'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'message', t.error)), \
+        lease_until = NULL \
+    FROM unnest($1::int8[], $2::int4[], $3::text[], $4::int8[], $5::bool[]) \
+        AS t(id, attempt, error, delay_ms, expired_only) \
+    WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
+        AND (NOT t.expired_only OR j.lease_until <= now()) \
+    RETURNING j.id";
+
+const DEAD: &str = "UPDATE __schema__.jobs j SET state = 'dead', finished_at = now(), \
+        errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', t.attempt, \
+            'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'message', t.error)), \
+        lease_until = NULL \
+    FROM unnest($1::int8[], $2::int4[], $3::text[], $4::bool[]) AS t(id, attempt, error, expired_only) \
+    WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
+        AND (NOT t.expired_only OR j.lease_until <= now()) \
+    RETURNING j.id, j.workflow_id, \
+        EXISTS (SELECT 1 FROM __schema__.dependencies d WHERE d.depends_on = j.id)";
+
+const RELEASE: &str = "UPDATE __schema__.jobs j SET state = 'pending', run_at = now(), \
+        max_attempts = j.max_attempts + 1, lease_until = NULL, worker = NULL \
+    FROM unnest($1::int8[], $2::int4[], $3::bool[]) AS t(id, attempt, expired_only) \
+    WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
+        AND (NOT t.expired_only OR j.lease_until <= now()) \
+    RETURNING j.id";
+
+/// What [`complete_plain`] did with one settlement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlainResult {
+    /// Completed.
+    Applied,
+    /// Rejected by the fence.
+    Stale,
+    /// The job is in a workflow after all: nothing was written; settle it in full.
+    InWorkflow,
+}
+
+/// Completes plain jobs ([`Settlement::is_plain_completion`]) in one statement, outside
+/// any transaction.
+pub async fn complete_plain(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    settlements: &[&Settlement],
+) -> Result<Vec<PlainResult>, StoreError> {
+    let mut ids = Vec::with_capacity(settlements.len());
+    let mut attempts = Vec::with_capacity(settlements.len());
+    let mut outputs: Vec<Option<String>> = Vec::with_capacity(settlements.len());
+    for s in settlements {
+        ids.push(s.lease.id.0);
+        attempts.push(to_i32(s.lease.attempt));
+        let output = match &s.outcome {
+            Outcome::Completed { output, .. } => output.as_ref(),
+            _ => None,
+        };
+        outputs.push(output.map(encode_output).transpose()?);
+    }
+    let statement = sql.get(COMPLETE_PLAIN);
+    let rows: Vec<(i64, i32, bool)> = sqlx::query_as(statement)
+        .bind(ids)
+        .bind(attempts)
+        .bind(outputs)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    let applied: HashSet<(i64, i32)> = rows
+        .iter()
+        .filter(|r| r.2)
+        .map(|&(id, attempt, _)| (id, attempt))
+        .collect();
+    let in_workflow: HashSet<i64> = rows.iter().filter(|r| !r.2).map(|r| r.0).collect();
+    Ok(settlements
+        .iter()
+        .map(|s| {
+            if in_workflow.contains(&s.lease.id.0) {
+                PlainResult::InWorkflow
+            } else if applied.contains(&(s.lease.id.0, to_i32(s.lease.attempt))) {
+                PlainResult::Applied
+            } else {
+                PlainResult::Stale
+            }
+        })
+        .collect())
+}
+
+/// A job that a settle statement ended (completed or dead).
+#[derive(Clone, Copy, Debug)]
+pub struct Ended {
+    /// The job.
+    pub id: JobId,
+    /// Its workflow.
+    pub workflow: Option<Uuid>,
+    /// Whether some job depends on it.
+    pub has_dependents: bool,
+}
+
+fn ended_rows(rows: &[PgRow]) -> Result<Vec<Ended>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            Ok(Ended {
+                id: JobId(row.try_get(0)?),
+                workflow: row.try_get(1)?,
+                has_dependents: row.try_get(2)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(map_err)
+}
+
+/// The fence columns of a batch of settlements.
+fn fences(batch: &[&Settlement]) -> (Vec<i64>, Vec<i32>, Vec<bool>) {
+    (
+        batch.iter().map(|s| s.lease.id.0).collect(),
+        batch.iter().map(|s| to_i32(s.lease.attempt)).collect(),
+        batch.iter().map(|s| s.only_if_expired).collect(),
+    )
+}
+
+/// Locks, in one round trip, the workflows of the jobs and then the jobs, each in id
+/// order (see [`LOCK_BATCH`]).
+pub async fn lock_batch(conn: &mut PgConnection, sql: &Sql, ids: &[i64]) -> Result<(), StoreError> {
+    sqlx::query(sql.get(LOCK_BATCH))
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Completes the jobs of `batch` (completions) that are still held; returns those.
+pub async fn complete(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    batch: &[&Settlement],
+) -> Result<Vec<Ended>, StoreError> {
+    let (ids, attempts, expired_only) = fences(batch);
+    let mut outputs: Vec<Option<String>> = Vec::with_capacity(batch.len());
+    for s in batch {
+        let output = match &s.outcome {
+            Outcome::Completed { output, .. } => output.as_ref(),
+            _ => None,
+        };
+        outputs.push(output.map(encode_output).transpose()?);
+    }
+    let rows = sqlx::query(sql.get(COMPLETE))
+        .bind(ids)
+        .bind(attempts)
+        .bind(outputs)
+        .bind(expired_only)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    ended_rows(&rows)
+}
+
+/// Puts the jobs of `batch` (retries) that are still held back to pending after their
+/// delay, recording the error; returns those.
+pub async fn retry_later(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    batch: &[&Settlement],
+) -> Result<Vec<JobId>, StoreError> {
+    let (ids, attempts, expired_only) = fences(batch);
+    let (mut errors, mut delays) = (Vec::new(), Vec::new());
+    for s in batch {
+        let (error, delay) = match &s.outcome {
+            Outcome::Retry { error, delay } => (error.as_str(), ms(*delay)),
+            _ => ("", 0),
+        };
+        errors.push(error);
+        delays.push(delay);
+    }
+    let applied: Vec<i64> = sqlx::query_scalar(sql.get(RETRY))
+        .bind(ids)
+        .bind(attempts)
+        .bind(errors)
+        .bind(delays)
+        .bind(expired_only)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(applied.into_iter().map(JobId).collect())
+}
+
+/// Moves the jobs of `batch` (deaths) that are still held to the dead-letter queue,
+/// recording the error; returns those.
+pub async fn kill(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    batch: &[&Settlement],
+) -> Result<Vec<Ended>, StoreError> {
+    let (ids, attempts, expired_only) = fences(batch);
+    let errors: Vec<&str> = batch
+        .iter()
+        .map(|s| match &s.outcome {
+            Outcome::Dead { error } => error.as_str(),
+            _ => "",
+        })
+        .collect();
+    let rows = sqlx::query(sql.get(DEAD))
+        .bind(ids)
+        .bind(attempts)
+        .bind(errors)
+        .bind(expired_only)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    ended_rows(&rows)
+}
+
+/// Gives the jobs of `batch` (releases) that are still held back, pending at once and
+/// without spending an attempt; returns those.
+pub async fn release(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    batch: &[&Settlement],
+) -> Result<Vec<JobId>, StoreError> {
+    let (ids, attempts, expired_only) = fences(batch);
+    let applied: Vec<i64> = sqlx::query_scalar(sql.get(RELEASE))
+        .bind(ids)
+        .bind(attempts)
+        .bind(expired_only)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(applied.into_iter().map(JobId).collect())
+}
+
+/// Cancels blocked dependents, each with its reason and the dependency that caused it;
+/// returns those that were live.
+pub async fn cancel_dependents(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    cancels: &BTreeMap<i64, (String, i64)>,
+) -> Result<Vec<JobId>, StoreError> {
+    let ids: Vec<i64> = cancels.keys().copied().collect();
+    let reasons: Vec<&str> = cancels.values().map(|(r, _)| r.as_str()).collect();
+    let by: Vec<i64> = cancels.values().map(|(_, b)| *b).collect();
+    let statement = sql.get(
+        "UPDATE __schema__.jobs j SET state = 'cancelled', cancel_reason = t.reason, \
+         cancelled_by = t.by, finished_at = now(), lease_until = NULL \
+         FROM unnest($1::int8[], $2::text[], $3::int8[]) AS t(id, reason, by) \
+         WHERE j.id = t.id AND j.state IN ('blocked', 'pending', 'running') \
+         RETURNING j.id",
+    );
+    let cancelled: Vec<i64> = sqlx::query_scalar(statement)
+        .bind(ids)
+        .bind(reasons)
+        .bind(by)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(cancelled.into_iter().map(JobId).collect())
+}
+
+/// Lowers blocked jobs' counts of unsettled dependencies by the given numbers; at zero
+/// a job becomes pending.
+pub async fn satisfy(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    satisfied: &BTreeMap<i64, i32>,
+) -> Result<(), StoreError> {
+    let ids: Vec<i64> = satisfied.keys().copied().collect();
+    let counts: Vec<i32> = satisfied.values().copied().collect();
+    let statement = sql.get(
+        "UPDATE __schema__.jobs j SET waiting_for = j.waiting_for - t.n, \
+         state = CASE WHEN j.waiting_for - t.n <= 0 THEN 'pending' ELSE j.state END, \
+         run_at = CASE WHEN j.waiting_for - t.n <= 0 THEN greatest(j.run_at, now()) \
+             ELSE j.run_at END \
+         FROM unnest($1::int8[], $2::int4[]) AS t(id, n) \
+         WHERE j.id = t.id AND j.state = 'blocked'",
+    );
+    sqlx::query(statement)
+        .bind(ids)
+        .bind(counts)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// The jobs still cancelled because one of `causes` failed.
+pub async fn cancelled_because_of(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    causes: &[i64],
+) -> Result<Vec<i64>, StoreError> {
+    let statement = sql
+        .get("SELECT id FROM __schema__.jobs WHERE cancelled_by = ANY($1) AND state = 'cancelled'");
+    sqlx::query_scalar(statement)
+        .bind(causes)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)
+}
+
+/// Makes a cancelled job blocked again, waiting for `waiting` dependencies.
+pub async fn block_again(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    id: i64,
+    waiting: usize,
+) -> Result<(), StoreError> {
+    let statement = sql.get(
+        "UPDATE __schema__.jobs SET state = 'blocked', waiting_for = $2, \
+         cancel_reason = NULL, cancelled_by = NULL, finished_at = NULL WHERE id = $1",
+    );
+    sqlx::query(statement)
+        .bind(id)
+        .bind(i32::try_from(waiting).unwrap_or(i32::MAX))
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Makes a dead job pending at once with a fresh budget of attempts.
+pub async fn pend_again(conn: &mut PgConnection, sql: &Sql, id: JobId) -> Result<(), StoreError> {
+    let statement = sql.get(
+        "UPDATE __schema__.jobs SET state = 'pending', run_at = now(), finished_at = NULL, \
+         max_attempts = attempts + attempt_budget, worker = NULL WHERE id = $1",
+    );
+    sqlx::query(statement)
+        .bind(id.0)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Marks a live job cancelled by a user.
+pub async fn mark_cancelled(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    id: JobId,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let statement = sql.get(
+        "UPDATE __schema__.jobs SET state = 'cancelled', cancel_reason = $2, finished_at = now(), \
+         lease_until = NULL WHERE id = $1 AND state IN ('blocked', 'pending', 'running')",
+    );
+    sqlx::query(statement)
+        .bind(id.0)
+        .bind(reason)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Marks every live job of a workflow cancelled with it.
+pub async fn cancel_in_workflow(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    id: WorkflowId,
+) -> Result<(), StoreError> {
+    let statement = sql.get(
+        "UPDATE __schema__.jobs SET state = 'cancelled', cancel_reason = 'workflow cancelled', \
+         finished_at = now(), lease_until = NULL \
+         WHERE workflow_id = $1 AND state IN ('blocked', 'pending', 'running')",
+    );
+    sqlx::query(statement)
+        .bind(id.0)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
