@@ -15,7 +15,7 @@ use jobchain_core::workflow::{
 };
 use jobchain_core::{StoreError, WorkflowId};
 
-use crate::queries::{job, now_ms, worker, workflow};
+use crate::queries::{dependency, job, now_ms, ops, worker, workflow};
 use crate::SqliteStore;
 
 #[async_trait]
@@ -35,16 +35,16 @@ impl Store for SqliteStore {
         if let [job] = jobs.as_slice() {
             if job.workflow_id.is_none() {
                 return self
-                    .write_statement(move |conn| job::insert_many(conn, now_ms(), &jobs))
+                    .write_statement(move |conn| ops::insert_many(conn, now_ms(), &jobs))
                     .await;
             }
         }
-        self.write(move |conn| job::insert_many(conn, now_ms(), &jobs))
+        self.write(move |conn| ops::insert_many(conn, now_ms(), &jobs))
             .await
     }
 
     async fn start_workflow(&self, wf: NewWorkflow) -> Result<WorkflowStarted, StoreError> {
-        self.write(move |conn| workflow::start(conn, now_ms(), &wf))
+        self.write(move |conn| ops::start_workflow(conn, now_ms(), &wf))
             .await
     }
 
@@ -60,32 +60,8 @@ impl Store for SqliteStore {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(move |conn| {
-            let now = now_ms();
-            let mut results = vec![SettleResult::Stale; settlements.len()];
-            // Plain completions take one statement; the rest one statement each.
-            let (plain, mut rest): (Vec<usize>, Vec<usize>) =
-                (0..settlements.len()).partition(|&i| settlements[i].is_plain_completion());
-            if !plain.is_empty() {
-                let batch: Vec<&Settlement> = plain.iter().map(|&i| &settlements[i]).collect();
-                let applied = job::complete_plain(conn, now, &batch)?;
-                for (i, applied) in plain.into_iter().zip(applied) {
-                    if applied {
-                        results[i] = SettleResult::Applied {
-                            follow_ups: Vec::new(),
-                        };
-                    } else {
-                        // Stale, or in a workflow after all: the full path tells which.
-                        rest.push(i);
-                    }
-                }
-            }
-            for i in rest {
-                results[i] = job::settle(conn, now, &settlements[i])?;
-            }
-            Ok(results)
-        })
-        .await
+        self.write(move |conn| ops::settle(conn, now_ms(), &settlements))
+            .await
     }
 
     async fn heartbeat(
@@ -126,12 +102,12 @@ impl Store for SqliteStore {
     }
 
     async fn retry(&self, id: JobId) -> Result<Job, StoreError> {
-        self.write(move |conn| job::retry(conn, now_ms(), id)).await
+        self.write(move |conn| ops::retry(conn, now_ms(), id)).await
     }
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<Job, StoreError> {
         let reason = reason.to_string();
-        self.write(move |conn| job::cancel(conn, now_ms(), id, &reason))
+        self.write(move |conn| ops::cancel(conn, now_ms(), id, &reason))
             .await
     }
 
@@ -147,22 +123,22 @@ impl Store for SqliteStore {
     }
 
     async fn dependencies(&self, id: WorkflowId) -> Result<Vec<Dependency>, StoreError> {
-        self.read(move |conn| workflow::dependencies(conn, id))
+        self.read(move |conn| dependency::of_workflow(conn, id))
             .await
     }
 
     async fn step_results(&self, id: JobId) -> Result<Vec<StepResult>, StoreError> {
-        self.read(move |conn| workflow::step_results(conn, id))
+        self.read(move |conn| dependency::step_results(conn, id))
             .await
     }
 
     async fn cancel_workflow(&self, id: WorkflowId) -> Result<WorkflowInfo, StoreError> {
-        self.write(move |conn| workflow::cancel(conn, now_ms(), id))
+        self.write(move |conn| ops::cancel_workflow(conn, now_ms(), id))
             .await
     }
 
     async fn clean(&self, older_than: Duration, limit: usize) -> Result<CleanReport, StoreError> {
-        self.write(move |conn| workflow::clean(conn, now_ms(), older_than, limit))
+        self.write(move |conn| ops::clean(conn, now_ms(), older_than, limit))
             .await
     }
 

@@ -1,17 +1,18 @@
-//! SQL on `jobchain_jobs`: enqueue, claim, settle, heartbeat, rescue and inspection.
+//! SQL on `jobchain_jobs`: insert, claim, heartbeat, rescue, cleaning and inspection. A
+//! leaf: state changes after a claim are in [`super::transition`], transactions that
+//! span tables in [`super::ops`].
 
 use std::time::Duration;
 
-use jobchain_core::job::{AttemptError, Job, JobId, JobState, NewJob, Priority, RunAt};
+use jobchain_core::job::{Job, JobId, JobState, NewJob, Priority, RunAt};
 use jobchain_core::store::{
-    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, Outcome,
-    QueueStats, SettleResult, Settlement,
+    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, QueueStats,
 };
 use jobchain_core::{StoreError, WorkflowId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
-use super::{duration_ms, to_time, workflow};
+use super::{duration_ms, to_time};
 use crate::map_err;
 
 /// The columns [`job_from_row`] reads, in order.
@@ -36,36 +37,6 @@ const CLAIM: &str = "UPDATE jobchain_jobs SET state = 'running', attempts = atte
         ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)) \
     RETURNING id, kind, queue, payload, priority, attempts, max_attempts, workflow_id, parent_id, step, run_at";
 
-const COMPLETE: &str =
-    "UPDATE jobchain_jobs SET state = 'completed', output = ?3, finished_at = ?4, \
-    lease_until = NULL WHERE id = ?1 AND attempts = ?2 AND state = 'running' \
-    AND (?5 = 0 OR lease_until <= ?4) RETURNING workflow_id, \
-    EXISTS (SELECT 1 FROM jobchain_dependencies d WHERE d.depends_on = jobchain_jobs.id)";
-
-// Plain completions ([`Settlement::is_plain_completion`]) in one statement: ids, attempts
-// and outputs come as one JSON array of `[id, attempt, output?]`.
-const COMPLETE_PLAIN: &str = "UPDATE jobchain_jobs SET state = 'completed', output = t.output, \
-        finished_at = ?2, lease_until = NULL \
-    FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS output \
-        FROM json_each(?1)) AS t \
-    WHERE jobchain_jobs.id = t.id AND jobchain_jobs.attempts = t.attempt \
-        AND jobchain_jobs.state = 'running' AND jobchain_jobs.workflow_id IS NULL \
-    RETURNING jobchain_jobs.id, jobchain_jobs.attempts";
-
-const RETRY: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?4 + ?5, \
-    errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
-    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?6 = 0 OR lease_until <= ?4)";
-
-const DEAD: &str = "UPDATE jobchain_jobs SET state = 'dead', finished_at = ?4, \
-    errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
-    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?5 = 0 OR lease_until <= ?4) \
-    RETURNING workflow_id, \
-    EXISTS (SELECT 1 FROM jobchain_dependencies d WHERE d.depends_on = jobchain_jobs.id)";
-
-const RELEASE: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?3, \
-    max_attempts = max_attempts + 1, lease_until = NULL, worker = NULL \
-    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?4 = 0 OR lease_until <= ?3)";
-
 const HEARTBEAT: &str = "UPDATE jobchain_jobs SET lease_until = ?3 \
     WHERE id = ?1 AND attempts = ?2 AND state = 'running'";
 
@@ -84,7 +55,7 @@ pub fn run_at_ms(run_at: RunAt, now: i64) -> i64 {
     }
 }
 
-/// Inserts one job in `state`, or returns the live job holding its unique key.
+/// Inserts one (validated) job in `state`, or returns the live job holding its unique key.
 pub fn insert(
     conn: &Connection,
     now: i64,
@@ -92,7 +63,6 @@ pub fn insert(
     state: JobState,
     waiting_for: usize,
 ) -> Result<Enqueued, StoreError> {
-    job.validate().map_err(StoreError::Invalid)?;
     if let Some(key) = &job.unique_key {
         let existing: Option<i64> = conn
             .prepare_cached(FIND_LIVE_UNIQUE)
@@ -129,23 +99,6 @@ pub fn insert(
         id: JobId(conn.last_insert_rowid()),
         duplicate: false,
     })
-}
-
-/// Inserts pending jobs; with a workflow id, the workflow must exist.
-pub fn insert_many(
-    conn: &Connection,
-    now: i64,
-    jobs: &[NewJob],
-) -> Result<Vec<Enqueued>, StoreError> {
-    // Each insert validates its job; an invalid one rolls back the whole call.
-    for job in jobs {
-        if let Some(wf) = job.workflow_id {
-            workflow::ensure_exists(conn, now, wf, &job.kind)?;
-        }
-    }
-    jobs.iter()
-        .map(|job| insert(conn, now, job, JobState::Pending, 0))
-        .collect()
 }
 
 /// Claims due pending jobs (see [`jobchain_core::Store::claim`]).
@@ -192,184 +145,6 @@ pub fn claim(
             .map(|(run_at, job)| (to_time(run_at), job))
             .collect(),
     ))
-}
-
-/// The JSON of one recorded failure.
-fn error_json(attempt: u32, now: i64, message: &str) -> String {
-    serde_json::to_string(&AttemptError {
-        attempt,
-        at: to_time(now),
-        message: message.to_string(),
-    })
-    .unwrap_or_else(|_| "{}".to_string())
-}
-
-/// Writes plain completions ([`Settlement::is_plain_completion`]) in one statement;
-/// returns which of them were applied. The others, stale or in a workflow after all,
-/// need [`settle`].
-pub fn complete_plain(
-    conn: &Connection,
-    now: i64,
-    settlements: &[&Settlement],
-) -> Result<Vec<bool>, StoreError> {
-    let mut rows = Vec::with_capacity(settlements.len());
-    for s in settlements {
-        let mut row = vec![Value::from(s.lease.id.0), Value::from(s.lease.attempt)];
-        if let Outcome::Completed {
-            output: Some(output),
-            ..
-        } = &s.outcome
-        {
-            row.push(output.clone());
-        }
-        rows.push(Value::Array(row));
-    }
-    let rows = serde_json::to_string(&rows)
-        .map_err(|e| StoreError::Invalid(format!("outputs of a settle batch: {e}")))?;
-    let mut stmt = conn.prepare_cached(COMPLETE_PLAIN).map_err(map_err)?;
-    let applied = stmt
-        .query_map(params![rows, now], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?))
-        })
-        .map_err(map_err)?
-        .collect::<Result<std::collections::HashSet<_>, _>>()
-        .map_err(map_err)?;
-    Ok(settlements
-        .iter()
-        .map(|s| applied.contains(&(s.lease.id.0, s.lease.attempt)))
-        .collect())
-}
-
-/// Applies one settlement. Atomicity comes from the writer: the whole settle call runs in
-/// one savepoint, so a failure anywhere leaves nothing of it.
-pub fn settle(
-    conn: &Connection,
-    now: i64,
-    settlement: &Settlement,
-) -> Result<SettleResult, StoreError> {
-    let Lease { id, attempt } = settlement.lease;
-    let expired_only = settlement.only_if_expired;
-    match &settlement.outcome {
-        Outcome::Completed { output, follow_ups } => {
-            let output = output
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| StoreError::Invalid(format!("output of job {id}: {e}")))?;
-            let completed: Option<(Option<String>, bool)> = conn
-                .prepare_cached(COMPLETE)
-                .and_then(|mut s| {
-                    s.query_row(params![id.0, attempt, output, now, expired_only], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                })
-                .map_err(map_err)?;
-            let Some((workflow, has_dependents)) = completed else {
-                return Ok(SettleResult::Stale);
-            };
-            let workflow_id = workflow
-                .map(|w| w.parse::<WorkflowId>())
-                .transpose()
-                .map_err(|e| {
-                    StoreError::corrupt(format!("workflow id of job {id}: {e}")).caused_by(e)
-                })?;
-            let mut created = Vec::with_capacity(follow_ups.len());
-            // A follow-up in the job's own workflow keeps that workflow running.
-            let mut continues = false;
-            for follow_up in follow_ups {
-                let mut job = follow_up.clone();
-                job.parent_id = Some(id);
-                if job.workflow_id.is_none() {
-                    job.workflow_id = workflow_id;
-                } else if job.workflow_id != workflow_id {
-                    if let Some(wf) = job.workflow_id {
-                        workflow::ensure_exists(conn, now, wf, &job.kind)?;
-                    }
-                }
-                continues |= workflow_id.is_some() && job.workflow_id == workflow_id;
-                created.push(insert(conn, now, &job, JobState::Pending, 0)?.id);
-            }
-            if let Some(wf) = workflow_id {
-                // A live dependent keeps the workflow running too.
-                let live_dependents = has_dependents
-                    && workflow::settle_dependents(conn, now, id, JobState::Completed)?;
-                if !continues && !live_dependents {
-                    workflow::finish(conn, now, wf)?;
-                }
-            }
-            Ok(SettleResult::Applied {
-                follow_ups: created,
-            })
-        }
-        Outcome::Retry { error, delay } => {
-            let changed = conn
-                .prepare_cached(RETRY)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        id.0,
-                        attempt,
-                        error_json(attempt, now, error),
-                        now,
-                        duration_ms(*delay),
-                        expired_only
-                    ])
-                })
-                .map_err(map_err)?;
-            Ok(applied_or_stale(changed))
-        }
-        Outcome::Dead { error } => {
-            let dead: Option<(Option<String>, bool)> = conn
-                .prepare_cached(DEAD)
-                .and_then(|mut s| {
-                    s.query_row(
-                        params![
-                            id.0,
-                            attempt,
-                            error_json(attempt, now, error),
-                            now,
-                            expired_only
-                        ],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()
-                })
-                .map_err(map_err)?;
-            let Some((workflow, has_dependents)) = dead else {
-                return Ok(SettleResult::Stale);
-            };
-            if let Some(wf) = workflow {
-                let wf = wf.parse::<WorkflowId>().map_err(|e| {
-                    StoreError::corrupt(format!("workflow id of job {id}: {e}")).caused_by(e)
-                })?;
-                let live_dependents =
-                    has_dependents && workflow::settle_dependents(conn, now, id, JobState::Dead)?;
-                if !live_dependents {
-                    workflow::finish(conn, now, wf)?;
-                }
-            }
-            Ok(SettleResult::Applied {
-                follow_ups: Vec::new(),
-            })
-        }
-        Outcome::Released => {
-            let changed = conn
-                .prepare_cached(RELEASE)
-                .and_then(|mut s| s.execute(params![id.0, attempt, now, expired_only]))
-                .map_err(map_err)?;
-            Ok(applied_or_stale(changed))
-        }
-    }
-}
-
-fn applied_or_stale(changed: usize) -> SettleResult {
-    if changed == 0 {
-        SettleResult::Stale
-    } else {
-        SettleResult::Applied {
-            follow_ups: Vec::new(),
-        }
-    }
 }
 
 /// Extends held leases; returns the jobs no longer held.
@@ -481,62 +256,33 @@ pub fn queue_stats(conn: &Connection) -> Result<Vec<QueueStats>, StoreError> {
     Ok(QueueStats::from_rows(counted))
 }
 
-/// Retries a dead job with a fresh budget of attempts and revives its branch.
-pub fn retry(conn: &Connection, now: i64, id: JobId) -> Result<Job, StoreError> {
-    let job = get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-    if job.state != JobState::Dead {
-        return Err(StoreError::Conflict(format!(
-            "job {id} is {}, not dead: only dead jobs can be retried",
-            job.state
-        )));
-    }
-    conn.prepare_cached(
-        "UPDATE jobchain_jobs SET state = 'pending', run_at = ?2, finished_at = NULL, \
-         max_attempts = attempts + attempt_budget, worker = NULL WHERE id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![id.0, now]))
-    .map_err(map_err)?;
-    if let Some(wf) = job.workflow_id {
-        workflow::revive(conn, wf)?;
-    }
-    workflow::revive_dependents(conn, id)?;
-    get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
+/// A job's step name, or its kind.
+pub fn name(conn: &Connection, id: JobId) -> Result<String, StoreError> {
+    conn.prepare_cached("SELECT coalesce(step, kind) FROM jobchain_jobs WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.0], |r| r.get(0)))
+        .map_err(map_err)
 }
 
-/// Cancels a live job and cascades to its dependents.
-pub fn cancel(conn: &Connection, now: i64, id: JobId, reason: &str) -> Result<Job, StoreError> {
-    let job = get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-    if job.state.is_terminal() {
-        return Err(StoreError::Conflict(format!(
-            "job {id} is already {}: only blocked, pending or running jobs can be cancelled",
-            job.state
-        )));
-    }
-    cancel_live(conn, now, id, reason, None)?;
-    workflow::settle_dependents(conn, now, id, JobState::Cancelled)?;
-    if let Some(wf) = job.workflow_id {
-        workflow::finish(conn, now, wf)?;
-    }
-    get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
-}
-
-/// Marks a live job cancelled; returns whether it was live.
-pub fn cancel_live(
-    conn: &Connection,
-    now: i64,
-    id: JobId,
-    reason: &str,
-    cancelled_by: Option<JobId>,
-) -> Result<bool, StoreError> {
-    let changed = conn
+/// Deletes up to `limit` terminal jobs outside workflows that finished before `cutoff`.
+pub fn delete_finished(conn: &Connection, cutoff: i64, limit: usize) -> Result<u64, StoreError> {
+    let deleted = conn
         .prepare_cached(
-            "UPDATE jobchain_jobs SET state = 'cancelled', cancel_reason = ?2, cancelled_by = ?3, \
-             finished_at = ?4, lease_until = NULL \
-             WHERE id = ?1 AND state IN ('blocked', 'pending', 'running')",
+            "DELETE FROM jobchain_jobs WHERE id IN (SELECT id FROM jobchain_jobs \
+             WHERE workflow_id IS NULL AND state IN ('completed', 'dead', 'cancelled') \
+             AND finished_at <= ?1 LIMIT ?2)",
         )
-        .and_then(|mut s| s.execute(params![id.0, reason, cancelled_by.map(|c| c.0), now]))
+        .and_then(|mut s| s.execute(params![cutoff, limit as i64]))
         .map_err(map_err)?;
-    Ok(changed > 0)
+    Ok(deleted as u64)
+}
+
+/// Deletes a workflow's jobs; returns how many.
+pub fn delete_of_workflow(conn: &Connection, id: &str) -> Result<u64, StoreError> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM jobchain_jobs WHERE workflow_id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(map_err)?;
+    Ok(deleted as u64)
 }
 
 fn parse_json(r: &Row<'_>, i: usize) -> rusqlite::Result<Value> {
@@ -546,7 +292,7 @@ fn parse_json(r: &Row<'_>, i: usize) -> rusqlite::Result<Value> {
     })
 }
 
-fn parse_workflow_id(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<WorkflowId>> {
+pub(crate) fn parse_workflow_id(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<WorkflowId>> {
     let text: Option<String> = r.get(i)?;
     text.map(|t| {
         t.parse().map_err(|e: uuid::Error| {

@@ -1,7 +1,13 @@
-//! All SQL of the SQLite backend, one file per table.
+//! All SQL of the SQLite backend: one leaf file per table ([`job`] and [`transition`] on
+//! jobs, [`workflow`], [`dependency`], [`worker`]), none of which uses another, and
+//! [`ops`], the transactions that span tables (insert with workflows, workflow start,
+//! settle, retry, cancel, cleaning).
 
+pub mod dependency;
 pub mod job;
 pub mod migration;
+pub mod ops;
+pub mod transition;
 pub mod worker;
 pub mod workflow;
 

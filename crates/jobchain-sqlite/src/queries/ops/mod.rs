@@ -1,0 +1,131 @@
+//! The transactions that span tables: inserting jobs with their workflow records,
+//! starting declared workflows, settling ([`settle`]), retrying and cancelling, and
+//! cleaning. Each runs inside the writer's transaction; what both backends decide is in
+//! [`jobchain_core::rules`], so what is here is the order of statements.
+
+mod cascade;
+mod settle;
+
+use std::time::Duration;
+
+use jobchain_core::job::{Job, JobId, JobState, NewJob};
+use jobchain_core::rules::{self, WorkflowPlan};
+use jobchain_core::store::{CleanReport, Enqueued};
+use jobchain_core::workflow::{NewWorkflow, WorkflowInfo, WorkflowStarted};
+use jobchain_core::{StoreError, WorkflowId};
+use rusqlite::Connection;
+
+use super::{dependency, duration_ms, job, transition, workflow};
+
+pub use settle::settle;
+
+/// Inserts pending jobs; workflow records are created for workflow ids that have none.
+/// An invalid job rolls back the whole call.
+pub fn insert_many(
+    conn: &Connection,
+    now: i64,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>, StoreError> {
+    rules::validate_jobs(jobs)?;
+    for (wf, name) in rules::named_workflows(jobs, &[]) {
+        workflow::ensure_exists(conn, now, wf, name)?;
+    }
+    jobs.iter()
+        .map(|new| job::insert(conn, now, new, JobState::Pending, 0))
+        .collect()
+}
+
+/// Writes a workflow and all its steps.
+pub fn start_workflow(
+    conn: &Connection,
+    now: i64,
+    new: &NewWorkflow,
+) -> Result<WorkflowStarted, StoreError> {
+    let plan = WorkflowPlan::new(new)?;
+    if let Some(key) = &new.unique_key {
+        if let Some(existing) = workflow::running_with_key(conn, key)? {
+            return Ok(WorkflowStarted {
+                id: existing,
+                duplicate: true,
+                jobs: Vec::new(),
+            });
+        }
+    }
+    workflow::insert(conn, now, new)?;
+    let mut ids: Vec<JobId> = Vec::with_capacity(plan.steps.len());
+    for (i, step) in plan.steps.iter().enumerate() {
+        let id = job::insert(conn, now, &step.job, step.state, step.waiting_for)?.id;
+        let edges = plan
+            .edges
+            .iter()
+            .filter(|(dependent, _, _)| *dependent == i)
+            .map(|&(_, dependency, policy)| (ids[dependency], policy));
+        dependency::insert(conn, id, edges)?;
+        ids.push(id);
+    }
+    Ok(WorkflowStarted {
+        id: new.id,
+        duplicate: false,
+        jobs: ids,
+    })
+}
+
+/// Retries a dead job with a fresh budget of attempts and revives its branch.
+pub fn retry(conn: &Connection, now: i64, id: JobId) -> Result<Job, StoreError> {
+    let dead = rules::check_retry(id, job::get(conn, id)?)?;
+    transition::pend_again(conn, now, id)?;
+    if let Some(wf) = dead.workflow_id {
+        workflow::revive(conn, wf)?;
+    }
+    cascade::revive_dependents(conn, id)?;
+    reread(conn, id)
+}
+
+/// Cancels a live job and cascades to its dependents.
+pub fn cancel(conn: &Connection, now: i64, id: JobId, reason: &str) -> Result<Job, StoreError> {
+    let live = rules::check_cancel(id, job::get(conn, id)?)?;
+    transition::cancel_live(conn, now, id, reason, None)?;
+    cascade::settle_dependents(conn, now, id, JobState::Cancelled)?;
+    if let Some(wf) = live.workflow_id {
+        workflow::finish(conn, now, wf)?;
+    }
+    reread(conn, id)
+}
+
+/// Cancels a workflow's live jobs and marks it cancelled.
+pub fn cancel_workflow(
+    conn: &Connection,
+    now: i64,
+    id: WorkflowId,
+) -> Result<WorkflowInfo, StoreError> {
+    rules::check_cancel_workflow(id, workflow::get(conn, id)?)?;
+    workflow::request_cancel(conn, id)?;
+    transition::cancel_in_workflow(conn, now, id)?;
+    workflow::finish(conn, now, id)?;
+    workflow::get(conn, id)?.ok_or_else(|| rules::workflow_not_found(id))
+}
+
+/// Removes old terminal jobs outside running workflows, and old finished workflows
+/// with all their jobs (their edges go with the jobs, by foreign key).
+pub fn clean(
+    conn: &Connection,
+    now: i64,
+    older_than: Duration,
+    limit: usize,
+) -> Result<CleanReport, StoreError> {
+    let cutoff = now.saturating_sub(duration_ms(older_than));
+    let mut jobs = job::delete_finished(conn, cutoff, limit)?;
+    let workflows = workflow::finished_before(conn, cutoff, limit)?;
+    for id in &workflows {
+        jobs += job::delete_of_workflow(conn, id)?;
+        workflow::delete(conn, id)?;
+    }
+    Ok(CleanReport {
+        jobs,
+        workflows: workflows.len() as u64,
+    })
+}
+
+fn reread(conn: &Connection, id: JobId) -> Result<Job, StoreError> {
+    job::get(conn, id)?.ok_or_else(|| rules::job_not_found(id))
+}

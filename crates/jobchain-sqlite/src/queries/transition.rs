@@ -1,0 +1,285 @@
+//! SQL on `jobchain_jobs` that moves jobs between states once they have been claimed or
+//! have ended: the statements of a settle, the cascades' updates, retry and cancel. A
+//! leaf beside [`super::job`]: transactions that span tables are in [`super::ops`].
+
+use jobchain_core::job::{AttemptError, JobId};
+use jobchain_core::store::{Lease, Outcome, Settlement};
+use jobchain_core::{StoreError, WorkflowId};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::{duration_ms, to_time};
+use crate::map_err;
+
+const COMPLETE: &str =
+    "UPDATE jobchain_jobs SET state = 'completed', output = ?3, finished_at = ?4, \
+    lease_until = NULL WHERE id = ?1 AND attempts = ?2 AND state = 'running' \
+    AND (?5 = 0 OR lease_until <= ?4) RETURNING workflow_id, \
+    EXISTS (SELECT 1 FROM jobchain_dependencies d WHERE d.depends_on = jobchain_jobs.id)";
+
+// Plain completions ([`Settlement::is_plain_completion`]) in one statement: ids, attempts
+// and outputs come as one JSON array of `[id, attempt, output?]`.
+const COMPLETE_PLAIN: &str = "UPDATE jobchain_jobs SET state = 'completed', output = t.output, \
+        finished_at = ?2, lease_until = NULL \
+    FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS output \
+        FROM json_each(?1)) AS t \
+    WHERE jobchain_jobs.id = t.id AND jobchain_jobs.attempts = t.attempt \
+        AND jobchain_jobs.state = 'running' AND jobchain_jobs.workflow_id IS NULL \
+    RETURNING jobchain_jobs.id, jobchain_jobs.attempts";
+
+const RETRY: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?4 + ?5, \
+    errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?6 = 0 OR lease_until <= ?4)";
+
+const DEAD: &str = "UPDATE jobchain_jobs SET state = 'dead', finished_at = ?4, \
+    errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?5 = 0 OR lease_until <= ?4) \
+    RETURNING workflow_id, \
+    EXISTS (SELECT 1 FROM jobchain_dependencies d WHERE d.depends_on = jobchain_jobs.id)";
+
+const RELEASE: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?3, \
+    max_attempts = max_attempts + 1, lease_until = NULL, worker = NULL \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?4 = 0 OR lease_until <= ?3)";
+
+/// The JSON of one recorded failure.
+fn error_json(attempt: u32, now: i64, message: &str) -> String {
+    serde_json::to_string(&AttemptError {
+        attempt,
+        at: to_time(now),
+        message: message.to_string(),
+    })
+    .unwrap_or_else(|_| "{}".to_string())
+}
+
+/// Writes plain completions ([`Settlement::is_plain_completion`]) in one statement;
+/// returns which of them were applied. The others, stale or in a workflow after all,
+/// need [`settle`].
+pub fn complete_plain(
+    conn: &Connection,
+    now: i64,
+    settlements: &[&Settlement],
+) -> Result<Vec<bool>, StoreError> {
+    let mut rows = Vec::with_capacity(settlements.len());
+    for s in settlements {
+        let mut row = vec![Value::from(s.lease.id.0), Value::from(s.lease.attempt)];
+        if let Outcome::Completed {
+            output: Some(output),
+            ..
+        } = &s.outcome
+        {
+            row.push(output.clone());
+        }
+        rows.push(Value::Array(row));
+    }
+    let rows = serde_json::to_string(&rows)
+        .map_err(|e| StoreError::Invalid(format!("outputs of a settle batch: {e}")))?;
+    let mut stmt = conn.prepare_cached(COMPLETE_PLAIN).map_err(map_err)?;
+    let applied = stmt
+        .query_map(params![rows, now], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?))
+        })
+        .map_err(map_err)?
+        .collect::<Result<std::collections::HashSet<_>, _>>()
+        .map_err(map_err)?;
+    Ok(settlements
+        .iter()
+        .map(|s| applied.contains(&(s.lease.id.0, s.lease.attempt)))
+        .collect())
+}
+
+/// A job that a settle statement ended (completed or dead).
+#[derive(Clone, Copy, Debug)]
+pub struct Ended {
+    /// Its workflow.
+    pub workflow: Option<WorkflowId>,
+    /// Whether some job depends on it.
+    pub has_dependents: bool,
+}
+
+fn ended(id: JobId, row: Option<(Option<String>, bool)>) -> Result<Option<Ended>, StoreError> {
+    let Some((workflow, has_dependents)) = row else {
+        return Ok(None);
+    };
+    let workflow = workflow
+        .map(|w| w.parse::<WorkflowId>())
+        .transpose()
+        .map_err(|e| StoreError::corrupt(format!("workflow id of job {id}: {e}")).caused_by(e))?;
+    Ok(Some(Ended {
+        workflow,
+        has_dependents,
+    }))
+}
+
+/// Completes a job if it is still held under `lease`.
+pub fn complete(
+    conn: &Connection,
+    now: i64,
+    lease: Lease,
+    output: Option<&Value>,
+    expired_only: bool,
+) -> Result<Option<Ended>, StoreError> {
+    let Lease { id, attempt } = lease;
+    let output = output
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Invalid(format!("output of job {id}: {e}")))?;
+    let row = conn
+        .prepare_cached(COMPLETE)
+        .and_then(|mut s| {
+            s.query_row(params![id.0, attempt, output, now, expired_only], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(map_err)?;
+    ended(id, row)
+}
+
+/// Puts a job still held under `lease` back to pending after `delay`, recording the
+/// error; returns whether it was held.
+pub fn retry_later(
+    conn: &Connection,
+    now: i64,
+    lease: Lease,
+    error: &str,
+    delay: std::time::Duration,
+    expired_only: bool,
+) -> Result<bool, StoreError> {
+    let Lease { id, attempt } = lease;
+    let changed = conn
+        .prepare_cached(RETRY)
+        .and_then(|mut s| {
+            s.execute(params![
+                id.0,
+                attempt,
+                error_json(attempt, now, error),
+                now,
+                duration_ms(delay),
+                expired_only
+            ])
+        })
+        .map_err(map_err)?;
+    Ok(changed > 0)
+}
+
+/// Moves a job still held under `lease` to the dead-letter queue, recording the error.
+pub fn kill(
+    conn: &Connection,
+    now: i64,
+    lease: Lease,
+    error: &str,
+    expired_only: bool,
+) -> Result<Option<Ended>, StoreError> {
+    let Lease { id, attempt } = lease;
+    let row = conn
+        .prepare_cached(DEAD)
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    id.0,
+                    attempt,
+                    error_json(attempt, now, error),
+                    now,
+                    expired_only
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+        .map_err(map_err)?;
+    ended(id, row)
+}
+
+/// Gives a job still held under `lease` back, pending at once and without spending an
+/// attempt; returns whether it was held.
+pub fn release(
+    conn: &Connection,
+    now: i64,
+    lease: Lease,
+    expired_only: bool,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(RELEASE)
+        .and_then(|mut s| s.execute(params![lease.id.0, lease.attempt, now, expired_only]))
+        .map_err(map_err)?;
+    Ok(changed > 0)
+}
+
+/// Marks a live job cancelled; returns whether it was live.
+pub fn cancel_live(
+    conn: &Connection,
+    now: i64,
+    id: JobId,
+    reason: &str,
+    cancelled_by: Option<JobId>,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE jobchain_jobs SET state = 'cancelled', cancel_reason = ?2, cancelled_by = ?3, \
+             finished_at = ?4, lease_until = NULL \
+             WHERE id = ?1 AND state IN ('blocked', 'pending', 'running')",
+        )
+        .and_then(|mut s| s.execute(params![id.0, reason, cancelled_by.map(|c| c.0), now]))
+        .map_err(map_err)?;
+    Ok(changed > 0)
+}
+
+/// Lowers a blocked job's count of unsettled dependencies by one; at zero it becomes
+/// pending.
+pub fn satisfy(conn: &Connection, now: i64, id: JobId) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE jobchain_jobs SET waiting_for = waiting_for - 1, \
+         state = CASE WHEN waiting_for <= 1 THEN 'pending' ELSE state END, \
+         run_at = CASE WHEN waiting_for <= 1 AND run_at < ?2 THEN ?2 ELSE run_at END \
+         WHERE id = ?1 AND state = 'blocked'",
+    )
+    .and_then(|mut s| s.execute(params![id.0, now]))
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// The jobs still cancelled because `cause` failed.
+pub fn cancelled_because_of(conn: &Connection, cause: JobId) -> Result<Vec<JobId>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id FROM jobchain_jobs WHERE cancelled_by = ?1 AND state = 'cancelled'",
+    )
+    .and_then(|mut s| {
+        s.query_map([cause.0], |r| Ok(JobId(r.get(0)?)))?
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(map_err)
+}
+
+/// Makes a cancelled job blocked again, waiting for `waiting` dependencies.
+pub fn block_again(conn: &Connection, id: JobId, waiting: usize) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE jobchain_jobs SET state = 'blocked', waiting_for = ?2, cancel_reason = NULL, \
+         cancelled_by = NULL, finished_at = NULL WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id.0, waiting as i64]))
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Makes a dead job pending at once with a fresh budget of attempts.
+pub fn pend_again(conn: &Connection, now: i64, id: JobId) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE jobchain_jobs SET state = 'pending', run_at = ?2, finished_at = NULL, \
+         max_attempts = attempts + attempt_budget, worker = NULL WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id.0, now]))
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Marks every live job of a workflow cancelled with it.
+pub fn cancel_in_workflow(conn: &Connection, now: i64, id: WorkflowId) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE jobchain_jobs SET state = 'cancelled', cancel_reason = 'workflow cancelled', \
+         finished_at = ?2, lease_until = NULL \
+         WHERE workflow_id = ?1 AND state IN ('blocked', 'pending', 'running')",
+    )
+    .and_then(|mut s| s.execute(params![id.to_string(), now]))
+    .map_err(map_err)?;
+    Ok(())
+}
