@@ -4,18 +4,24 @@
 //! removed together with all its jobs, so no workflow is ever seen half-deleted.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use jobchain_core::Store;
+use tokio_util::sync::CancellationToken;
 
 use crate::runtime::notifier::sleep_or_stop;
-use crate::runtime::shared::Shared;
 
 const BATCH: usize = 1000;
 
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let Some(retention) = shared.config.retention else {
-        return;
-    };
+/// Every `interval` until `finished`, removes what finished longer than `retention` ago.
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    interval: Duration,
+    finished: CancellationToken,
+) {
     loop {
-        match shared.client.store().clean(retention, BATCH).await {
+        match store.clean(retention, BATCH).await {
             Ok(report) if report.jobs > 0 || report.workflows > 0 => {
                 tracing::info!(
                     jobs = report.jobs,
@@ -23,7 +29,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     "cleaned finished jobs"
                 );
                 // More may be left: go again at once, unless stopping.
-                if shared.finished.is_cancelled() {
+                if finished.is_cancelled() {
                     return;
                 }
                 continue;
@@ -31,7 +37,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cleaning failed"),
         }
-        if !sleep_or_stop(shared.config.clean_interval, &shared.finished).await {
+        if !sleep_or_stop(interval, &finished).await {
             return;
         }
     }

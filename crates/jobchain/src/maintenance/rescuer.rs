@@ -7,28 +7,42 @@
 //! completed or was extended by a heartbeat in the meantime.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jobchain_core::store::{Outcome, SettleResult, Settlement};
+use jobchain_core::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
-use crate::runtime::notifier::sleep_or_stop;
-use crate::runtime::shared::Shared;
+use crate::runtime::notifier::{sleep_or_stop, Notifier};
+use crate::runtime::shared::RetryPolicies;
 
 const BATCH: usize = 200;
 
-pub(crate) async fn run(shared: Arc<Shared>) {
+/// Every `interval` until `finished`, rescues the jobs whose lease expired, by the
+/// retry policies of their kinds.
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    notifier: Arc<Notifier>,
+    policies: Arc<RetryPolicies>,
+    interval: Duration,
+    finished: CancellationToken,
+) {
     loop {
-        if !sleep_or_stop(shared.config.rescue_interval, &shared.finished).await {
+        if !sleep_or_stop(interval, &finished).await {
             return;
         }
-        if let Err(e) = rescue_once(&shared).await {
+        if let Err(e) = rescue_once(store.as_ref(), &notifier, &policies).await {
             tracing::warn!(error = %e, "rescuing expired jobs failed");
         }
     }
 }
 
 /// One pass; returns how many jobs were rescued.
-pub(crate) async fn rescue_once(shared: &Shared) -> Result<usize, jobchain_core::StoreError> {
-    let store = shared.client.store();
+async fn rescue_once(
+    store: &dyn Store,
+    notifier: &Notifier,
+    policies: &RetryPolicies,
+) -> Result<usize, StoreError> {
     let expired = store.expired(BATCH).await?;
     if expired.is_empty() {
         return Ok(0);
@@ -36,7 +50,7 @@ pub(crate) async fn rescue_once(shared: &Shared) -> Result<usize, jobchain_core:
     let settlements: Vec<Settlement> = expired
         .iter()
         .map(|e| {
-            let policy = shared.retry_policy(&e.kind);
+            let policy = policies.of(&e.kind);
             let error = format!(
                 "lease expired during attempt {}: the worker stopped heart-beating (crashed, hung or disconnected)",
                 e.lease.attempt
@@ -58,7 +72,6 @@ pub(crate) async fn rescue_once(shared: &Shared) -> Result<usize, jobchain_core:
         })
         .collect();
     let results = store.settle(settlements.clone()).await?;
-    let notifier = shared.client.notifier();
     let mut rescued = 0;
     for (s, r) in settlements.iter().zip(results) {
         if matches!(r, SettleResult::Applied { .. }) {

@@ -9,13 +9,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobchain_core::Store;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::runtime::shared::Shared;
+use crate::runtime::notifier::Notifier;
 
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let notifier = shared.client.notifier().clone();
-    match shared.client.store().next_scheduled().await {
+/// Until `finished`, wakes the producers through `notifier` when a scheduled job is due.
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    notifier: Arc<Notifier>,
+    finished: CancellationToken,
+) {
+    match store.next_scheduled().await {
         Ok(Some(delay)) => notifier.schedule_in(delay.max(Duration::from_millis(1))),
         Ok(None) => {}
         Err(e) => tracing::debug!(error = %e, "cannot read the next scheduled job"),
@@ -33,7 +39,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
             }
             _ = timers.changed() => {}
-            _ = shared.finished.cancelled() => return,
+            _ = finished.cancelled() => return,
         }
     }
 }

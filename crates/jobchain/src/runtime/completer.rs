@@ -12,13 +12,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobchain_core::store::{Outcome, SettleResult, Settlement};
-use jobchain_core::StoreError;
+use jobchain_core::{Store, StoreError};
 use tokio::sync::mpsc;
 
-use super::shared::{Pending, Shared};
+use super::notifier::Notifier;
+use super::shared::{Pending, RunningJobs};
 
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let max = shared.config.completer_batch.max(1);
+/// What the completer uses.
+pub(crate) struct Completer {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) notifier: Arc<Notifier>,
+    /// The worker's running jobs, which leave it once their outcome is written.
+    pub(crate) running: Arc<RunningJobs>,
+    /// At most this many settlements per write.
+    pub(crate) max_batch: usize,
+}
+
+/// Writes the settlements that arrive on `rx` until every sender is gone.
+pub(crate) async fn run(completer: Completer, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let max = completer.max_batch;
     let mut pending = Vec::with_capacity(max);
     let mut batch = Vec::with_capacity(max);
     while rx.recv_many(&mut pending, max).await > 0 {
@@ -45,31 +57,21 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pen
                 p.ticket
             })
             .collect();
-        write(&shared, &batch).await;
-        if let Ok(mut running) = shared.running.lock() {
-            for s in &batch {
-                if running
-                    .get(&s.lease.id)
-                    .is_some_and(|r| r.attempt == s.lease.attempt)
-                {
-                    running.remove(&s.lease.id);
-                }
-            }
-        }
-        let notifier = shared.client.notifier();
+        write(completer.store.as_ref(), &batch).await;
+        completer.running.remove_settled(&batch);
         for s in &batch {
             if let Outcome::Retry { delay, .. } = s.outcome {
-                notifier.schedule_in(delay);
+                completer.notifier.schedule_in(delay);
             }
         }
-        notifier.notify();
+        completer.notifier.notify();
         drop(tickets);
         batch.clear();
     }
 }
 
-async fn write(shared: &Shared, batch: &[Settlement]) {
-    if try_write(shared, batch, 3).await || batch.len() == 1 {
+async fn write(store: &dyn Store, batch: &[Settlement]) {
+    if try_write(store, batch, 3).await || batch.len() == 1 {
         return;
     }
     // One settlement may be what fails the batch: write them one by one, so the others
@@ -79,16 +81,16 @@ async fn write(shared: &Shared, batch: &[Settlement]) {
         "writing a batch of settlements failed; writing them one by one"
     );
     for settlement in batch {
-        try_write(shared, std::slice::from_ref(settlement), 12).await;
+        try_write(store, std::slice::from_ref(settlement), 12).await;
     }
 }
 
 /// Writes a batch, retrying up to `tries` times with back-off; returns whether it was
 /// written (or the store is closed, which retrying cannot mend).
-async fn try_write(shared: &Shared, batch: &[Settlement], tries: u32) -> bool {
+async fn try_write(store: &dyn Store, batch: &[Settlement], tries: u32) -> bool {
     let mut backoff = Duration::from_millis(20);
     for attempt in 1.. {
-        match shared.client.store().settle(batch.to_vec()).await {
+        match store.settle(batch.to_vec()).await {
             Ok(results) => {
                 for (s, r) in batch.iter().zip(results) {
                     if r == SettleResult::Stale {

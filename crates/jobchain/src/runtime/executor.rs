@@ -14,7 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::shared::{Running, Shared};
+use super::shared::Shared;
 use crate::context::JobContext;
 use crate::handler::JobError;
 
@@ -27,15 +27,7 @@ enum Ended {
 
 pub(crate) async fn run(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
     let cancel = shared.hard_stop.child_token();
-    if let Ok(mut running) = shared.running.lock() {
-        running.insert(
-            job.id,
-            Running {
-                attempt: job.attempt,
-                cancel: cancel.clone(),
-            },
-        );
-    }
+    shared.running.insert(job.id, job.attempt, cancel.clone());
     let span = tracing::info_span!(
         "job",
         job.kind = %job.kind,
@@ -118,7 +110,7 @@ async fn execute(shared: &Arc<Shared>, job: ClaimedJob, cancel: CancellationToke
 /// A failed attempt: dead when permanent or out of attempts, else retried after the
 /// kind's back-off.
 fn failure(shared: &Shared, job: &ClaimedJob, error: String, permanent: bool) -> Outcome {
-    let policy = shared.retry_policy(&job.kind);
+    let policy = shared.retry.of(&job.kind);
     if permanent || !policy.should_retry(job.attempt, job.max_attempts) {
         tracing::warn!(error = %error, permanent, "job failed; moving it to the dead-letter queue");
         Outcome::Dead { error }

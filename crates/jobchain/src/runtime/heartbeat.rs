@@ -2,47 +2,32 @@
 //! (rescued after a stall, or cancelled) to stop.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use jobchain_core::store::Lease;
+use jobchain_core::Store;
+use tokio_util::sync::CancellationToken;
 
 use super::notifier::sleep_or_stop;
-use super::shared::Shared;
+use super::shared::RunningJobs;
 
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let interval = shared.config.heartbeat.unwrap_or(shared.config.lease / 3);
+/// Every `interval` until `finished`, extends the leases of `running` by `lease`.
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    running: Arc<RunningJobs>,
+    lease: Duration,
+    interval: Duration,
+    finished: CancellationToken,
+) {
     loop {
-        if !sleep_or_stop(interval, &shared.finished).await {
+        if !sleep_or_stop(interval, &finished).await {
             return;
         }
-        let leases: Vec<Lease> = match shared.running.lock() {
-            Ok(running) => running
-                .iter()
-                .map(|(id, r)| Lease {
-                    id: *id,
-                    attempt: r.attempt,
-                })
-                .collect(),
-            Err(_) => continue,
-        };
+        let leases = running.leases();
         if leases.is_empty() {
             continue;
         }
-        match shared
-            .client
-            .store()
-            .heartbeat(leases, shared.config.lease)
-            .await
-        {
-            Ok(lost) => {
-                if let Ok(running) = shared.running.lock() {
-                    for id in lost {
-                        if let Some(r) = running.get(&id) {
-                            tracing::info!(job.id = %id, "lease lost; signalling the handler to stop");
-                            r.cancel.cancel();
-                        }
-                    }
-                }
-            }
+        match store.heartbeat(leases, lease).await {
+            Ok(lost) => running.stop(&lost),
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; leases may expire"),
         }
     }

@@ -1,4 +1,5 @@
-//! The state that the roles of one worker share. Internal: users see only
+//! The state that the claim, run and settle path of one worker shares, and the parts
+//! of it that background services are given. Internal: users see only
 //! [`Worker`](super::Worker) and [`WorkerHandle`](super::WorkerHandle).
 
 use std::collections::HashMap;
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use jobchain_core::job::JobId;
 use jobchain_core::registry::WorkerRegistration;
 use jobchain_core::retry::RetryPolicy;
-use jobchain_core::store::Settlement;
+use jobchain_core::store::{Lease, Settlement};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,12 +31,95 @@ pub(crate) struct Registered {
 }
 
 /// A job running on this worker.
-pub(crate) struct Running {
-    pub(crate) attempt: u32,
-    pub(crate) cancel: CancellationToken,
+struct Running {
+    attempt: u32,
+    cancel: CancellationToken,
 }
 
-/// State shared by the tasks of one worker.
+/// The jobs running on this worker: what the heartbeat extends, the completer removes
+/// once their outcome is written, and shutdown counts.
+#[derive(Default)]
+pub(crate) struct RunningJobs(Mutex<HashMap<JobId, Running>>);
+
+impl RunningJobs {
+    /// Records a claimed job; `cancel` stops its handler.
+    pub(crate) fn insert(&self, id: JobId, attempt: u32, cancel: CancellationToken) {
+        if let Ok(mut running) = self.0.lock() {
+            running.insert(id, Running { attempt, cancel });
+        }
+    }
+
+    /// The leases this worker holds.
+    pub(crate) fn leases(&self) -> Vec<Lease> {
+        self.0
+            .lock()
+            .map(|running| {
+                running
+                    .iter()
+                    .map(|(id, r)| Lease {
+                        id: *id,
+                        attempt: r.attempt,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Tells the handlers of jobs whose lease was lost to stop.
+    pub(crate) fn stop(&self, lost: &[JobId]) {
+        if let Ok(running) = self.0.lock() {
+            for id in lost {
+                if let Some(r) = running.get(id) {
+                    tracing::info!(job.id = %id, "lease lost; signalling the handler to stop");
+                    r.cancel.cancel();
+                }
+            }
+        }
+    }
+
+    /// Forgets the jobs whose settlements were written (a job claimed again since, under
+    /// a later attempt, stays).
+    pub(crate) fn remove_settled(&self, written: &[Settlement]) {
+        if let Ok(mut running) = self.0.lock() {
+            for s in written {
+                if running
+                    .get(&s.lease.id)
+                    .is_some_and(|r| r.attempt == s.lease.attempt)
+                {
+                    running.remove(&s.lease.id);
+                }
+            }
+        }
+    }
+
+    /// How many.
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+/// The retry policy of each kind this worker handles.
+pub(crate) struct RetryPolicies(HashMap<String, RetryPolicy>);
+
+impl RetryPolicies {
+    pub(crate) fn new(handlers: &HashMap<String, Registered>) -> Self {
+        RetryPolicies(
+            handlers
+                .iter()
+                .map(|(kind, h)| (kind.clone(), h.options.retry))
+                .collect(),
+        )
+    }
+
+    /// The retry policy of a kind (the default policy for kinds without a handler here).
+    pub(crate) fn of(&self, kind: &str) -> RetryPolicy {
+        self.0.get(kind).copied().unwrap_or_default()
+    }
+}
+
+/// What the producers and executors of one worker (the claim, run and settle path)
+/// share. The background services (completer, heartbeat, rescuer, scheduler, cleaner,
+/// registry) are given only the parts they use when the worker starts.
 pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) config: WorkerConfig,
@@ -43,7 +127,8 @@ pub(crate) struct Shared {
     pub(crate) kinds: Vec<String>,
     /// Application state for handlers (`ctx.data::<T>()`).
     pub(crate) data: Data,
-    pub(crate) running: Mutex<HashMap<JobId, Running>>,
+    pub(crate) running: Arc<RunningJobs>,
+    pub(crate) retry: Arc<RetryPolicies>,
     /// Fired first at shutdown: stop claiming.
     pub(crate) stop_claiming: CancellationToken,
     /// Fired at the shutdown deadline: interrupt handlers and release their jobs.
@@ -67,14 +152,6 @@ impl Shared {
             kinds: self.kinds.clone(),
             ttl: self.config.registry_ttl,
         }
-    }
-
-    /// The retry policy of a kind (the default policy for kinds without a handler here).
-    pub(crate) fn retry_policy(&self, kind: &str) -> RetryPolicy {
-        self.handlers
-            .get(kind)
-            .map(|h| h.options.retry)
-            .unwrap_or_default()
     }
 
     /// Hands a settlement to the completer. It first takes a ticket for an unwritten

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::shared::{Registered, Shared};
+use super::shared::{Registered, RetryPolicies, Shared};
 use super::{completer, heartbeat, notifier, producer, registry};
 use crate::args::JobArgs;
 use crate::client::Client;
@@ -237,14 +237,16 @@ impl WorkerBuilder {
         let slots: usize = config.queues.values().sum();
         let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
         kinds.sort();
+        let retry = Arc::new(RetryPolicies::new(&self.handlers));
         Ok(Worker {
             shared: Arc::new(Shared {
                 client: self.client,
                 config,
+                retry,
                 handlers: self.handlers,
                 kinds,
                 data: self.data,
-                running: Mutex::new(HashMap::new()),
+                running: Arc::default(),
                 stop_claiming: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
                 finished: CancellationToken::new(),
@@ -294,7 +296,18 @@ impl Worker {
         if let Ok(mut s) = shared.settlements.lock() {
             *s = Some(tx);
         }
-        let completer = tokio::spawn(completer::run(shared.clone(), rx));
+        let store = shared.client.store().clone();
+        let notifier = shared.client.notifier().clone();
+        let config = &shared.config;
+        let completer = tokio::spawn(completer::run(
+            completer::Completer {
+                store: store.clone(),
+                notifier: notifier.clone(),
+                running: shared.running.clone(),
+                max_batch: config.completer_batch.max(1),
+            },
+            rx,
+        ));
         let mut producers = Vec::new();
         for (queue, slots) in &shared.config.queues {
             producers.push(tokio::spawn(producer::run(
@@ -303,21 +316,41 @@ impl Worker {
                 *slots,
             )));
         }
-        let store = shared.client.store().clone();
-        let notifier = shared.client.notifier().clone();
+        let finished = &shared.finished;
         let mut services = vec![
-            tokio::spawn(heartbeat::run(shared.clone())),
-            tokio::spawn(maintenance::rescuer::run(shared.clone())),
-            tokio::spawn(maintenance::scheduler::run(shared.clone())),
+            tokio::spawn(heartbeat::run(
+                store.clone(),
+                shared.running.clone(),
+                config.lease,
+                config.heartbeat.unwrap_or(config.lease / 3),
+                finished.clone(),
+            )),
+            tokio::spawn(maintenance::rescuer::run(
+                store.clone(),
+                notifier.clone(),
+                shared.retry.clone(),
+                config.rescue_interval,
+                finished.clone(),
+            )),
+            tokio::spawn(maintenance::scheduler::run(
+                store.clone(),
+                notifier.clone(),
+                finished.clone(),
+            )),
             tokio::spawn(notifier::watch_store(
-                store,
+                store.clone(),
                 notifier,
-                shared.config.change_poll,
-                shared.finished.clone(),
+                config.change_poll,
+                finished.clone(),
             )),
         ];
-        if shared.config.retention.is_some() {
-            services.push(tokio::spawn(maintenance::cleaner::run(shared.clone())));
+        if let Some(retention) = config.retention {
+            services.push(tokio::spawn(maintenance::cleaner::run(
+                store,
+                retention,
+                config.clean_interval,
+                finished.clone(),
+            )));
         }
         services.push(tokio::spawn(registry::run(
             shared.client.clone(),
@@ -402,7 +435,7 @@ impl WorkerHandle {
 
     /// Jobs running now.
     pub fn running(&self) -> usize {
-        self.shared.running.lock().map(|r| r.len()).unwrap_or(0)
+        self.shared.running.len()
     }
 
     /// Runs until the process receives SIGTERM or SIGINT (Ctrl-C), then shuts down
@@ -464,7 +497,7 @@ async fn stop(shared: &Shared, tasks: Tasks, deadline: Duration) -> ShutdownRepo
         .await
         .is_err()
     {
-        report.released = shared.running.lock().map(|r| r.len()).unwrap_or(0);
+        report.released = shared.running.len();
         tracing::warn!(
             running = report.released,
             "shutdown deadline reached: interrupting and releasing running jobs"
