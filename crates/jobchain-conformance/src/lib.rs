@@ -8,10 +8,14 @@
 //! Cases go through the public API — the client and the worker runtime — exactly as a
 //! user would, so they check the store and the runtime together.
 
-pub mod cases;
+pub mod claims;
+pub mod leases;
 pub mod processes;
 pub mod properties;
 pub mod registry;
+pub mod retries;
+pub mod seed;
+pub mod store;
 pub mod support;
 pub mod workflows;
 
@@ -22,10 +26,12 @@ pub use support::Harness;
 #[macro_export]
 macro_rules! conformance_suite {
     ($factory:path) => {
-        $crate::conformance_suite!(@in cases, $factory;
+        $crate::conformance_suite!(@in seed, $factory;
             seed_full_chain_runs_in_order,
             seed_failing_confirmation_stops_the_chain,
             seed_conditional_chaining_runs_the_rest,
+        );
+        $crate::conformance_suite!(@in retries, $factory;
             failing_step_retries_with_growing_delays_then_succeeds,
             failing_step_ends_dead_with_every_error,
             permanent_error_is_dead_after_one_attempt,
@@ -34,19 +40,29 @@ macro_rules! conformance_suite {
             dead_job_retried_from_the_dlq_runs_again,
             failed_attempt_writes_no_follow_ups,
             follow_ups_exactly_once_after_a_retry,
+        );
+        $crate::conformance_suite!(@in claims, $factory;
             claims_by_priority_then_run_at_then_id,
             delayed_job_never_runs_before_run_at,
             unique_key_returns_the_live_job,
             enqueue_many_is_one_batch,
+            malformed_payload_is_a_permanent_error,
+            unknown_kind_is_not_claimed,
+            queues_and_per_queue_concurrency,
+        );
+        $crate::conformance_suite!(@in leases, $factory;
+            rescuer_retries_expired_leases,
+            graceful_shutdown_releases_running_jobs,
+            cancel_running_job_signals_the_handler,
+        );
+        $crate::conformance_suite!(@in store, $factory;
             late_completion_after_lease_takeover_is_rejected,
             wrong_workflow_hint_still_finishes_the_workflow,
             heartbeat_keeps_a_lease_and_reports_lost_ones,
-            rescuer_retries_expired_leases,
-            graceful_shutdown_releases_running_jobs,
-            malformed_payload_is_a_permanent_error,
-            unknown_kind_is_not_claimed,
-            cancel_running_job_signals_the_handler,
-            queues_and_per_queue_concurrency,
+            claim_takes_only_its_queue_and_kinds_up_to_the_limit,
+            retry_and_cancel_check_their_preconditions,
+            start_workflow_writes_initial_states_and_edges,
+            follow_ups_inherit_their_parent_and_workflow,
         );
         $crate::conformance_suite!(@in workflows, $factory;
             declared_order_tolerates_failed_email_on_optional_edges,

@@ -195,3 +195,81 @@ pub fn job<P: serde::Serialize>(kind: &str, payload: &P) -> jobchain::JobSpec {
         serde_json::to_value(payload).expect("test payloads serialize"),
     )
 }
+
+/// What handlers saw, in the order they saw it: cloned into handlers, read by the case.
+#[derive(Debug)]
+pub struct Recorder<T>(std::sync::Arc<std::sync::Mutex<Vec<T>>>);
+
+impl<T> Default for Recorder<T> {
+    fn default() -> Self {
+        Recorder(Default::default())
+    }
+}
+
+impl<T> Clone for Recorder<T> {
+    fn clone(&self) -> Self {
+        Recorder(self.0.clone())
+    }
+}
+
+impl<T: Clone> Recorder<T> {
+    /// Records one entry.
+    pub fn record(&self, entry: impl Into<T>) {
+        self.0.lock().expect("recorder").push(entry.into());
+    }
+
+    /// Everything recorded so far.
+    pub fn entries(&self) -> Vec<T> {
+        self.0.lock().expect("recorder").clone()
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("recorder").len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Starts a worker from a builder whose settings a case got right (it panics otherwise).
+pub trait StartWorker {
+    /// Builds and starts the worker.
+    fn started(self) -> jobchain::WorkerHandle;
+}
+
+impl StartWorker for WorkerBuilder {
+    fn started(self) -> jobchain::WorkerHandle {
+        self.build()
+            .expect("the case's worker settings are valid")
+            .start()
+    }
+}
+
+/// Handler options with a quick retry policy: `max_attempts`, 10 ms growing to 50 ms, no
+/// jitter.
+pub fn quick_retry(max_attempts: u32) -> jobchain::KindOptions {
+    jobchain::KindOptions::new().retry(jobchain::RetryPolicy {
+        max_attempts,
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(50),
+        jitter: 0.0,
+    })
+}
+
+/// A claim of up to ten jobs of `kind` on queue `default`, for store-level cases.
+pub fn claim_request(
+    worker: &str,
+    kind: &str,
+    lease: Duration,
+) -> jobchain::core::store::ClaimRequest {
+    jobchain::core::store::ClaimRequest {
+        queue: "default".into(),
+        kinds: vec![kind.into()],
+        limit: 10,
+        worker: worker.into(),
+        lease,
+    }
+}

@@ -1,0 +1,478 @@
+//! Store-level cases: they call [`Store`](jobchain::Store) methods directly, as a
+//! worker does, to pin down fencing, hints and heartbeats, preconditions and workflow
+//! layout without the runtime in between.
+
+use std::time::Duration;
+
+use jobchain::core::store::{ClaimRequest, Lease, Outcome, SettleResult, Settlement};
+use jobchain::core::workflow::{NewStep, NewWorkflow};
+use jobchain::core::NewJob;
+use jobchain::{
+    EdgePolicy, EnqueueOptions, JobFilter, JobState, StoreError, WorkflowFilter, WorkflowId,
+    WorkflowState,
+};
+use serde_json::json;
+
+use crate::support::{claim_request, eventually, job, Harness};
+
+/// After a lease expires and another worker claims the job, the first worker's late
+/// completion is rejected and writes nothing, not even its follow-ups.
+pub async fn late_completion_after_lease_takeover_is_rejected(h: &Harness) {
+    let store = h.client.store();
+    let id = h
+        .client
+        .enqueue(job("fenced", &json!({})))
+        .await
+        .expect("enqueue")
+        .id;
+    let a = store
+        .claim(claim_request("worker-a", "fenced", Duration::ZERO))
+        .await
+        .expect("claim a");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].attempt, 1);
+    // The rescuer finds the expired lease and makes the job available again.
+    let expired = eventually("the lease to expire", || async {
+        let e = store.expired(10).await.expect("expired");
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(expired[0].lease, Lease { id, attempt: 1 });
+    let rescued = store
+        .settle(vec![Settlement {
+            lease: expired[0].lease,
+            outcome: Outcome::Retry {
+                error: "lease expired".into(),
+                delay: Duration::ZERO,
+            },
+            only_if_expired: true,
+            workflow_id: None,
+        }])
+        .await
+        .expect("rescue");
+    assert!(matches!(rescued[0], SettleResult::Applied { .. }));
+    let b = store
+        .claim(claim_request("worker-b", "fenced", Duration::from_secs(60)))
+        .await
+        .expect("claim b");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].attempt, 2);
+    // Worker A wakes up and tries to complete with follow-ups, fail, and release.
+    let follow_up = NewJob::new("leaked", json!({}), EnqueueOptions::new());
+    for outcome in [
+        Outcome::Completed {
+            output: Some(json!("stale")),
+            follow_ups: vec![follow_up],
+        },
+        Outcome::Dead {
+            error: "stale".into(),
+        },
+        Outcome::Released,
+    ] {
+        let late = store
+            .settle(vec![Settlement {
+                lease: Lease { id, attempt: 1 },
+                outcome,
+                only_if_expired: false,
+                workflow_id: None,
+            }])
+            .await
+            .expect("late settle");
+        assert_eq!(late, [SettleResult::Stale]);
+    }
+    let lost = store
+        .heartbeat(vec![Lease { id, attempt: 1 }], Duration::from_secs(60))
+        .await
+        .expect("heartbeat");
+    assert_eq!(lost, [id]);
+    let job = h.client.job(id).await.expect("job");
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.attempts, 2);
+    assert_eq!(job.worker.as_deref(), Some("worker-b"));
+    assert_eq!(job.output, None);
+    let all = h.client.jobs(JobFilter::default()).await.expect("list");
+    assert_eq!(all.len(), 1, "no follow-up leaked: {all:?}");
+    // Worker B's completion is the one that counts.
+    let done = store
+        .settle(vec![Settlement {
+            lease: Lease { id, attempt: 2 },
+            outcome: Outcome::Completed {
+                output: Some(json!("fresh")),
+                follow_ups: Vec::new(),
+            },
+            only_if_expired: false,
+            workflow_id: None,
+        }])
+        .await
+        .expect("settle b");
+    assert!(matches!(done[0], SettleResult::Applied { .. }));
+    let job = h.client.job(id).await.expect("job");
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(job.output, Some(json!("fresh")));
+}
+
+/// A settlement's workflow id is only a hint: a completion that wrongly says its job is
+/// outside any workflow still finishes the workflow, and a stale one in the same batch
+/// is still rejected.
+pub async fn wrong_workflow_hint_still_finishes_the_workflow(h: &Harness) {
+    let store = h.client.store();
+    let wf = h
+        .client
+        .start_workflow(job("hinted", &json!({})))
+        .await
+        .expect("start")
+        .id;
+    let plain = h
+        .client
+        .enqueue(job("hinted", &json!({})))
+        .await
+        .expect("enqueue")
+        .id;
+    let claimed = store
+        .claim(claim_request("w", "hinted", Duration::from_secs(60)))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let job = claimed
+        .iter()
+        .find(|c| c.workflow_id == Some(wf))
+        .expect("the workflow's job");
+    let completed = |lease: Lease| Settlement {
+        lease,
+        outcome: Outcome::Completed {
+            output: Some(json!("done")),
+            follow_ups: Vec::new(),
+        },
+        only_if_expired: false,
+        workflow_id: None,
+    };
+    let results = store
+        .settle(vec![
+            completed(job.lease()),
+            completed(Lease {
+                id: plain,
+                attempt: 7,
+            }),
+            completed(Lease {
+                id: plain,
+                attempt: 1,
+            }),
+        ])
+        .await
+        .expect("settle");
+    assert!(matches!(results[0], SettleResult::Applied { .. }));
+    assert_eq!(results[1], SettleResult::Stale);
+    assert!(matches!(results[2], SettleResult::Applied { .. }));
+    let info = h.client.workflow(wf).await.expect("workflow");
+    assert_eq!(info.state, WorkflowState::Completed);
+    assert_eq!(info.counts.completed, 1);
+    assert_eq!(
+        h.client.job(plain).await.expect("job").state,
+        JobState::Completed
+    );
+}
+
+/// A heartbeat extends a held lease (so the rescuer leaves it alone) and reports leases
+/// that are no longer held.
+pub async fn heartbeat_keeps_a_lease_and_reports_lost_ones(h: &Harness) {
+    let store = h.client.store();
+    let id = h
+        .client
+        .enqueue(job("beating", &json!({})))
+        .await
+        .expect("enqueue")
+        .id;
+    let claimed = store
+        .claim(claim_request("w", "beating", Duration::ZERO))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let lost = store
+        .heartbeat(vec![Lease { id, attempt: 1 }], Duration::from_secs(600))
+        .await
+        .expect("heartbeat");
+    assert!(lost.is_empty());
+    assert!(store.expired(10).await.expect("expired").is_empty());
+    let rescue = store
+        .settle(vec![Settlement {
+            lease: Lease { id, attempt: 1 },
+            outcome: Outcome::Dead {
+                error: "rescued".into(),
+            },
+            only_if_expired: true,
+            workflow_id: None,
+        }])
+        .await
+        .expect("settle");
+    assert_eq!(
+        rescue,
+        [SettleResult::Stale],
+        "a live lease is never rescued"
+    );
+    let lost = store
+        .heartbeat(vec![Lease { id, attempt: 7 }], Duration::from_secs(600))
+        .await
+        .expect("heartbeat");
+    assert_eq!(lost, [id]);
+}
+
+fn new_job(kind: &str) -> NewJob {
+    NewJob::new(kind, json!({}), EnqueueOptions::new())
+}
+
+/// A claim takes due pending jobs of its queue and kinds only, up to its limit, oldest
+/// first; each becomes running under attempt 1 and the claiming worker's name.
+pub async fn claim_takes_only_its_queue_and_kinds_up_to_the_limit(h: &Harness) {
+    let store = h.client.store();
+    let mut jobs = vec![new_job("a"), new_job("a"), new_job("a"), new_job("b")];
+    let mut elsewhere = new_job("a");
+    elsewhere.queue = "other".into();
+    jobs.push(elsewhere);
+    let ids: Vec<_> = store
+        .enqueue(jobs)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let first = store
+        .claim(ClaimRequest {
+            limit: 2,
+            ..claim_request("w1", "a", Duration::from_secs(60))
+        })
+        .await
+        .expect("claim");
+    assert_eq!(
+        first.iter().map(|c| c.id).collect::<Vec<_>>(),
+        ids[..2],
+        "oldest first, at most the limit"
+    );
+    assert!(first.iter().all(|c| c.attempt == 1 && c.queue == "default"));
+    let rest = store
+        .claim(claim_request("w1", "a", Duration::from_secs(60)))
+        .await
+        .expect("claim");
+    assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), [ids[2]]);
+    let none = store
+        .claim(ClaimRequest {
+            kinds: Vec::new(),
+            ..claim_request("w1", "b", Duration::from_secs(60))
+        })
+        .await
+        .expect("claim without kinds");
+    assert!(none.is_empty(), "a claim without kinds takes nothing");
+    let other = store
+        .claim(ClaimRequest {
+            queue: "other".into(),
+            ..claim_request("w2", "a", Duration::from_secs(60))
+        })
+        .await
+        .expect("claim other queue");
+    assert_eq!(other.iter().map(|c| c.id).collect::<Vec<_>>(), [ids[4]]);
+    let claimed = store.job(ids[0]).await.expect("job").expect("exists");
+    assert_eq!(claimed.state, JobState::Running);
+    assert_eq!(claimed.worker.as_deref(), Some("w1"));
+    let b = store.job(ids[3]).await.expect("job").expect("exists");
+    assert_eq!(b.state, JobState::Pending, "kind b was never asked for");
+}
+
+/// Retry takes only dead jobs and cancel only live ones; a refusal names the job and its
+/// state, and changes nothing.
+pub async fn retry_and_cancel_check_their_preconditions(h: &Harness) {
+    let store = h.client.store();
+    let id = store.enqueue(vec![new_job("p")]).await.expect("enqueue")[0].id;
+    let missing = jobchain::JobId(id.0 + 1000);
+    let err = store.retry(missing).await.expect_err("retry of no job");
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert_eq!(err.to_string(), format!("job {missing} was not found"));
+    let err = store.retry(id).await.expect_err("retry of a pending job");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("job {id} is pending, not dead: only dead jobs can be retried")
+    );
+    assert_eq!(
+        store.job(id).await.expect("job").expect("exists").state,
+        JobState::Pending
+    );
+    let cancelled = store.cancel(id, "not needed").await.expect("cancel");
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(cancelled.cancel_reason.as_deref(), Some("not needed"));
+    let err = store.cancel(id, "again").await.expect_err("second cancel");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "job {id} is already cancelled: only blocked, pending or running jobs can be cancelled"
+        )
+    );
+    let err = store
+        .cancel(missing, "x")
+        .await
+        .expect_err("cancel of no job");
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+
+    let ghost = WorkflowId::new();
+    let err = store.cancel_workflow(ghost).await.expect_err("no workflow");
+    assert_eq!(err.to_string(), format!("workflow {ghost} was not found"));
+    let wf = h
+        .client
+        .start_workflow(job("only", &json!({})))
+        .await
+        .expect("start")
+        .id;
+    assert_eq!(
+        store.cancel_workflow(wf).await.expect("cancel").state,
+        WorkflowState::Cancelled
+    );
+    let err = store.cancel_workflow(wf).await.expect_err("second cancel");
+    assert_eq!(
+        err.to_string(),
+        format!("workflow {wf} is already cancelled: only running workflows can be cancelled")
+    );
+}
+
+/// A declared workflow is written whole: steps without dependencies pending, the rest
+/// blocked, every edge with its policy; a held unique key writes nothing; an invalid
+/// workflow is refused before anything is written.
+pub async fn start_workflow_writes_initial_states_and_edges(h: &Harness) {
+    let store = h.client.store();
+    let step = |kind: &str, depends_on: Vec<(usize, EdgePolicy)>| NewStep {
+        job: new_job(kind),
+        depends_on,
+    };
+    let workflow = NewWorkflow {
+        id: WorkflowId::new(),
+        name: "layout".into(),
+        unique_key: Some("layout-1".into()),
+        steps: vec![
+            step("charge", vec![]),
+            step("email", vec![(0, EdgePolicy::Required)]),
+            step(
+                "ship",
+                vec![(0, EdgePolicy::Required), (1, EdgePolicy::Optional)],
+            ),
+        ],
+    };
+    let started = store.start_workflow(workflow.clone()).await.expect("start");
+    assert!(!started.duplicate);
+    assert_eq!(started.id, workflow.id);
+    let states: Vec<JobState> = {
+        let mut states = Vec::new();
+        for id in &started.jobs {
+            states.push(store.job(*id).await.expect("job").expect("exists").state);
+        }
+        states
+    };
+    assert_eq!(
+        states,
+        [JobState::Pending, JobState::Blocked, JobState::Blocked]
+    );
+    let edges: Vec<_> = store
+        .dependencies(workflow.id)
+        .await
+        .expect("edges")
+        .into_iter()
+        .map(|d| (d.job, d.depends_on, d.policy))
+        .collect();
+    let j = &started.jobs;
+    assert_eq!(
+        edges,
+        [
+            (j[1], j[0], EdgePolicy::Required),
+            (j[2], j[0], EdgePolicy::Required),
+            (j[2], j[1], EdgePolicy::Optional),
+        ]
+    );
+
+    let again = store
+        .start_workflow(NewWorkflow {
+            id: WorkflowId::new(),
+            ..workflow.clone()
+        })
+        .await
+        .expect("start again");
+    assert!(again.duplicate);
+    assert_eq!(again.id, workflow.id);
+    assert!(again.jobs.is_empty());
+
+    let mut backwards = workflow.clone();
+    backwards.id = WorkflowId::new();
+    backwards.unique_key = None;
+    backwards.steps[0].depends_on = vec![(2, EdgePolicy::Required)];
+    let err = store
+        .start_workflow(backwards)
+        .await
+        .expect_err("a forward edge");
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("does not come before it"), "{err}");
+    let workflows = store
+        .list_workflows(WorkflowFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(workflows.len(), 1, "the refused workflow wrote nothing");
+    let jobs = store.list_jobs(JobFilter::default()).await.expect("jobs");
+    assert_eq!(jobs.len(), 3);
+}
+
+/// Follow-ups written with a completion record their parent and join its workflow unless
+/// they name another, whose record is then created, named after the follow-up's kind.
+pub async fn follow_ups_inherit_their_parent_and_workflow(h: &Harness) {
+    let store = h.client.store();
+    let wf = h
+        .client
+        .start_workflow(job("parent", &json!({})))
+        .await
+        .expect("start")
+        .id;
+    let claimed = store
+        .claim(claim_request("w", "parent", Duration::from_secs(60)))
+        .await
+        .expect("claim");
+    let parent = &claimed[0];
+    let other = WorkflowId::new();
+    let mut elsewhere = new_job("audit");
+    elsewhere.workflow_id = Some(other);
+    let settled = store
+        .settle(vec![Settlement {
+            lease: parent.lease(),
+            outcome: Outcome::Completed {
+                output: None,
+                follow_ups: vec![new_job("child"), elsewhere],
+            },
+            only_if_expired: false,
+            workflow_id: parent.workflow_id,
+        }])
+        .await
+        .expect("settle");
+    let SettleResult::Applied { follow_ups } = &settled[0] else {
+        panic!("the completion was rejected: {settled:?}");
+    };
+    assert_eq!(follow_ups.len(), 2);
+    let child = store
+        .job(follow_ups[0])
+        .await
+        .expect("job")
+        .expect("exists");
+    assert_eq!(child.parent_id, Some(parent.id));
+    assert_eq!(child.workflow_id, Some(wf));
+    let audit = store
+        .job(follow_ups[1])
+        .await
+        .expect("job")
+        .expect("exists");
+    assert_eq!(audit.parent_id, Some(parent.id));
+    assert_eq!(audit.workflow_id, Some(other));
+    let own = store.workflow(wf).await.expect("workflow").expect("exists");
+    assert_eq!(
+        own.state,
+        WorkflowState::Running,
+        "the child keeps it running"
+    );
+    let created = store
+        .workflow(other)
+        .await
+        .expect("workflow")
+        .expect("created");
+    assert_eq!(created.name, "audit");
+    assert_eq!(created.state, WorkflowState::Running);
+}
