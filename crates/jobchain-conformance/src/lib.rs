@@ -12,6 +12,7 @@ pub mod claims;
 pub mod leases;
 pub mod processes;
 pub mod properties;
+pub mod proxy;
 pub mod registry;
 pub mod retries;
 pub mod seed;

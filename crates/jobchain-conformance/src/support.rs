@@ -148,6 +148,7 @@ pub async fn postgres_harness() -> Option<Harness> {
         schema: schema.clone(),
         max_connections: 6,
         acquire_timeout: Duration::from_secs(30),
+        ..jobchain::postgres::PgOptions::default()
     };
     let pg = match jobchain::postgres::connect(&url, options).await {
         Ok(pg) => pg,

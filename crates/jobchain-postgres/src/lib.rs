@@ -49,6 +49,15 @@ pub struct PgOptions {
     pub max_connections: u32,
     /// How long to wait for a pooled connection.
     pub acquire_timeout: Duration,
+    /// The server ends a session of this pool that stays idle inside a transaction for
+    /// longer, which frees the row locks it holds: a worker stopped (SIGSTOP, a frozen
+    /// VM) or cut off in the middle of a settle costs the queue at most this long. It
+    /// applies to your own transactions on [`PgStore::pool`] too. Zero turns it off.
+    pub idle_in_transaction_timeout: Duration,
+    /// A statement of this pool that waits longer for a row lock fails with a
+    /// retryable error (jobchain's own calls are retried), so no call waits on a stalled
+    /// session for longer. Zero turns it off.
+    pub lock_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -57,11 +66,31 @@ impl Default for PgOptions {
             schema: "jobchain".into(),
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(5),
         }
     }
 }
 
 impl PgOptions {
+    /// The session settings every connection of the pool starts with: the two timeouts,
+    /// and TCP keepalives on the server's side, so that the server notices a worker
+    /// whose machine vanished within about half a minute and ends its session (and its
+    /// locks) instead of waiting for the operating system's two hours.
+    fn session_settings(&self) -> Vec<(&'static str, String)> {
+        let ms = |d: Duration| d.as_millis().min(i32::MAX as u128).to_string();
+        vec![
+            (
+                "idle_in_transaction_session_timeout",
+                ms(self.idle_in_transaction_timeout),
+            ),
+            ("lock_timeout", ms(self.lock_timeout)),
+            ("tcp_keepalives_idle", "10".into()),
+            ("tcp_keepalives_interval", "5".into()),
+            ("tcp_keepalives_count", "3".into()),
+        ]
+    }
+
     /// Splits jobchain's own query parameters off a `postgres://` URL: returns the URL
     /// for the driver and the options. `jobchain_schema=NAME` picks the schema and
     /// `jobchain_max_connections=N` the pool size; every other parameter is the driver's.
@@ -123,13 +152,16 @@ impl PgStore {
     /// Connects to `url`, creates the schema if needed and migrates it.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
         validate_schema(&options.schema)?;
-        let connect = url.parse::<PgConnectOptions>().map_err(|e| {
-            StoreError::open(
-                redact(url),
-                format!("{e}: use postgres://USER@HOST:PORT/DATABASE"),
-            )
-            .caused_by(e)
-        })?;
+        let connect = url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| {
+                StoreError::open(
+                    redact(url),
+                    format!("{e}: use postgres://USER@HOST:PORT/DATABASE"),
+                )
+                .caused_by(e)
+            })?
+            .options(options.session_settings());
         // One direct attempt first: an unreachable server fails at once with the driver's
         // reason, instead of after the pool's acquire timeout.
         let probe = PgConnection::connect_with(&connect).await.map_err(|e| {

@@ -74,8 +74,8 @@ pub fn map_err(err: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Tls(_) => StoreError::connection(err.to_string()),
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            // deadlock, serialization failure
-            Some("40P01") | Some("40001") => StoreError::transient(err.to_string()),
+            // deadlock, serialization failure, lock_timeout
+            Some("40P01") | Some("40001") | Some("55P03") => StoreError::transient(err.to_string()),
             // admin shutdown, crash shutdown, cannot connect now, connection failures
             Some(code) if code.starts_with("57P") || code.starts_with("08") => {
                 StoreError::connection(err.to_string())

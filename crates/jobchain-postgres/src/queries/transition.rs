@@ -24,6 +24,16 @@ const LOCK_BATCH: &str = "WITH w AS (SELECT w.id FROM __schema__.workflows w \
     SELECT j.id FROM __schema__.jobs j WHERE j.id = ANY($1) AND (SELECT count(*) FROM w) >= 0 \
     ORDER BY j.id FOR UPDATE";
 
+// The rescuer's lock: like [`LOCK_BATCH`], but rows another session holds are skipped,
+// so that a stalled session's locks never hold up the rescue of other jobs. Returns the
+// jobs locked together with their workflows.
+const LOCK_BATCH_SKIP: &str = "WITH w AS (SELECT w.id FROM __schema__.workflows w \
+        WHERE w.id IN (SELECT workflow_id FROM __schema__.jobs WHERE id = ANY($1)) \
+        ORDER BY w.id FOR UPDATE SKIP LOCKED) \
+    SELECT j.id FROM __schema__.jobs j WHERE j.id = ANY($1) \
+        AND (j.workflow_id IS NULL OR j.workflow_id IN (SELECT id FROM w)) \
+    ORDER BY j.id FOR UPDATE SKIP LOCKED";
+
 const COMPLETE: &str = "UPDATE __schema__.jobs j SET state = 'completed', \
         output = t.output::jsonb, finished_at = now(), lease_until = NULL \
     FROM unnest($1::int8[], $2::int4[], $3::text[], $4::bool[]) AS t(id, attempt, output, expired_only) \
@@ -174,6 +184,21 @@ pub async fn lock_batch(conn: &mut PgConnection, sql: &Sql, ids: &[i64]) -> Resu
         .await
         .map_err(map_err)?;
     Ok(())
+}
+
+/// [`lock_batch`] for the rescuer: locks what is free and returns those jobs; the
+/// others are held by another session (perhaps a stalled one) and left for a later pass.
+pub async fn lock_batch_skipping(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    ids: &[i64],
+) -> Result<HashSet<JobId>, StoreError> {
+    let locked: Vec<i64> = sqlx::query_scalar(sql.get(LOCK_BATCH_SKIP))
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(locked.into_iter().map(JobId).collect())
 }
 
 /// Completes the jobs of `batch` (completions) that are still held; returns those.

@@ -14,7 +14,7 @@ use jobchain_core::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::notifier::{sleep_or_stop, Notifier};
-use crate::runtime::shared::RetryPolicies;
+use crate::runtime::shared::{RetryPolicies, RunningJobs};
 
 const BATCH: usize = 200;
 
@@ -24,6 +24,7 @@ pub(crate) async fn run(
     store: Arc<dyn Store>,
     notifier: Arc<Notifier>,
     policies: Arc<RetryPolicies>,
+    own: Arc<RunningJobs>,
     interval: Duration,
     finished: CancellationToken,
 ) {
@@ -31,7 +32,7 @@ pub(crate) async fn run(
         if !sleep_or_stop(interval, &finished).await {
             return;
         }
-        if let Err(e) = rescue_once(store.as_ref(), &notifier, &policies).await {
+        if let Err(e) = rescue_once(store.as_ref(), &notifier, &policies, &own).await {
             tracing::warn!(error = %e, "rescuing expired jobs failed");
         }
     }
@@ -42,8 +43,12 @@ async fn rescue_once(
     store: &dyn Store,
     notifier: &Notifier,
     policies: &RetryPolicies,
+    own: &RunningJobs,
 ) -> Result<usize, StoreError> {
-    let expired = store.expired(BATCH).await?;
+    let mut expired = store.expired(BATCH).await?;
+    // Jobs this worker still holds (running, or finished with the outcome unwritten after
+    // an outage) are its own to settle.
+    expired.retain(|e| !own.holds(&e.lease));
     if expired.is_empty() {
         return Ok(0);
     }

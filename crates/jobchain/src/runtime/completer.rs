@@ -4,7 +4,8 @@
 //! is waiting (up to `completer_batch`) and writes it in one store call, so under load
 //! many completions, their staged follow-ups and their workflow updates share one
 //! transaction, while at low load a lone settlement is written at once. A failed write
-//! is retried with back-off: settlements are fenced, so a repeat is harmless. After each
+//! is retried with back-off, for as long as the store is unreachable: settlements are
+//! fenced, so a repeat is harmless. After each
 //! write, the jobs leave the running set (their heartbeats stop), their tickets for
 //! unwritten outcomes free, and producers are woken.
 
@@ -85,8 +86,10 @@ async fn write(store: &dyn Store, batch: &[Settlement]) {
     }
 }
 
-/// Writes a batch, retrying up to `tries` times with back-off; returns whether it was
-/// written (or the store is closed, which retrying cannot mend).
+/// Writes a batch, retrying with back-off: up to `tries` times when the store rejects
+/// it, for as long as it takes when the store is unreachable or busy (shutdown bounds
+/// that). Returns whether it was written (or the store is closed, which retrying cannot
+/// mend).
 async fn try_write(store: &dyn Store, batch: &[Settlement], tries: u32) -> bool {
     let mut backoff = Duration::from_millis(20);
     for attempt in 1.. {
@@ -107,7 +110,10 @@ async fn try_write(store: &dyn Store, batch: &[Settlement], tries: u32) -> bool 
                 tracing::error!(jobs = batch.len(), "store closed before settlements were written; the jobs will be rescued when their leases expire");
                 return true;
             }
-            Err(e) if attempt < tries => {
+            // A store that is unreachable or busy is waited for as long as the worker
+            // runs: the outcomes are fenced, so writing them late is harmless, and
+            // giving up would throw away results this process holds.
+            Err(e) if attempt < tries || e.is_retryable() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "writing settlements failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

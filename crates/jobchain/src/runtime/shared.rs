@@ -34,6 +34,8 @@ pub(crate) struct Registered {
 struct Running {
     attempt: u32,
     cancel: CancellationToken,
+    /// Its handler has ended; the outcome waits for the completer.
+    ended: bool,
 }
 
 /// The jobs running on this worker: what the heartbeat extends, the completer removes
@@ -45,8 +47,37 @@ impl RunningJobs {
     /// Records a claimed job; `cancel` stops its handler.
     pub(crate) fn insert(&self, id: JobId, attempt: u32, cancel: CancellationToken) {
         if let Ok(mut running) = self.0.lock() {
-            running.insert(id, Running { attempt, cancel });
+            running.insert(
+                id,
+                Running {
+                    attempt,
+                    cancel,
+                    ended: false,
+                },
+            );
         }
+    }
+
+    /// Notes that a job's handler has ended: its outcome is on its way to the store, so
+    /// a lost lease has nobody left to stop.
+    pub(crate) fn ended(&self, id: JobId) {
+        if let Ok(mut running) = self.0.lock() {
+            if let Some(r) = running.get_mut(&id) {
+                r.ended = true;
+            }
+        }
+    }
+
+    /// Whether this worker holds `lease`: the job runs here, or its outcome is not
+    /// written yet. The worker's own rescuer leaves such jobs alone, however long an
+    /// outage kept their heartbeats and outcomes from the store: the process still has
+    /// the result, and the completer writes it.
+    pub(crate) fn holds(&self, lease: &Lease) -> bool {
+        self.0.lock().is_ok_and(|running| {
+            running
+                .get(&lease.id)
+                .is_some_and(|r| r.attempt == lease.attempt)
+        })
     }
 
     /// The leases this worker holds.
@@ -69,7 +100,7 @@ impl RunningJobs {
     pub(crate) fn stop(&self, lost: &[JobId]) {
         if let Ok(running) = self.0.lock() {
             for id in lost {
-                if let Some(r) = running.get(id) {
+                if let Some(r) = running.get(id).filter(|r| !r.ended) {
                     tracing::info!(job.id = %id, "lease lost; signalling the handler to stop");
                     r.cancel.cancel();
                 }
@@ -139,6 +170,8 @@ pub(crate) struct Shared {
     pub(crate) executors: TaskTracker,
     /// Tickets for settlements handed to the completer and not yet written.
     pub(crate) unwritten: Arc<Semaphore>,
+    /// How many tickets `unwritten` has in all.
+    pub(crate) unwritten_capacity: usize,
 }
 
 impl Shared {
@@ -154,6 +187,12 @@ impl Shared {
         }
     }
 
+    /// Outcomes handed to the completer and not written yet.
+    pub(crate) fn unwritten_outcomes(&self) -> usize {
+        self.unwritten_capacity
+            .saturating_sub(self.unwritten.available_permits())
+    }
+
     /// Hands a settlement to the completer. It first takes a ticket for an unwritten
     /// outcome (there are twice as many as the worker has slots, so that a full claim's
     /// outcomes fit beside the batch being written), holding the job's slot while it
@@ -161,7 +200,18 @@ impl Shared {
     /// writes, but a slow store slows claiming instead of letting unwritten outcomes
     /// (and their leases) pile up.
     pub(crate) async fn settle(&self, settlement: Settlement, slot: OwnedSemaphorePermit) {
-        let Ok(ticket) = self.unwritten.clone().acquire_owned().await else {
+        let ticket = tokio::select! {
+            ticket = self.unwritten.clone().acquire_owned() => ticket,
+            // Shutdown gave up on the store: the lease expires and the job is rescued.
+            _ = self.finished.cancelled() => {
+                tracing::error!(
+                    job.id = %settlement.lease.id,
+                    "shutdown ended before this outcome could be written; the job will be rescued when its lease expires"
+                );
+                return;
+            }
+        };
+        let Ok(ticket) = ticket else {
             return;
         };
         drop(slot);

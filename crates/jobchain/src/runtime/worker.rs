@@ -253,6 +253,7 @@ impl WorkerBuilder {
                 settlements: Mutex::new(None),
                 executors: TaskTracker::new(),
                 unwritten: Arc::new(Semaphore::new(2 * slots.max(1))),
+                unwritten_capacity: 2 * slots.max(1),
             }),
         })
     }
@@ -329,6 +330,7 @@ impl Worker {
                 store.clone(),
                 notifier.clone(),
                 shared.retry.clone(),
+                shared.running.clone(),
                 config.rescue_interval,
                 finished.clone(),
             )),
@@ -405,6 +407,10 @@ struct Tasks {
 pub struct ShutdownReport {
     /// Jobs that were still running at the deadline and were released for another worker.
     pub released: usize,
+    /// Outcomes that could not be written in time (the store was unreachable): their
+    /// jobs stay `running` until their leases expire, then another worker's rescuer
+    /// retries them. Nothing is lost; the work may run again.
+    pub unwritten: usize,
 }
 
 /// A running worker. Dropping it does not stop the worker; call
@@ -484,16 +490,28 @@ impl WorkerHandle {
     }
 }
 
-/// Stops claiming, waits for running jobs up to `deadline`, releases the rest, writes
-/// every settlement and stops the background services.
+/// Stops claiming, waits for running jobs up to `deadline`, releases the rest, then
+/// writes every outcome and stops the background services within as long again (at
+/// least [`MIN_FLUSH`]): however unreachable the store, shutdown ends in about twice its
+/// deadline.
 async fn stop(shared: &Shared, tasks: Tasks, deadline: Duration) -> ShutdownReport {
     shared.stop_claiming.cancel();
-    for producer in tasks.producers {
-        let _ = producer.await;
+    let handlers_until = tokio::time::Instant::now() + deadline;
+    let mut flush_until = handlers_until + deadline.max(MIN_FLUSH);
+    for mut producer in tasks.producers {
+        // A producer stops between claims. One whose claim hangs on an unreachable store
+        // is abandoned at the deadline; if that claim did commit, its jobs are rescued
+        // when their leases expire.
+        if tokio::time::timeout_at(handlers_until, &mut producer)
+            .await
+            .is_err()
+        {
+            producer.abort();
+        }
     }
     shared.executors.close();
     let mut report = ShutdownReport::default();
-    if tokio::time::timeout(deadline, shared.executors.wait())
+    if tokio::time::timeout_at(handlers_until, shared.executors.wait())
         .await
         .is_err()
     {
@@ -503,16 +521,40 @@ async fn stop(shared: &Shared, tasks: Tasks, deadline: Duration) -> ShutdownRepo
             "shutdown deadline reached: interrupting and releasing running jobs"
         );
         shared.hard_stop.cancel();
-        shared.executors.wait().await;
+        // Interrupted handlers end at once; their outcomes may wait for tickets while
+        // the store is unreachable, until `finished` below lets them go.
+        let _ = tokio::time::timeout_at(flush_until, shared.executors.wait()).await;
+    } else {
+        flush_until = tokio::time::Instant::now() + deadline.max(MIN_FLUSH);
     }
     if let Ok(mut s) = shared.settlements.lock() {
         s.take();
     }
-    let _ = tasks.completer.await;
+    let mut completer = tasks.completer;
+    if tokio::time::timeout_at(flush_until, &mut completer)
+        .await
+        .is_err()
+    {
+        // Outcomes with the completer, and those of executors still waiting to hand theirs.
+        report.unwritten = shared.unwritten_outcomes() + shared.executors.len();
+        completer.abort();
+        tracing::error!(
+            unwritten = report.unwritten,
+            "shutdown: the store did not take every outcome in time; those jobs will be rescued when their leases expire"
+        );
+    }
     shared.finished.cancel();
-    for service in tasks.services {
-        let _ = service.await;
+    for mut service in tasks.services {
+        if tokio::time::timeout_at(flush_until, &mut service)
+            .await
+            .is_err()
+        {
+            service.abort();
+        }
     }
     tracing::info!(worker = %shared.config.id, "worker stopped");
     report
 }
+
+/// The least time shutdown gives the completer to write the last outcomes.
+const MIN_FLUSH: Duration = Duration::from_secs(1);

@@ -53,7 +53,19 @@ pub async fn settle(
     settlements: &[Settlement],
 ) -> Result<Vec<SettleResult>, StoreError> {
     let ids: Vec<i64> = settlements.iter().map(|s| s.lease.id.0).collect();
-    transition::lock_batch(conn, sql, &ids).await?;
+    // A rescue (every settlement only if its lease expired) skips rows that another
+    // session holds: they stay stale, for a later pass. Anything else waits its turn.
+    let skipped: HashSet<JobId> = if settlements.iter().all(|s| s.only_if_expired) {
+        let locked = transition::lock_batch_skipping(conn, sql, &ids).await?;
+        settlements
+            .iter()
+            .map(|s| s.lease.id)
+            .filter(|id| !locked.contains(id))
+            .collect()
+    } else {
+        transition::lock_batch(conn, sql, &ids).await?;
+        HashSet::new()
+    };
     let mut batch = Batch {
         results: vec![SettleResult::Stale; settlements.len()],
         settled: Vec::new(),
@@ -63,6 +75,7 @@ pub async fn settle(
     let of = |wanted: fn(&Outcome) -> bool| -> (Vec<usize>, Vec<&Settlement>) {
         (0..settlements.len())
             .filter(|&i| wanted(&settlements[i].outcome))
+            .filter(|&i| !skipped.contains(&settlements[i].lease.id))
             .map(|i| (i, &settlements[i]))
             .unzip()
     };
