@@ -204,7 +204,10 @@ impl PgStore {
         })
     }
 
-    /// The connection pool (for running your own queries next to jobchain's).
+    /// The connection pool (for running your own queries next to jobchain's). Its
+    /// sessions carry [`PgOptions::idle_in_transaction_timeout`] and
+    /// [`PgOptions::lock_timeout`]: a transaction of yours that sits idle longer than the
+    /// first is ended by the server.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
     }

@@ -237,7 +237,9 @@ impl SqliteStore {
             let sender = guard.as_ref().ok_or(StoreError::Closed)?;
             sender.send(job).map_err(|_| StoreError::Closed)?;
         }
-        rx.await.map_err(|_| StoreError::Closed)?
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| annotate(&self.inner.path, e))
     }
 
     /// Runs `op` on a read connection on the blocking pool.
@@ -256,7 +258,7 @@ impl SqliteStore {
                 Some(conn) => conn,
                 None => open_connection(&inner.path, &inner.options, false)?,
             };
-            let result = op(&conn);
+            let result = op(&conn).map_err(|e| annotate(&inner.path, e));
             if let Ok(mut readers) = inner.readers.lock() {
                 if readers.len() < inner.options.readers {
                     readers.push(conn);

@@ -118,3 +118,104 @@ async fn reopening_keeps_every_job_and_migrates_once() {
     assert_eq!(jobs[0].id, ids[0].id);
     store.close().await;
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts one, or says why it cannot (mounting needs root).
+    fn mount(size: &str) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if output.status.success() {
+            Ok(SmallDisk { dir })
+        } else {
+            Err(format!(
+                "mounting a small tmpfs failed (it needs root): {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A full disk is its own error, naming the file; every job acknowledged before it is
+/// still there, and the store works again once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_its_own_error_naming_the_file_and_loses_nothing() {
+    let disk = match SmallDisk::mount("1m") {
+        Ok(disk) => disk,
+        Err(why) if std::env::var("JOBCHAIN_REQUIRE_ROOT").is_ok_and(|v| v == "1") => {
+            panic!("JOBCHAIN_REQUIRE_ROOT=1 but {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let path = disk.dir.path().join("jobs.db");
+    let store = SqliteStore::open(&path, SqliteOptions::default()).expect("open");
+    let filler = "x".repeat(4096);
+    let mut acknowledged = 0;
+    let err = loop {
+        let batch: Vec<NewJob> = (0..10)
+            .map(|_| NewJob::new("fill", json!({ "filler": filler }), EnqueueOptions::new()))
+            .collect();
+        match store.enqueue(batch).await {
+            Ok(written) => acknowledged += written.len(),
+            Err(e) => break e,
+        }
+        assert!(acknowledged < 10_000, "a 1 MiB disk never filled up");
+    };
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("disk"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    let stored = store
+        .list_jobs(JobFilter {
+            limit: Some(100_000),
+            ..JobFilter::default()
+        })
+        .await
+        .expect("reads work on a full disk");
+    assert_eq!(
+        stored.len(),
+        acknowledged,
+        "every acknowledged job is stored"
+    );
+    store.close().await;
+    drop(store);
+    // Room again: the same file takes jobs.
+    std::process::Command::new("mount")
+        .args(["-o", "remount,size=8m"])
+        .arg(disk.dir.path())
+        .status()
+        .expect("remount");
+    let store = SqliteStore::open(&path, SqliteOptions::default()).expect("reopen");
+    store
+        .enqueue(vec![job("after")])
+        .await
+        .expect("enqueue with room");
+    let stored = store
+        .list_jobs(JobFilter {
+            limit: Some(100_000),
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(stored.len(), acknowledged + 1);
+    store.close().await;
+}
