@@ -18,6 +18,7 @@ pub mod retries;
 pub mod seed;
 pub mod store;
 pub mod support;
+pub mod workflow_lifecycle;
 pub mod workflows;
 
 pub use support::Harness;
@@ -72,6 +73,8 @@ macro_rules! conformance_suite {
             diamond_and_three_level_cascade,
             optional_edges_after_dead_and_cancelled_dependencies,
             invalid_workflows_are_rejected_and_write_nothing,
+        );
+        $crate::conformance_suite!(@in workflow_lifecycle, $factory;
             cancelling_a_workflow_mid_run,
             dlq_retry_revives_the_cancelled_branch,
             cleaner_keeps_running_workflows_whole,

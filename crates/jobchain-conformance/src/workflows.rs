@@ -1,27 +1,19 @@
-//! Conformance cases for declared workflows: fan-in, edge policies, outputs, tracking,
-//! cancel, revival and retention.
+//! Conformance cases for declared workflows: fan-in, edge policies, outputs and
+//! validation. Their life after the start (cancel, revival, retention, tracking) is in
+//! [`crate::workflow_lifecycle`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobchain::{
-    JobContext, JobError, JobFilter, JobState, KindOptions, RetryPolicy, Step, Workflow,
-    WorkflowFilter, WorkflowId, WorkflowState,
+    JobContext, JobError, JobFilter, JobState, Step, Workflow, WorkflowFilter, WorkflowId,
+    WorkflowState,
 };
 use serde_json::json;
 
-use crate::support::{eventually, in_state, job, Harness};
-
-fn fast_retry(max_attempts: u32) -> KindOptions {
-    KindOptions::new().retry(RetryPolicy {
-        max_attempts,
-        base: Duration::from_millis(5),
-        cap: Duration::from_millis(20),
-        jitter: 0.0,
-    })
-}
+use crate::support::{eventually, job, quick_retry, Harness, StartWorker};
 
 /// Waits until the workflow is no longer running.
 pub async fn settled(h: &Harness, id: WorkflowId) -> jobchain::WorkflowInfo {
@@ -32,7 +24,7 @@ pub async fn settled(h: &Harness, id: WorkflowId) -> jobchain::WorkflowInfo {
     .await
 }
 
-async fn jobs_by_step(h: &Harness, id: WorkflowId) -> HashMap<String, jobchain::Job> {
+pub(crate) async fn jobs_by_step(h: &Harness, id: WorkflowId) -> HashMap<String, jobchain::Job> {
     h.client
         .workflow_jobs(id)
         .await
@@ -44,7 +36,7 @@ async fn jobs_by_step(h: &Harness, id: WorkflowId) -> HashMap<String, jobchain::
 
 /// A worker whose `ok` handler succeeds (returning its payload) and whose `fail`
 /// handler fails every attempt.
-fn ok_fail_worker(h: &Harness) -> jobchain::WorkerHandle {
+pub(crate) fn ok_fail_worker(h: &Harness) -> jobchain::WorkerHandle {
     h.worker()
         .handler(
             "ok",
@@ -52,17 +44,15 @@ fn ok_fail_worker(h: &Harness) -> jobchain::WorkerHandle {
         )
         .handler_with(
             "fail",
-            fast_retry(2),
+            quick_retry(2),
             |_: JobContext, _: serde_json::Value| async move {
                 Err::<(), _>(JobError::retryable("the step failed"))
             },
         )
-        .build()
-        .expect("worker")
-        .start()
+        .started()
 }
 
-fn order(optional_edges: bool) -> Workflow {
+pub(crate) fn order(optional_edges: bool) -> Workflow {
     let after = |s: Step| {
         if optional_edges {
             s.after_optional("confirm")
@@ -162,9 +152,7 @@ pub async fn fan_out_fan_in_join_runs_once_with_every_output(h: &Harness) {
                 Ok(outputs.iter().sum::<u32>())
             }
         })
-        .build()
-        .expect("worker")
-        .start();
+        .started();
     let mut wf = Workflow::new("fan").step(Step::untyped("split", job("split", &json!({}))));
     let mut join = Step::untyped("join", job("join", &json!({})));
     for n in 0..20u32 {
@@ -251,7 +239,7 @@ pub async fn optional_edges_after_dead_and_cancelled_dependencies(h: &Harness) {
         )
         .handler_with(
             "fail",
-            fast_retry(1),
+            quick_retry(1),
             |_: JobContext, _: serde_json::Value| async move {
                 Err::<(), _>(JobError::permanent("card declined"))
             },
@@ -272,9 +260,7 @@ pub async fn optional_edges_after_dead_and_cancelled_dependencies(h: &Harness) {
                 Ok(())
             }
         })
-        .build()
-        .expect("worker")
-        .start();
+        .started();
     let wf = Workflow::new("optional")
         .step(Step::untyped("pay", job("fail", &json!({}))))
         .step(Step::untyped("ship", job("ok", &json!("shipped"))).after("pay"))
@@ -357,316 +343,4 @@ pub async fn invalid_workflows_are_rejected_and_write_nothing(h: &Harness) {
         .await
         .expect("jobs")
         .is_empty());
-}
-
-/// Cancelling a workflow mid-run cancels its live jobs (the running one is told) and
-/// marks it cancelled.
-pub async fn cancelling_a_workflow_mid_run(h: &Harness) {
-    let told = Arc::new(AtomicBool::new(false));
-    let t = told.clone();
-    let worker = h
-        .worker()
-        .configure(|c| c.heartbeat = Some(Duration::from_millis(30)))
-        .handler("wait", move |ctx: JobContext, _: serde_json::Value| {
-            let t = t.clone();
-            async move {
-                ctx.cancelled().await;
-                t.store(true, Ordering::SeqCst);
-                Ok(())
-            }
-        })
-        .handler(
-            "ok",
-            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
-        )
-        .build()
-        .expect("worker")
-        .start();
-    let wf = Workflow::new("cancel-me")
-        .step(Step::untyped("first", job("ok", &json!(1))))
-        .step(Step::untyped("long", job("wait", &json!({}))).after("first"))
-        .step(Step::untyped("after", job("ok", &json!(2))).after("long"));
-    let id = h.client.start_workflow(wf).await.expect("start").id;
-    let long = eventually("the long step to run", || async {
-        let jobs = jobs_by_step(h, id).await;
-        (jobs["long"].state == JobState::Running).then(|| jobs["long"].id)
-    })
-    .await;
-    let info = h.client.cancel_workflow(id).await.expect("cancel");
-    assert_eq!(info.state, WorkflowState::Cancelled);
-    eventually("the running handler to be told", || async {
-        told.load(Ordering::SeqCst).then_some(())
-    })
-    .await;
-    worker.shutdown().await;
-    let jobs = jobs_by_step(h, id).await;
-    assert_eq!(jobs["first"].state, JobState::Completed);
-    assert_eq!(jobs["long"].state, JobState::Cancelled);
-    assert_eq!(jobs["after"].state, JobState::Cancelled);
-    assert_eq!(
-        h.client.job(long).await.expect("job").state,
-        JobState::Cancelled
-    );
-    let info = h.client.workflow(id).await.expect("workflow");
-    assert_eq!(info.state, WorkflowState::Cancelled);
-    assert!(h.client.cancel_workflow(id).await.is_err());
-}
-
-/// Retrying a dead step revives the branch it cancelled, through to completion.
-pub async fn dlq_retry_revives_the_cancelled_branch(h: &Harness) {
-    let healed = Arc::new(AtomicBool::new(false));
-    let flag = healed.clone();
-    let worker = h
-        .worker()
-        .handler(
-            "ok",
-            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
-        )
-        .handler_with(
-            "flaky",
-            fast_retry(1),
-            move |_: JobContext, _: serde_json::Value| {
-                let flag = flag.clone();
-                async move {
-                    if flag.load(Ordering::SeqCst) {
-                        Ok(json!("paid"))
-                    } else {
-                        Err(JobError::retryable("gateway down"))
-                    }
-                }
-            },
-        )
-        .build()
-        .expect("worker")
-        .start();
-    let wf = Workflow::new("revive")
-        .step(Step::untyped("start", job("ok", &json!(0))))
-        .step(Step::untyped("pay", job("flaky", &json!({}))).after("start"))
-        .step(Step::untyped("ship", job("ok", &json!(1))).after("pay"))
-        .step(Step::untyped("notify", job("ok", &json!(2))).after("ship"))
-        .step(Step::untyped("audit", job("ok", &json!(3))).after_optional("pay"));
-    let id = h.client.start_workflow(wf).await.expect("start").id;
-    let failed = settled(h, id).await;
-    assert_eq!(failed.state, WorkflowState::Failed);
-    let jobs = jobs_by_step(h, id).await;
-    assert_eq!(jobs["ship"].state, JobState::Cancelled);
-    assert_eq!(jobs["notify"].state, JobState::Cancelled);
-    assert_eq!(jobs["audit"].state, JobState::Completed);
-    healed.store(true, Ordering::SeqCst);
-    h.client.retry(jobs["pay"].id).await.expect("retry");
-    let running = h.client.workflow(id).await.expect("workflow");
-    assert_eq!(running.state, WorkflowState::Running);
-    let revived = jobs_by_step(h, id).await;
-    assert!(matches!(
-        revived["ship"].state,
-        JobState::Blocked | JobState::Pending | JobState::Running | JobState::Completed
-    ));
-    let info = settled(h, id).await;
-    worker.shutdown().await;
-    assert_eq!(info.state, WorkflowState::Completed);
-    assert_eq!(info.counts.completed, 5);
-    let jobs = jobs_by_step(h, id).await;
-    assert_eq!(jobs["notify"].state, JobState::Completed);
-    assert_eq!(jobs["notify"].cancel_reason, None);
-    assert_eq!(
-        jobs["audit"].attempts, 1,
-        "a completed step does not run again"
-    );
-}
-
-/// The cleaner removes finished jobs and finished workflows whole, and never touches a
-/// running workflow.
-pub async fn cleaner_keeps_running_workflows_whole(h: &Harness) {
-    let worker = h
-        .worker()
-        .handler(
-            "ok",
-            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
-        )
-        .build()
-        .expect("worker")
-        .start();
-    let done = h
-        .client
-        .start_workflow(
-            Workflow::new("done")
-                .step(Step::untyped("a", job("ok", &json!(1))))
-                .step(Step::untyped("b", job("ok", &json!(2))).after("a")),
-        )
-        .await
-        .expect("start")
-        .id;
-    // A running workflow: one completed step, one waiting for a kind nobody handles.
-    let open = h
-        .client
-        .start_workflow(
-            Workflow::new("open")
-                .step(Step::untyped("a", job("ok", &json!(1))))
-                .step(Step::untyped("b", job("handled_elsewhere", &json!(2))).after("a")),
-        )
-        .await
-        .expect("start")
-        .id;
-    let lone = h
-        .client
-        .enqueue(job("ok", &json!("lone")))
-        .await
-        .expect("enqueue")
-        .id;
-    settled(h, done).await;
-    let open_a = eventually("the open workflow's first step", || async {
-        let jobs = jobs_by_step(h, open).await;
-        (jobs["a"].state == JobState::Completed).then(|| jobs["a"].id)
-    })
-    .await;
-    in_state(&h.client, lone, JobState::Completed).await;
-    worker.shutdown().await;
-    let report = h
-        .client
-        .store()
-        .clean(Duration::ZERO, 1000)
-        .await
-        .expect("clean");
-    assert_eq!(report.workflows, 1);
-    assert_eq!(report.jobs, 3);
-    assert!(
-        h.client.workflow(done).await.is_err(),
-        "the finished workflow is gone"
-    );
-    assert!(
-        h.client.job(lone).await.is_err(),
-        "the finished lone job is gone"
-    );
-    let open_jobs = h.client.workflow_jobs(open).await.expect("jobs");
-    assert_eq!(open_jobs.len(), 2, "the running workflow is whole");
-    assert_eq!(
-        h.client.job(open_a).await.expect("job").state,
-        JobState::Completed
-    );
-    assert_eq!(
-        h.client
-            .workflow(open)
-            .await
-            .expect("workflow")
-            .counts
-            .completed,
-        1
-    );
-}
-
-/// A declared step's handler may stage dynamic follow-ups: they join the workflow and
-/// appear in its tree under their parent.
-pub async fn declared_steps_can_chain_dynamically(h: &Harness) {
-    let worker = h
-        .worker()
-        .handler("plan", |ctx: JobContext, _: serde_json::Value| async move {
-            ctx.enqueue(job("extra", &json!("dynamic")))?;
-            Ok("planned")
-        })
-        .handler(
-            "ok",
-            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
-        )
-        .handler("extra", |_: JobContext, p: serde_json::Value| async move {
-            Ok(p)
-        })
-        .build()
-        .expect("worker")
-        .start();
-    let id = h
-        .client
-        .start_workflow(
-            Workflow::new("mixed")
-                .step(Step::untyped("plan", job("plan", &json!({}))))
-                .step(Step::untyped("finish", job("ok", &json!(1))).after("plan")),
-        )
-        .await
-        .expect("start")
-        .id;
-    let info = settled(h, id).await;
-    worker.shutdown().await;
-    assert_eq!(info.state, WorkflowState::Completed);
-    assert_eq!(info.counts.completed, 3);
-    let jobs = jobs_by_step(h, id).await;
-    assert_eq!(jobs["extra"].parent_id, Some(jobs["plan"].id));
-    assert_eq!(jobs["extra"].workflow_id, Some(id));
-    let tree = h.client.workflow_tree(id).await.expect("tree");
-    assert_eq!(tree.len(), 1);
-    let names: Vec<_> = tree[0]
-        .children
-        .iter()
-        .map(|c| c.job.name().to_string())
-        .collect();
-    assert_eq!(names, ["finish", "extra"]);
-}
-
-/// A workflow unique key makes starting idempotent while it runs; listing filters by
-/// state and name, newest first; counts on the record match the jobs.
-pub async fn workflow_unique_key_listing_and_counts(h: &Harness) {
-    let wf = || {
-        Workflow::new("nightly")
-            .unique_key("nightly-2026-11-26")
-            .step(Step::untyped("a", job("ok", &json!(1))))
-            .step(Step::untyped("b", job("ok", &json!(2))).after("a"))
-    };
-    let first = h.client.start_workflow(wf()).await.expect("first").id;
-    let second = h.client.start_workflow(wf()).await.expect("second").id;
-    assert_eq!(first, second);
-    assert_eq!(h.client.workflow_jobs(first).await.expect("jobs").len(), 2);
-    let info = h.client.workflow(first).await.expect("workflow");
-    assert_eq!(info.state, WorkflowState::Running);
-    assert_eq!(info.counts.pending, 1);
-    assert_eq!(info.counts.blocked, 1);
-    let other = h
-        .client
-        .start_workflow(Workflow::new("other").step(Step::untyped("x", job("ok", &json!(0)))))
-        .await
-        .expect("other")
-        .id;
-    let all = h
-        .client
-        .workflows(WorkflowFilter::default())
-        .await
-        .expect("list");
-    assert_eq!(all.iter().map(|w| w.id).collect::<Vec<_>>(), [other, first]);
-    let named = h
-        .client
-        .workflows(WorkflowFilter {
-            name: Some("nightly".into()),
-            ..WorkflowFilter::default()
-        })
-        .await
-        .expect("list");
-    assert_eq!(named.len(), 1);
-    let worker = h
-        .worker()
-        .handler(
-            "ok",
-            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
-        )
-        .build()
-        .expect("worker")
-        .start();
-    settled(h, first).await;
-    settled(h, other).await;
-    worker.shutdown().await;
-    let done = h
-        .client
-        .workflows(WorkflowFilter {
-            state: Some(WorkflowState::Completed),
-            ..WorkflowFilter::default()
-        })
-        .await
-        .expect("list");
-    assert_eq!(done.len(), 2);
-    let third = h.client.start_workflow(wf()).await.expect("third").id;
-    assert_ne!(third, first, "a finished workflow does not hold its key");
-    let info = h.client.workflow(first).await.expect("workflow");
-    let jobs = h.client.workflow_jobs(first).await.expect("jobs");
-    let mut counts = jobchain::JobCounts::default();
-    for job in &jobs {
-        counts.add(job.state);
-    }
-    assert_eq!(info.counts, counts);
-    assert!(info.finished_at.is_some());
 }
