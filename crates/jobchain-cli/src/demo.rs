@@ -126,7 +126,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         client
             .wait_for_workflow(*id, Duration::from_secs(120))
             .await
-            .map_err(|e| CliError(format!("order {n}: {e}")))?;
+            .map_err(|e| CliError::failed(format!("order {n}: {e}")))?;
         print_order(&client, *n, *id, &mut summary).await?;
     }
     let elapsed = started.elapsed();

@@ -1,29 +1,80 @@
 //! The `jobchain` command's implementation: `main.rs` only parses and dispatches here.
 
 pub mod bench;
+pub mod commands;
+pub mod common;
 pub mod demo;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use commands::enqueue::EnqueueArgs;
+use commands::jobs::{DlqCommand, JobsCommand};
+use commands::workflow::WorkflowCommand;
+use common::{DbArgs, OutputArgs};
 
 /// Command-line interface of jobchain.
 #[derive(Debug, Parser)]
 #[command(
     name = "jobchain",
     version,
-    about = "A durable job queue with first-class chains and workflows"
+    about = "A durable job queue with first-class chains and workflows",
+    after_help = "Every command that reads or writes jobs takes --database (a SQLite file or a \
+postgres:// URL), else JOBCHAIN_DATABASE, else jobchain.db. Exit status: 0 success, 1 a failed \
+operation, 2 bad usage."
 )]
 pub struct Cli {
     /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// How log lines are written to standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people: colours only on a terminal.
+    Text,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Enqueues one job; prints its id.
+    Enqueue(EnqueueArgs),
+    /// Workflows: start, show, list, cancel, wait.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// Jobs: list, show, cancel, retry.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// The dead-letter queue: list, retry, purge.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Per queue: jobs by state, the oldest pending job, kinds no live worker handles.
+    Stats {
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
+        /// How results are printed.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// The live workers.
+    Workers {
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
+        /// How results are printed.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Runs the order workflow (payment, confirmation, invoice and inventory) on a SQLite
     /// file or PostgreSQL.
     Demo(demo::DemoArgs),
@@ -38,26 +89,79 @@ pub enum Command {
     },
     /// Creates or upgrades the schema of a database, then exits.
     Migrate {
-        /// SQLite file path or PostgreSQL URL (postgres://...; `?jobchain_schema=NAME`
-        /// picks the schema).
-        #[arg(long, default_value = "jobchain.db")]
-        database: String,
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
-/// An error of a command, printed by `main` as `error: ...`.
+/// An error of a command, printed by `main` as `error: ...`; it decides the exit status.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CliError(pub String);
+#[error("{message}")]
+pub struct CliError {
+    message: String,
+    usage: bool,
+}
+
+impl CliError {
+    /// An operation that failed (exit status 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            usage: false,
+        }
+    }
+
+    /// Input that cannot be used (exit status 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            usage: true,
+        }
+    }
+
+    /// The exit status: 1 for a failed operation, 2 for bad usage.
+    pub fn exit_code(&self) -> u8 {
+        if self.usage {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Prefixes the message with where it happened (unless it already says so).
+    pub fn in_context(mut self, context: &str) -> Self {
+        if !self.message.contains(context) {
+            self.message = format!("{context}: {}", self.message);
+        }
+        self
+    }
+}
 
 impl From<jobchain::Error> for CliError {
     fn from(e: jobchain::Error) -> Self {
-        CliError(e.to_string())
+        let usage = matches!(
+            &e,
+            jobchain::Error::Store(jobchain::StoreError::Invalid(_))
+                | jobchain::Error::UnsupportedDatabase(_)
+                | jobchain::Error::Workflow(_)
+                | jobchain::Error::Payload { .. }
+        );
+        CliError {
+            message: e.to_string(),
+            usage,
+        }
+    }
+}
+
+impl From<jobchain::StoreError> for CliError {
+    fn from(e: jobchain::StoreError) -> Self {
+        CliError::from(jobchain::Error::from(e))
     }
 }
 
 /// Sets up logging to standard error: warnings by default.
-pub fn init_tracing(verbose: u8) {
+pub fn init_tracing(verbose: u8, format: LogFormat) {
     // sqlx reports statements slower than a second as warnings; under benchmark load
     // that is expected, so only its errors are shown unless asked for.
     let default = match verbose {
@@ -67,22 +171,34 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(common::stderr_is_terminal()).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Enqueue(args) => commands::enqueue::run(args).await,
+        Command::Workflow(command) => commands::workflow::run(command).await,
+        Command::Jobs(command) => commands::jobs::run_jobs(command).await,
+        Command::Dlq(command) => commands::jobs::run_dlq(command).await,
+        Command::Stats { db, output } => commands::status::stats(db, output).await,
+        Command::Workers { db, output } => commands::status::workers(db, output).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchWorker { database } => bench::worker::run(&database).await,
-        Command::Migrate { database } => {
-            let client = jobchain::open(&database).await?;
+        Command::Migrate { db } => {
+            let client = db.open().await?;
             client.close().await;
-            println!("{database}: schema is current");
+            common::out(format!(
+                "{}: schema is current",
+                common::redacted(&db.database)
+            ));
             Ok(())
         }
     }

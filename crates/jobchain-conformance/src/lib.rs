@@ -65,6 +65,7 @@ macro_rules! conformance_suite {
             retry_and_cancel_check_their_preconditions,
             start_workflow_writes_initial_states_and_edges,
             follow_ups_inherit_their_parent_and_workflow,
+            purge_dead_deletes_only_old_dead_jobs_outside_workflows,
         );
         $crate::conformance_suite!(@in workflows, $factory;
             declared_order_tolerates_failed_email_on_optional_edges,

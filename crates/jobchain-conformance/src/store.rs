@@ -476,3 +476,81 @@ pub async fn follow_ups_inherit_their_parent_and_workflow(h: &Harness) {
     assert_eq!(created.name, "audit");
     assert_eq!(created.state, WorkflowState::Running);
 }
+
+/// Purging the dead-letter queue deletes dead jobs outside workflows, older than asked
+/// and of the kind asked; dead jobs of workflows and live jobs stay.
+pub async fn purge_dead_deletes_only_old_dead_jobs_outside_workflows(h: &Harness) {
+    let store = h.client.store();
+    let ids: Vec<_> = store
+        .enqueue(vec![new_job("a"), new_job("a"), new_job("b"), new_job("a")])
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let wf = h
+        .client
+        .start_workflow(job("a", &json!({})))
+        .await
+        .expect("start");
+    let claimed = store
+        .claim(ClaimRequest {
+            kinds: vec!["a".into(), "b".into()],
+            ..claim_request("w", "a", Duration::from_secs(60))
+        })
+        .await
+        .expect("claim");
+    // Everything dies but ids[3], which completes.
+    let settlements = claimed
+        .iter()
+        .map(|c| Settlement {
+            lease: c.lease(),
+            outcome: if c.id == ids[3] {
+                Outcome::Completed {
+                    output: None,
+                    follow_ups: Vec::new(),
+                }
+            } else {
+                Outcome::Dead {
+                    error: "boom".into(),
+                }
+            },
+            only_if_expired: false,
+            workflow_id: c.workflow_id,
+        })
+        .collect();
+    store.settle(settlements).await.expect("settle");
+    let young = store
+        .purge_dead(Duration::from_secs(3600), None, 100)
+        .await
+        .expect("purge");
+    assert_eq!(young, 0, "nothing died an hour ago");
+    let a = h
+        .client
+        .purge_dead(Duration::ZERO, Some("a"))
+        .await
+        .expect("purge a");
+    assert_eq!(a, 2, "the two dead `a` jobs outside the workflow");
+    let left: Vec<_> = store
+        .list_jobs(JobFilter::default())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|j| (j.id, j.state))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (ids[2], JobState::Dead),
+            (ids[3], JobState::Completed),
+            (wf.jobs[0], JobState::Dead),
+        ]
+    );
+    assert_eq!(
+        h.client
+            .purge_dead(Duration::ZERO, None)
+            .await
+            .expect("all"),
+        1
+    );
+}

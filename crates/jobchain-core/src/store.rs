@@ -229,6 +229,9 @@ pub struct QueueStats {
     pub queue: String,
     /// Jobs per state.
     pub counts: crate::workflow::JobCounts,
+    /// How long the oldest pending job of this queue has existed (filled in by the
+    /// client; stores leave it empty).
+    pub oldest_pending_age: Option<Duration>,
     /// Pending jobs of this queue that no live worker handles, by kind (filled in by the
     /// client from the worker registry; stores leave it empty).
     pub unhandled: Vec<UnhandledKind>,
@@ -245,6 +248,7 @@ impl QueueStats {
                     let mut entry = QueueStats {
                         queue,
                         counts: crate::workflow::JobCounts::default(),
+                        oldest_pending_age: None,
                         unhandled: Vec::new(),
                     };
                     entry.counts.add_n(state, count);
@@ -341,6 +345,17 @@ pub trait Store: Send + Sync + 'static {
     /// Removes terminal jobs that finished more than `older_than` ago and belong to no
     /// running workflow, and finished workflows with all their jobs.
     async fn clean(&self, older_than: Duration, limit: usize) -> StoreResult<CleanReport>;
+
+    /// Deletes up to `limit` dead jobs outside workflows that died more than
+    /// `older_than` ago, only of `kind` when given; returns how many. (Dead jobs of
+    /// workflows leave with their workflow, by retention: deleting one alone would
+    /// rewrite the workflow's history.)
+    async fn purge_dead(
+        &self,
+        older_than: Duration,
+        kind: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<u64>;
 
     /// Records a worker, or refreshes its record: `last_seen` becomes now and the record
     /// counts as live for `ttl` from now (the store's clock).

@@ -133,6 +133,24 @@ impl PgOptions {
     }
 }
 
+/// What to tell a user whose connection failed: a missing database names the command
+/// that creates it; anything else asks whether the server runs and the URL is right.
+fn connect_advice(err: &sqlx::Error, options: &PgConnectOptions) -> String {
+    match err.as_database_error() {
+        Some(db) if db.code().as_deref() == Some("3D000") => {
+            let name = options.get_database().unwrap_or("jobchain");
+            format!("database `{name}` does not exist: create it with `createdb {name}`, or fix the URL")
+        }
+        Some(db)
+            if db.code().as_deref() == Some("28P01") || db.code().as_deref() == Some("28000") =>
+        {
+            format!("{}: check the user and password in the URL", db.message())
+        }
+        Some(db) => format!("{}: is the URL right?", db.message()),
+        None => format!("{err}: is PostgreSQL running and the URL right?"),
+    }
+}
+
 /// A jobchain store on PostgreSQL. Cheap to clone.
 #[derive(Clone)]
 pub struct PgStore {
@@ -165,11 +183,7 @@ impl PgStore {
         // One direct attempt first: an unreachable server fails at once with the driver's
         // reason, instead of after the pool's acquire timeout.
         let probe = PgConnection::connect_with(&connect).await.map_err(|e| {
-            StoreError::open(
-                redact(url),
-                format!("{e}: is PostgreSQL running and the URL right?"),
-            )
-            .caused_by(e)
+            StoreError::open(redact(url), connect_advice(&e, &connect)).caused_by(e)
         })?;
         let _ = probe.close().await;
         let pool = PgPoolOptions::new()

@@ -215,6 +215,22 @@ impl Store for PgStore {
         commit(tx, report).await
     }
 
+    async fn purge_dead(
+        &self,
+        older_than: Duration,
+        kind: Option<&str>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        job::purge_dead(
+            &mut *self.conn().await?,
+            self.sql(),
+            older_than,
+            kind,
+            limit,
+        )
+        .await
+    }
+
     async fn register_worker(&self, w: WorkerRegistration) -> Result<(), StoreError> {
         worker::register(&mut *self.conn().await?, self.sql(), &w).await
     }

@@ -50,6 +50,10 @@ mod tests {
             ("jobs.db?busy_timeout_ms=soon", "busy_timeout_ms=`soon`"),
             ("mysql://h/db", "not a SQLite location"),
             ("sqlite:", "names no file"),
+            ("", "names no file"),
+            (":memory:", "in-memory database"),
+            ("sqlite::memory:", "in-memory database"),
+            ("postgres:/host/db", "looks like a PostgreSQL URL"),
         ] {
             let err = SqliteOptions::from_location(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
@@ -103,6 +107,16 @@ impl SqliteOptions {
             .strip_prefix("sqlite://")
             .or_else(|| location.strip_prefix("sqlite:"))
             .unwrap_or(location);
+        if location.starts_with("postgres:") || location.starts_with("postgresql:") {
+            return Err(StoreError::Invalid(format!(
+                "`{location}` looks like a PostgreSQL URL but is not one: write postgres://USER@HOST:PORT/DATABASE"
+            )));
+        }
+        if rest == ":memory:" || rest.starts_with("file::memory:") {
+            return Err(StoreError::Invalid(format!(
+                "`{location}` is an in-memory database, which vanishes with the process and is not shared with workers: give the path of a database file"
+            )));
+        }
         if rest.contains("://") {
             return Err(StoreError::Invalid(format!(
                 "`{location}` is not a SQLite location: give a file path, sqlite:PATH, or a postgres:// URL"

@@ -15,7 +15,7 @@ use jobchain_core::workflow::{
 };
 use jobchain_core::{StoreError, WorkflowId};
 
-use crate::queries::{dependency, job, now_ms, ops, worker, workflow};
+use crate::queries::{dependency, duration_ms, job, now_ms, ops, worker, workflow};
 use crate::SqliteStore;
 
 #[async_trait]
@@ -140,6 +140,20 @@ impl Store for SqliteStore {
     async fn clean(&self, older_than: Duration, limit: usize) -> Result<CleanReport, StoreError> {
         self.write(move |conn| ops::clean(conn, now_ms(), older_than, limit))
             .await
+    }
+
+    async fn purge_dead(
+        &self,
+        older_than: Duration,
+        kind: Option<&str>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let kind = kind.map(str::to_string);
+        self.write_statement(move |conn| {
+            let cutoff = now_ms().saturating_sub(duration_ms(older_than));
+            job::purge_dead(conn, cutoff, kind.as_deref(), limit)
+        })
+        .await
     }
 
     async fn register_worker(&self, w: WorkerRegistration) -> Result<(), StoreError> {

@@ -78,6 +78,9 @@ impl fmt::Debug for Client {
     }
 }
 
+/// How many dead jobs one purge statement deletes.
+const PURGE_BATCH: usize = 10_000;
+
 impl Client {
     /// A client on any store.
     pub fn new(store: impl Store) -> Self {
@@ -294,6 +297,24 @@ impl Client {
         .await
     }
 
+    /// Empties the dead-letter queue of jobs outside workflows that died more than
+    /// `older_than` ago (only of `kind` when given); returns how many were deleted.
+    /// Dead jobs of workflows leave with their workflow, by retention.
+    pub async fn purge_dead(&self, older_than: Duration, kind: Option<&str>) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .inner
+                .store
+                .purge_dead(older_than, kind, PURGE_BATCH)
+                .await?;
+            total += deleted;
+            if deleted < PURGE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Retries a dead job with a fresh budget of attempts; dependents cancelled because
     /// of it are revived, and its workflow runs again.
     pub async fn retry(&self, id: JobId) -> Result<Job> {
@@ -316,12 +337,25 @@ impl Client {
     /// worker handles (by kind, with the age of the oldest).
     pub async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         let mut stats = self.inner.store.queue_stats().await?;
-        for unhandled in self.unhandled().await? {
+        let pending = self.inner.store.pending_kinds().await?;
+        let now = chrono::Utc::now();
+        for p in &pending {
+            let age = (now - p.oldest).to_std().unwrap_or_default();
+            if let Some(entry) = stats.iter_mut().find(|s| s.queue == p.queue) {
+                entry.oldest_pending_age = entry.oldest_pending_age.max(Some(age));
+            }
+        }
+        if pending.is_empty() {
+            return Ok(stats);
+        }
+        let workers = self.inner.store.workers().await?;
+        for unhandled in registry::unhandled(&pending, &workers, now) {
             match stats.iter_mut().find(|s| s.queue == unhandled.queue) {
                 Some(entry) => entry.unhandled.push(unhandled),
                 None => stats.push(QueueStats {
                     queue: unhandled.queue.clone(),
                     counts: Default::default(),
+                    oldest_pending_age: None,
                     unhandled: vec![unhandled],
                 }),
             }

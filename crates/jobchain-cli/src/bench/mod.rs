@@ -106,7 +106,7 @@ async fn run_one(
         "W5" => w1::backlog_workload(args.database.as_deref(), args.backlog, 10_000).await,
         "W6" => w1::memory_workload(target, args.backlog).await,
         "W7" => w7::run(target, args.jobs.min(20_000)).await,
-        other => Err(CliError(format!(
+        other => Err(CliError::failed(format!(
             "unknown workload `{other}`: choose from W1, W2, W3, W4, W5, W6, W7"
         ))),
     }
@@ -191,11 +191,11 @@ pub(crate) async fn all_workflows(client: &Client) -> Result<Vec<WorkflowInfo>, 
 /// Inserts latency samples (microseconds) into a histogram and reads p50/p95/p99 in ms.
 pub(crate) fn percentiles_ms(samples_us: &[u64]) -> Result<(f64, f64, f64), CliError> {
     let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
-        .map_err(|e| CliError(format!("histogram: {e}")))?;
+        .map_err(|e| CliError::failed(format!("histogram: {e}")))?;
     for &us in samples_us {
         histogram
             .record(us.max(1))
-            .map_err(|e| CliError(format!("histogram: {e}")))?;
+            .map_err(|e| CliError::failed(format!("histogram: {e}")))?;
     }
     let ms = |q: f64| (histogram.value_at_quantile(q) as f64 / 1000.0 * 100.0).round() / 100.0;
     Ok((ms(0.50), ms(0.95), ms(0.99)))
@@ -233,7 +233,7 @@ where
         .collect();
     for task in tasks {
         task.await
-            .map_err(|e| CliError(format!("producer task failed: {e}")))??;
+            .map_err(|e| CliError::failed(format!("producer task failed: {e}")))??;
     }
     Ok(())
 }

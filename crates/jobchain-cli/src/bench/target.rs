@@ -37,7 +37,7 @@ impl Target {
                 let version: String = jobchain::postgres::sqlx::query_scalar("SHOW server_version")
                     .fetch_one(pool)
                     .await
-                    .map_err(|e| CliError(format!("cannot read the server version: {e}")))?;
+                    .map_err(|e| CliError::failed(format!("cannot read the server version: {e}")))?;
                 pg.close().await;
                 Ok(Target {
                     location,
@@ -49,7 +49,7 @@ impl Target {
                     },
                 })
             }
-            Some(other) => Err(CliError(format!(
+            Some(other) => Err(CliError::failed(format!(
                 "--database takes a postgres:// URL (SQLite runs on a temp file by default), not `{other}`"
             ))),
             None => {
@@ -60,7 +60,7 @@ impl Target {
                 ));
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::create_dir_all(&dir)
-                    .map_err(|e| CliError(format!("cannot create {}: {e}", dir.display())))?;
+                    .map_err(|e| CliError::failed(format!("cannot create {}: {e}", dir.display())))?;
                 Ok(Target {
                     location: dir.join("bench.db").to_string_lossy().into_owned(),
                     store: "sqlite",

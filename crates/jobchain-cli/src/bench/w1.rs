@@ -70,7 +70,7 @@ async fn drain_in_processes(
     workers: usize,
 ) -> Result<(f64, u64), CliError> {
     let exe = std::env::current_exe()
-        .map_err(|e| CliError(format!("cannot find the jobchain binary: {e}")))?;
+        .map_err(|e| CliError::failed(format!("cannot find the jobchain binary: {e}")))?;
     let bar = progress(jobs, "drain");
     let started = Instant::now();
     let mut children = Vec::new();
@@ -83,11 +83,11 @@ async fn drain_in_processes(
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| CliError(format!("cannot start a worker process: {e}")))?;
+            .map_err(|e| CliError::failed(format!("cannot start a worker process: {e}")))?;
         let stdout = child
             .stdout
             .take()
-            .ok_or_else(|| CliError("worker process has no stdout".into()))?;
+            .ok_or_else(|| CliError::failed("worker process has no stdout"))?;
         let counts = counts.clone();
         readers.push(tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
@@ -147,7 +147,7 @@ async fn completed(client: &Client) -> Result<u64, CliError> {
 async fn check_all_completed(client: &Client, jobs: u64, workload: &str) -> Result<(), CliError> {
     let done = completed(client).await?;
     if done != jobs {
-        return Err(CliError(format!(
+        return Err(CliError::failed(format!(
             "{workload} ended with {done} of {jobs} jobs completed"
         )));
     }

@@ -18,8 +18,8 @@ pub(crate) async fn run(
     duration: f64,
 ) -> Result<BenchResult, CliError> {
     if rate == 0 || duration <= 0.0 {
-        return Err(CliError(
-            "W2 needs --rate above 0 and --duration above 0".into(),
+        return Err(CliError::failed(
+            "W2 needs --rate above 0 and --duration above 0",
         ));
     }
     let client = target.client().await?;
@@ -71,11 +71,12 @@ pub(crate) async fn run(
     bar.finish_and_clear();
     let starts = starts
         .lock()
-        .map_err(|_| CliError("latency samples poisoned".into()))?
+        .map_err(|_| CliError::failed("latency samples poisoned"))?
         .clone();
     let mut samples = Vec::with_capacity(total);
     for (seq, start) in starts.iter().enumerate() {
-        let start = start.ok_or_else(|| CliError(format!("W2: job {seq} never started")))?;
+        let start =
+            start.ok_or_else(|| CliError::failed(format!("W2: job {seq} never started")))?;
         samples.push(start.saturating_duration_since(committed[seq]).as_micros() as u64);
     }
     let (p50, p95, p99) = percentiles_ms(&samples)?;

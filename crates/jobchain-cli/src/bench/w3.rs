@@ -98,7 +98,7 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
         .filter(|w| w.state == WorkflowState::Completed && w.counts.completed == 4)
         .count() as u64;
     if complete != workflows {
-        return Err(CliError(format!(
+        return Err(CliError::failed(format!(
             "W3 ended with {complete} of {workflows} workflows completed with 4 jobs"
         )));
     }

@@ -68,10 +68,10 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
     client.close().await;
     let joins = joins
         .lock()
-        .map_err(|_| CliError("join counts poisoned".into()))?;
+        .map_err(|_| CliError::failed("join counts poisoned"))?;
     let once = joins.values().filter(|c| **c == 1).count() as u64;
     if joins.len() as u64 != workflows || once != workflows {
-        return Err(CliError(format!(
+        return Err(CliError::failed(format!(
             "W4: {} of {workflows} joins ran, {once} exactly once",
             joins.len()
         )));

@@ -31,7 +31,7 @@ pub(crate) async fn run(target: &Target, jobs: u64) -> Result<BenchResult, CliEr
         .collect();
     for task in tasks {
         task.await
-            .map_err(|e| CliError(format!("enqueue task failed: {e}")))??;
+            .map_err(|e| CliError::failed(format!("enqueue task failed: {e}")))??;
     }
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
@@ -43,7 +43,9 @@ pub(crate) async fn run(target: &Target, jobs: u64) -> Result<BenchResult, CliEr
         .sum();
     client.close().await;
     if stored != jobs {
-        return Err(CliError(format!("W7 stored {stored} of {jobs} jobs")));
+        return Err(CliError::failed(format!(
+            "W7 stored {stored} of {jobs} jobs"
+        )));
     }
     Ok(BenchResult {
         workload: "W7",

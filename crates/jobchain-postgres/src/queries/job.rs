@@ -235,6 +235,32 @@ pub async fn claim(
     Ok(in_claim_order(jobs))
 }
 
+/// Deletes up to `limit` dead jobs outside workflows that died `older_than` ago, of
+/// `kind` when given.
+pub async fn purge_dead(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    older_than: Duration,
+    kind: Option<&str>,
+    limit: usize,
+) -> Result<u64, StoreError> {
+    let statement = sql.get(
+        "DELETE FROM __schema__.jobs WHERE id IN (SELECT id FROM __schema__.jobs \
+         WHERE state = 'dead' AND workflow_id IS NULL \
+         AND finished_at <= now() - $1 * interval '1 millisecond' \
+         AND ($2::text IS NULL OR kind = $2) LIMIT $3)",
+    );
+    let deleted = sqlx::query(statement)
+        .bind(ms(older_than))
+        .bind(kind)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(conn)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+    Ok(deleted)
+}
+
 /// Deletes up to `limit` terminal jobs outside workflows that finished `older_than` ago.
 pub async fn delete_finished(
     conn: &mut PgConnection,

@@ -276,6 +276,25 @@ pub fn delete_finished(conn: &Connection, cutoff: i64, limit: usize) -> Result<u
     Ok(deleted as u64)
 }
 
+/// Deletes up to `limit` dead jobs outside workflows that died before `cutoff`, of
+/// `kind` when given.
+pub fn purge_dead(
+    conn: &Connection,
+    cutoff: i64,
+    kind: Option<&str>,
+    limit: usize,
+) -> Result<u64, StoreError> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM jobchain_jobs WHERE id IN (SELECT id FROM jobchain_jobs \
+             WHERE state = 'dead' AND workflow_id IS NULL AND finished_at <= ?1 \
+             AND (?2 IS NULL OR kind = ?2) LIMIT ?3)",
+        )
+        .and_then(|mut s| s.execute(params![cutoff, kind, limit as i64]))
+        .map_err(map_err)?;
+    Ok(deleted as u64)
+}
+
 /// Deletes a workflow's jobs; returns how many.
 pub fn delete_of_workflow(conn: &Connection, id: &str) -> Result<u64, StoreError> {
     let deleted = conn

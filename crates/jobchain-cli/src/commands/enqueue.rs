@@ -1,0 +1,86 @@
+//! `jobchain enqueue`: one job, by string kind, from the command line.
+
+use std::time::Duration;
+
+use clap::Args;
+use jobchain::{EnqueueOptions, JobSpec, Priority, WorkflowId};
+
+use crate::common::{
+    out, out_json, parse_duration, parse_json_arg, parse_time, DbArgs, OutputArgs,
+};
+use crate::CliError;
+
+/// Options of `jobchain enqueue`.
+#[derive(Clone, Debug, Args)]
+pub struct EnqueueArgs {
+    /// The job's kind: the name its handler is registered under.
+    pub kind: String,
+    /// The payload as JSON; `-` reads it from standard input.
+    pub payload: String,
+    /// Queue (default: `default`).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Priority: low, normal, high, critical, or a number (higher runs first).
+    #[arg(long)]
+    pub priority: Option<Priority>,
+    /// Run no earlier than this long from now (500ms, 10s, 5m, 2h, 7d).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "run_at")]
+    pub delay: Option<Duration>,
+    /// Run no earlier than this time (RFC 3339, e.g. 2026-11-27T10:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Attempts before the job goes to the dead-letter queue.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
+    /// Idempotency key: while a live job holds it, this enqueue names that job instead.
+    #[arg(long)]
+    pub unique_key: Option<String>,
+    /// Adds the job to this workflow.
+    #[arg(long)]
+    #[arg(value_parser = crate::common::parse_workflow_id)]
+    pub workflow: Option<WorkflowId>,
+    /// Where the jobs are.
+    #[command(flatten)]
+    db: DbArgs,
+    /// How results are printed.
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Enqueues the job; prints its id (`--json`: the stored job).
+pub async fn run(args: EnqueueArgs) -> Result<(), CliError> {
+    let payload = parse_json_arg(&args.payload, "the payload")?;
+    let mut options = EnqueueOptions::new();
+    options.queue = args.queue;
+    options.priority = args.priority;
+    if let Some(delay) = args.delay {
+        options = options.delay(delay);
+    }
+    if let Some(at) = args.run_at {
+        options = options.run_at(at);
+    }
+    options.max_attempts = args.max_attempts;
+    options.unique_key = args.unique_key;
+    options.workflow_id = args.workflow;
+    let client = args.db.open().await?;
+    let result = async {
+        let enqueued = client
+            .enqueue(JobSpec::new(&args.kind, payload).options(options))
+            .await?;
+        if args.output.json {
+            let job = client.job(enqueued.id).await?;
+            out_json(&serde_json::json!({ "duplicate": enqueued.duplicate, "job": job }))?;
+        } else if enqueued.duplicate {
+            out(format!(
+                "{} (a live job already holds this unique key)",
+                enqueued.id
+            ));
+        } else {
+            out(enqueued.id.to_string());
+        }
+        Ok(())
+    }
+    .await;
+    client.close().await;
+    result
+}

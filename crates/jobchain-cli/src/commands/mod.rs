@@ -1,0 +1,6 @@
+//! The operator commands: one file per group.
+
+pub mod enqueue;
+pub mod jobs;
+pub mod status;
+pub mod workflow;

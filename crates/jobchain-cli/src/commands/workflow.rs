@@ -1,0 +1,280 @@
+//! `jobchain workflow ...`: starting, showing, listing, cancelling and waiting for
+//! workflows.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use jobchain::{JobSpec, TreeNode, WorkflowFilter, WorkflowId, WorkflowInfo, WorkflowState};
+use serde::Serialize;
+
+use super::jobs::{one_line, with_client};
+use crate::common::{
+    out, out_json, out_json_lines, out_table, parse_duration, parse_json_arg, short_duration,
+    short_time, DbArgs, OutputArgs,
+};
+use crate::CliError;
+
+/// `jobchain workflow`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Starts a dynamic workflow with its first step; prints the workflow id.
+    Start {
+        /// The first step's kind.
+        kind: String,
+        /// Its payload as JSON; `-` reads it from standard input.
+        payload: String,
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
+        /// How results are printed.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Shows a workflow's tree: each job with its state, attempts, duration and last
+    /// error.
+    Show {
+        /// The workflow's id.
+        #[arg(value_parser = crate::common::parse_workflow_id)]
+        id: WorkflowId,
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
+        /// How results are printed.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Lists workflows, newest first.
+    List {
+        /// Only this state: running, completed, failed or cancelled.
+        #[arg(long)]
+        state: Option<WorkflowState>,
+        /// Only this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
+        /// How results are printed.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Cancels every live job of a workflow.
+    Cancel {
+        /// The workflow's id.
+        #[arg(value_parser = crate::common::parse_workflow_id)]
+        id: WorkflowId,
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
+        /// How results are printed.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Waits until a workflow finishes: exit 0 when it completed, 1 otherwise (failed,
+    /// cancelled, or still running at the timeout).
+    Wait {
+        /// The workflow's id.
+        #[arg(value_parser = crate::common::parse_workflow_id)]
+        id: WorkflowId,
+        /// How long to wait.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        timeout: Duration,
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
+        /// How results are printed.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// A workflow with its jobs, as `workflow show --json` prints it.
+#[derive(Serialize)]
+struct Shown<'a> {
+    id: WorkflowId,
+    name: &'a str,
+    state: WorkflowState,
+    counts: &'a jobchain::JobCounts,
+    created_at: chrono::DateTime<chrono::Utc>,
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    jobs: &'a [TreeNode],
+}
+
+/// Runs a `workflow` command.
+pub async fn run(command: WorkflowCommand) -> Result<(), CliError> {
+    match command {
+        WorkflowCommand::Start {
+            kind,
+            payload,
+            db,
+            output,
+        } => {
+            let payload = parse_json_arg(&payload, "the payload")?;
+            with_client(&db, |client| async move {
+                let started = client.start_workflow(JobSpec::new(&kind, payload)).await?;
+                if output.json {
+                    out_json(&serde_json::json!({
+                        "id": started.id,
+                        "duplicate": started.duplicate,
+                        "jobs": started.jobs,
+                    }))
+                } else {
+                    out(started.id.to_string());
+                    Ok(())
+                }
+            })
+            .await
+        }
+        WorkflowCommand::Show { id, db, output } => {
+            with_client(&db, |client| async move {
+                let info = client.workflow(id).await?;
+                let tree = client.workflow_tree(id).await?;
+                if output.json {
+                    return out_json(&Shown {
+                        id: info.id,
+                        name: &info.name,
+                        state: info.state,
+                        counts: &info.counts,
+                        created_at: info.created_at,
+                        finished_at: info.finished_at,
+                        jobs: &tree,
+                    });
+                }
+                out(format!(
+                    "workflow {} ({}): {}, {} of {} jobs completed",
+                    info.id,
+                    info.name,
+                    info.state,
+                    info.counts.completed,
+                    info.counts.total()
+                ));
+                for line in render(&tree) {
+                    out(line);
+                }
+                Ok(())
+            })
+            .await
+        }
+        WorkflowCommand::List {
+            state,
+            name,
+            limit,
+            db,
+            output,
+        } => {
+            let filter = WorkflowFilter {
+                state,
+                name,
+                limit: Some(limit),
+                ..WorkflowFilter::default()
+            };
+            with_client(&db, |client| async move {
+                let list = client.workflows(filter).await?;
+                if output.json {
+                    return out_json_lines(&list);
+                }
+                out_table(
+                    &["ID", "NAME", "STATE", "JOBS", "DONE", "DEAD", "STARTED"],
+                    &list.iter().map(row).collect::<Vec<_>>(),
+                );
+                Ok(())
+            })
+            .await
+        }
+        WorkflowCommand::Cancel { id, db, output } => {
+            with_client(&db, |client| async move {
+                let info = client.cancel_workflow(id).await?;
+                print_info(&info, output)
+            })
+            .await
+        }
+        WorkflowCommand::Wait {
+            id,
+            timeout,
+            db,
+            output,
+        } => {
+            with_client(&db, |client| async move {
+                let info = client.wait_for_workflow(id, timeout).await?;
+                print_info(&info, output)?;
+                if info.state == WorkflowState::Completed {
+                    Ok(())
+                } else {
+                    Err(CliError::failed(format!(
+                        "workflow {id} ended {}",
+                        info.state
+                    )))
+                }
+            })
+            .await
+        }
+    }
+}
+
+fn row(w: &WorkflowInfo) -> Vec<String> {
+    vec![
+        w.id.to_string(),
+        w.name.clone(),
+        w.state.to_string(),
+        w.counts.total().to_string(),
+        w.counts.completed.to_string(),
+        w.counts.dead.to_string(),
+        short_time(&w.created_at),
+    ]
+}
+
+fn print_info(info: &WorkflowInfo, output: OutputArgs) -> Result<(), CliError> {
+    if output.json {
+        out_json(info)
+    } else {
+        out(format!(
+            "workflow {} ({}): {}",
+            info.id, info.name, info.state
+        ));
+        Ok(())
+    }
+}
+
+/// The tree as lines: each job with its state, attempts, duration and last error.
+fn render(nodes: &[TreeNode]) -> Vec<String> {
+    let mut lines = Vec::new();
+    walk(nodes, "", &mut lines);
+    lines
+}
+
+fn walk(nodes: &[TreeNode], prefix: &str, lines: &mut Vec<String>) {
+    for (i, node) in nodes.iter().enumerate() {
+        let last = i + 1 == nodes.len();
+        let job = &node.job;
+        let took = match (job.started_at, job.finished_at) {
+            (Some(s), Some(f)) => (f - s)
+                .to_std()
+                .map(|d| format!(" in {}", short_duration(d)))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let after = if node.after.is_empty() {
+            String::new()
+        } else {
+            format!(" after {}", node.after.join(", "))
+        };
+        let error = match (&job.state, job.errors.last()) {
+            (jobchain::JobState::Completed, _) | (_, None) => String::new(),
+            (_, Some(e)) => format!(" — {}", one_line(&e.message, 80)),
+        };
+        lines.push(format!(
+            "{prefix}{} {} [{}] {} attempt {}/{}{took}{after}{error}",
+            if last { "└─" } else { "├─" },
+            job.step.as_deref().unwrap_or(&job.kind),
+            job.id,
+            job.state,
+            job.attempts,
+            job.max_attempts,
+        ));
+        let deeper = format!("{prefix}{}", if last { "   " } else { "│  " });
+        walk(&node.children, &deeper, lines);
+    }
+}
