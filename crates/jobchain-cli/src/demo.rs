@@ -100,10 +100,11 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     } else {
         "chained dynamically"
     };
-    println!(
+    crate::common::out(format!(
         "jobchain demo: {} order(s) on {} ({style})\n",
-        args.orders, args.database
-    );
+        args.orders,
+        crate::common::redacted(&args.database)
+    ));
     let started = Instant::now();
     let mut workflows = Vec::new();
     for n in 1..=args.orders {
@@ -132,7 +133,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let elapsed = started.elapsed();
     worker.shutdown().await;
     client.close().await;
-    println!("{}", summary.line(args.orders, elapsed));
+    crate::common::out(summary.line(args.orders, elapsed));
     Ok(())
 }
 
@@ -259,9 +260,12 @@ async fn print_order(
     } else {
         String::new()
     };
-    println!("order {n} · workflow {id} · {}{tolerated}", info.state);
-    print!("{}", client.render_workflow(id).await?);
-    println!();
+    crate::common::out(format!(
+        "order {n} · workflow {id} · {}{tolerated}",
+        info.state
+    ));
+    crate::common::out(client.render_workflow(id).await?.trim_end());
+    crate::common::out("");
     *summary.workflows.entry(info.state.as_str()).or_default() += 1;
     for state in JobState::ALL {
         let count = info.counts.get(state);

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod commands;
 pub mod common;
 pub mod demo;
+pub mod worker;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -46,6 +47,8 @@ pub enum LogFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs the handlers of a jobchain.toml, each a program in any language.
+    Worker(worker::WorkerArgs),
     /// Enqueues one job; prints its id.
     Enqueue(EnqueueArgs),
     /// Workflows: start, show, list, cancel, wait.
@@ -183,6 +186,7 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Worker(args) => worker::run(args).await,
         Command::Enqueue(args) => commands::enqueue::run(args).await,
         Command::Workflow(command) => commands::workflow::run(command).await,
         Command::Jobs(command) => commands::jobs::run_jobs(command).await,

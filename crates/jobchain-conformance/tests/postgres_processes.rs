@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jobchain::postgres::PgClient;
-use jobchain::{Client, JobContext, JobFilter, JobSpec, JobState, Step, Workflow};
+use jobchain::{Client, JobContext, JobFilter, JobId, JobSpec, JobState, Step, Workflow};
 use jobchain_conformance::support::{eventually, fast_config, job, postgres_harness};
 use jobchain_conformance::Harness;
 use serde_json::json;
@@ -405,5 +405,95 @@ async fn cleaning_a_finished_workflow_leaves_no_edges() {
     assert_eq!(count("dependencies").await, 0);
     assert_eq!(count("jobs").await, 0);
     assert_eq!(count("workflows").await, 0);
+    h.close().await;
+}
+
+/// The SQL functions `add_job` and `start_workflow`: any language enqueues in its own
+/// transaction (rolled back: nothing), with unique keys, and a worker runs what they
+/// wrote; bad arguments are refused with a message that says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_functions_enqueue_in_the_callers_transaction() {
+    use jobchain::postgres::sqlx::{self, AssertSqlSafe};
+    let Some(h) = postgres_harness().await else {
+        return;
+    };
+    let (pool, schema) = pool_and_schema(h.pg());
+    let add_job =
+        format!("SELECT \"{schema}\".add_job($1, $2::jsonb, queue => 'sql', unique_key => $3)");
+    let start = format!("SELECT \"{schema}\".start_workflow('sql_step', '{{\"n\": 1}}')");
+
+    let mut tx = pool.begin().await.expect("begin");
+    let rolled_back: i64 = sqlx::query_scalar(AssertSqlSafe(add_job.clone()))
+        .bind("sql_job")
+        .bind(r#"{"n": 0}"#)
+        .bind(None::<String>)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("add_job");
+    tx.rollback().await.expect("rollback");
+    assert!(
+        h.client.job(JobId(rolled_back)).await.is_err(),
+        "rolled back with the caller"
+    );
+
+    let mut tx = pool.begin().await.expect("begin");
+    let id: i64 = sqlx::query_scalar(AssertSqlSafe(add_job.clone()))
+        .bind("sql_job")
+        .bind(r#"{"n": 1}"#)
+        .bind(Some("once"))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("add_job");
+    let same: i64 = sqlx::query_scalar(AssertSqlSafe(add_job.clone()))
+        .bind("sql_job")
+        .bind(r#"{"n": 2}"#)
+        .bind(Some("once"))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("add_job again");
+    assert_eq!(same, id, "a live job holds the unique key");
+    let workflow: sqlx::types::Uuid = sqlx::query_scalar(AssertSqlSafe(start))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("start_workflow");
+    tx.commit().await.expect("commit");
+
+    let job = h.client.job(JobId(id)).await.expect("committed");
+    assert_eq!((job.kind.as_str(), job.queue.as_str()), ("sql_job", "sql"));
+    assert_eq!(job.payload, json!({"n": 1}));
+    let worker = jobchain::Worker::builder(&h.client)
+        .config(fast_config())
+        .handler_with(
+            "sql_job",
+            jobchain::KindOptions::new().queue("sql"),
+            |_: JobContext, _: serde_json::Value| async move { Ok(()) },
+        )
+        .handler(
+            "sql_step",
+            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
+        )
+        .build()
+        .expect("worker")
+        .start();
+    let info = h
+        .client
+        .wait_for_workflow(jobchain::WorkflowId(workflow), Duration::from_secs(30))
+        .await
+        .expect("the workflow finishes");
+    assert_eq!(info.state, jobchain::WorkflowState::Completed);
+    h.client
+        .wait_for_job(JobId(id), Duration::from_secs(30))
+        .await
+        .expect("the job finishes");
+    worker.shutdown().await;
+
+    let err = sqlx::query_scalar::<_, i64>(AssertSqlSafe(add_job))
+        .bind("")
+        .bind("{}")
+        .bind(None::<String>)
+        .fetch_one(&pool)
+        .await
+        .expect_err("an empty kind");
+    assert!(err.to_string().contains("kind must not be empty"), "{err}");
     h.close().await;
 }

@@ -36,26 +36,50 @@ pub struct BenchArgs {
     #[arg(long)]
     pub database: Option<String>,
     /// Jobs for W1 (and the small backlog of W5 is 10,000).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub jobs: u64,
     /// Jobs waiting in W5's large backlog and W6.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub backlog: u64,
     /// Workflows for W3 (default 20,000) and W4 (default 2,000).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub workflows: Option<u64>,
     /// Jobs per second that W2's producer enqueues.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub rate: u64,
     /// Seconds W2's producer runs.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     pub duration: f64,
-    /// Worker processes for W1 (0: a worker inside the bench process).
-    #[arg(long, default_value_t = 0)]
+    /// Worker processes for W1 (0: a worker inside the bench process; at most 64).
+    #[arg(long, default_value_t = 0, value_parser = at_most_64)]
     pub workers: usize,
     /// Print one JSON object per result instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A count of worker processes, at most 64 (this is a benchmark, not a fork bomb).
+fn at_most_64(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n <= 64 => Ok(n),
+        _ => Err(format!(
+            "`{text}`: give a number of worker processes from 0 to 64"
+        )),
+    }
+}
+
+/// A number of seconds above zero and at most a day.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0 {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "`{text}`: give a number of seconds above 0 and at most 86400"
+        ))
+    }
 }
 
 /// One workload's figures.
@@ -71,17 +95,34 @@ pub struct BenchResult {
 
 /// Runs the selected workloads and prints their figures.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
+    const KNOWN: [&str; 7] = ["W1", "W2", "W3", "W4", "W5", "W6", "W7"];
+    if let Some(bad) = args
+        .workload
+        .iter()
+        .find(|w| !KNOWN.contains(&w.trim().to_ascii_uppercase().as_str()))
+    {
+        return Err(CliError::usage(format!(
+            "unknown workload `{bad}`: choose from {}",
+            KNOWN.join(", ")
+        )));
+    }
     let mut rows = Vec::new();
     for name in &args.workload {
         let workload = name.trim().to_ascii_uppercase();
         let target = Target::create(args.database.as_deref(), &workload).await?;
-        // W5 measures two backlogs, each on a store of its own (see w1.rs).
-        let result = run_one(&workload, &args, &target).await;
+        // W5 measures two backlogs, each on a store of its own (see w1.rs). Ctrl-C
+        // stops the workload and still removes its temp folder or schema.
+        let result = tokio::select! {
+            result = run_one(&workload, &args, &target) => result,
+            _ = tokio::signal::ctrl_c() => Err(CliError::failed(format!(
+                "{workload} interrupted; its temp store was removed"
+            ))),
+        };
         target.destroy().await;
         let result = result?;
         let row = json_row(&result, &target);
         if args.json {
-            println!("{row}");
+            crate::common::out(row.to_string());
         } else {
             eprintln!("{} on {}: done", result.workload, target.store);
         }
@@ -126,7 +167,10 @@ fn json_row(result: &BenchResult, target: &Target) -> Value {
 }
 
 fn print_table(rows: &[Value]) {
-    println!("\n{:<4} {:<9} {:<40} settings", "", "store", "figures");
+    crate::common::out(format!(
+        "\n{:<4} {:<9} {:<40} settings",
+        "", "store", "figures"
+    ));
     for row in rows {
         let figures: Vec<String> = row
             .as_object()
@@ -135,13 +179,13 @@ fn print_table(rows: &[Value]) {
             .filter(|(k, _)| !["workload", "store", "settings", "versions"].contains(&k.as_str()))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!(
+        crate::common::out(format!(
             "{:<4} {:<9} {:<40} {}",
             row["workload"].as_str().unwrap_or(""),
             row["store"].as_str().unwrap_or(""),
             figures.join(" "),
             row["settings"]
-        );
+        ));
     }
 }
 

@@ -30,7 +30,7 @@ pub async fn run(database: &str) -> Result<(), CliError> {
         let processed = processed.clone();
         tokio::spawn(async move {
             loop {
-                println!("processed {}", processed.load(Ordering::Relaxed));
+                crate::common::out(format!("processed {}", processed.load(Ordering::Relaxed)));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -41,11 +41,11 @@ pub async fn run(database: &str) -> Result<(), CliError> {
     worker.shutdown().await;
     reporter.abort();
     client.close().await;
-    println!(
+    crate::common::out(format!(
         "done {} {}",
         processed.load(Ordering::Relaxed),
         peak_rss_bytes().unwrap_or(0)
-    );
+    ));
     Ok(())
 }
 

@@ -47,7 +47,7 @@ pub struct EnqueueArgs {
     output: OutputArgs,
 }
 
-/// Enqueues the job; prints its id (`--json`: the stored job).
+/// Enqueues the job; prints its id (`--json`: the stored job, with `duplicate`).
 pub async fn run(args: EnqueueArgs) -> Result<(), CliError> {
     let payload = parse_json_arg(&args.payload, "the payload")?;
     let mut options = EnqueueOptions::new();
@@ -68,8 +68,11 @@ pub async fn run(args: EnqueueArgs) -> Result<(), CliError> {
             .enqueue(JobSpec::new(&args.kind, payload).options(options))
             .await?;
         if args.output.json {
-            let job = client.job(enqueued.id).await?;
-            out_json(&serde_json::json!({ "duplicate": enqueued.duplicate, "job": job }))?;
+            // The stored job, with whether a live job already held the unique key.
+            let mut job = serde_json::to_value(client.job(enqueued.id).await?)
+                .map_err(|e| CliError::failed(format!("cannot print JSON: {e}")))?;
+            job["duplicate"] = enqueued.duplicate.into();
+            out_json(&job)?;
         } else if enqueued.duplicate {
             out(format!(
                 "{} (a live job already holds this unique key)",

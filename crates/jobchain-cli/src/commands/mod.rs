@@ -1,6 +1,7 @@
 //! The operator commands: one file per group.
 
 pub mod enqueue;
+pub mod flow;
 pub mod jobs;
 pub mod status;
 pub mod workflow;

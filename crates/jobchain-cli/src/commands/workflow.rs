@@ -17,12 +17,22 @@ use crate::CliError;
 /// `jobchain workflow`.
 #[derive(Clone, Debug, Subcommand)]
 pub enum WorkflowCommand {
-    /// Starts a dynamic workflow with its first step; prints the workflow id.
+    /// Starts a workflow; prints its id. Dynamic: `start KIND PAYLOAD_JSON` runs the
+    /// first step, whose handler hands on the next. Declared: `start --file FLOW.toml`
+    /// (or .json) writes every step at once (see docs/cli.md).
     Start {
-        /// The first step's kind.
-        kind: String,
-        /// Its payload as JSON; `-` reads it from standard input.
-        payload: String,
+        /// The first step's kind (dynamic).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        kind: Option<String>,
+        /// Its payload as JSON; `-` reads it from standard input (dynamic).
+        #[arg(required_unless_present = "file")]
+        payload: Option<String>,
+        /// A declared workflow document (.json or .toml).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// With --file: the payload of steps that set none.
+        #[arg(long, requires = "file", default_value = "{}")]
+        input: String,
         /// Where the jobs are.
         #[command(flatten)]
         db: DbArgs,
@@ -91,6 +101,12 @@ pub enum WorkflowCommand {
     },
 }
 
+/// What `workflow start` starts.
+enum Start {
+    Declared(jobchain::Workflow),
+    Dynamic(JobSpec),
+}
+
 /// A workflow with its jobs, as `workflow show --json` prints it.
 #[derive(Serialize)]
 struct Shown<'a> {
@@ -109,12 +125,31 @@ pub async fn run(command: WorkflowCommand) -> Result<(), CliError> {
         WorkflowCommand::Start {
             kind,
             payload,
+            file,
+            input,
             db,
             output,
         } => {
-            let payload = parse_json_arg(&payload, "the payload")?;
+            let workflow = match (file, kind, payload) {
+                (Some(file), _, _) => {
+                    let input = parse_json_arg(&input, "--input")?;
+                    Start::Declared(super::flow::load(&file, &input)?)
+                }
+                (None, Some(kind), Some(payload)) => Start::Dynamic(JobSpec::new(
+                    &kind,
+                    parse_json_arg(&payload, "the payload")?,
+                )),
+                _ => {
+                    return Err(CliError::usage(
+                        "give KIND and PAYLOAD_JSON, or --file FLOW.toml",
+                    ))
+                }
+            };
             with_client(&db, |client| async move {
-                let started = client.start_workflow(JobSpec::new(&kind, payload)).await?;
+                let started = match workflow {
+                    Start::Declared(w) => client.start_workflow(w).await?,
+                    Start::Dynamic(job) => client.start_workflow(job).await?,
+                };
                 if output.json {
                     out_json(&serde_json::json!({
                         "id": started.id,

@@ -113,7 +113,17 @@ async fn execute(shared: &Arc<Shared>, job: ClaimedJob, cancel: CancellationToke
 fn failure(shared: &Shared, job: &ClaimedJob, error: String, permanent: bool) -> Outcome {
     let policy = shared.retry.of(&job.kind);
     if permanent || !policy.should_retry(job.attempt, job.max_attempts) {
-        tracing::warn!(error = %error, permanent, "job failed; moving it to the dead-letter queue");
+        // The job's facts are in the event itself, not only in its span: at the default
+        // level (warnings) the info-level span is not recorded.
+        tracing::warn!(
+            job.id = %job.id,
+            job.kind = %job.kind,
+            job.attempt = job.attempt,
+            workflow.id = job.workflow_id.map(|w| w.to_string()).as_deref().unwrap_or(""),
+            error = %error,
+            permanent,
+            "job failed; moving it to the dead-letter queue"
+        );
         Outcome::Dead { error }
     } else {
         let delay = policy.backoff(job.attempt, job.id.0 as u64);
