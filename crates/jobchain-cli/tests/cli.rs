@@ -182,6 +182,7 @@ on_both_stores!(
     exec_failures_are_failed_attempts_that_say_why,
     sigterm_hands_a_running_job_back,
     operator_commands_print_json_that_reads_back,
+    declared_steps_read_their_dependencies_and_environment,
 );
 
 fn the_order_workflow_runs_with_python_and_shell_handlers(db: &Db) {
@@ -340,6 +341,66 @@ fn exec_failures_are_failed_attempts_that_say_why(db: &Db) {
             "the payload ran as a command"
         );
     }
+}
+
+fn declared_steps_read_their_dependencies_and_environment(db: &Db) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("first.py"),
+        "import json, sys\nsys.stdin.read()\nprint(json.dumps({'output': {'x': 1}}))\n",
+    )
+    .expect("first");
+    std::fs::write(
+        dir.path().join("second.py"),
+        "import json, os, sys\nsys.stdin.read()\n\
+         deps = json.load(open(os.environ['JOBCHAIN_DEPENDENCIES']))\n\
+         env = dict(os.environ)\n\
+         print(json.dumps({'output': {'deps': deps, 'env': env}}))\n",
+    )
+    .expect("second");
+    std::fs::write(
+        dir.path().join("jobchain.toml"),
+        "[handlers.first]\ncommand = [\"python3\", \"first.py\"]\n\
+         [handlers.second]\ncommand = [\"python3\", \"second.py\"]\nenv = { GREETING = \"hi\" }\n",
+    )
+    .expect("config");
+    std::fs::write(
+        dir.path().join("flow.json"),
+        r#"{"name": "pair", "steps": [{"name": "a", "kind": "first"}, {"name": "b", "kind": "second", "after": ["a"]}]}"#,
+    )
+    .expect("flow");
+    let workflow = db.line(&[
+        "workflow",
+        "start",
+        "--file",
+        dir.path().join("flow.json").to_str().expect("path"),
+    ]);
+    // The worker's own environment holds a secret; the program must not see it.
+    let worker = Command::new(env!("CARGO_BIN_EXE_jobchain"))
+        .args(["worker", "--until-idle", "--config"])
+        .arg(dir.path().join("jobchain.toml"))
+        .args(["--database", &db.location])
+        .env("SECRET_TOKEN", "hunter2")
+        .output()
+        .expect("run worker");
+    assert!(worker.status.success(), "{}", text(&worker.stderr));
+    let shown = db.json(&["workflow", "show", &workflow, "--json"]);
+    assert_eq!(shown["state"], "completed", "{shown:#}");
+    let b = &shown["jobs"][0]["children"][0]["job"];
+    let deps = &b["output"]["deps"];
+    assert_eq!(deps[0]["name"], "a", "{b:#}");
+    assert_eq!(deps[0]["state"], "completed");
+    assert_eq!(deps[0]["output"], serde_json::json!({"x": 1}));
+    let env = &b["output"]["env"];
+    assert_eq!(env["GREETING"], "hi");
+    assert_eq!(env["JOBCHAIN_KIND"], "second");
+    assert_eq!(env["JOBCHAIN_ATTEMPT"], "1");
+    assert_eq!(env["JOBCHAIN_WORKFLOW_ID"], workflow.as_str());
+    assert_eq!(env["JOBCHAIN_JOB_ID"], b["id"].to_string());
+    assert!(
+        env.get("SECRET_TOKEN").is_none(),
+        "the worker's environment leaked into the program: {env:#}"
+    );
 }
 
 fn sigterm_hands_a_running_job_back(db: &Db) {
