@@ -286,6 +286,9 @@ fn exec_failures_are_failed_attempts_that_say_why(db: &Db) {
         [handlers.echo]
         command = ["python3", "echo.py"]
         max_attempts = 1
+        [handlers.binary]
+        command = ["printf", "\\377\\376"]
+        max_attempts = 1
         "#,
     )
     .expect("config");
@@ -296,6 +299,7 @@ fn exec_failures_are_failed_attempts_that_say_why(db: &Db) {
         ("slow", "{}"),
         ("missing", "{}"),
         ("echo", hostile),
+        ("binary", "{}"),
     ] {
         ids.push(db.line(&["enqueue", kind, payload, "--max-attempts", "1"]));
     }
@@ -325,7 +329,9 @@ fn exec_failures_are_failed_attempts_that_say_why(db: &Db) {
         missing.contains("cannot start `./no-such-program`"),
         "{missing}"
     );
-    for id in &ids[..3] {
+    let binary = error(&ids[4]);
+    assert!(binary.contains("not UTF-8"), "{binary}");
+    for id in ids[..3].iter().chain(&ids[4..]) {
         assert_eq!(job(id)["state"], "dead");
     }
     let echoed = job(&ids[3]);
@@ -513,6 +519,7 @@ fn operator_commands_print_json_that_reads_back(db: &Db) {
 #[test]
 fn bad_input_gets_a_clear_message_and_exit_status_2() {
     let db = Db::sqlite();
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     for (args, says) in [
         (
             vec!["stats", "--database", ":memory:"],
@@ -559,6 +566,20 @@ fn bad_input_gets_a_clear_message_and_exit_status_2() {
                 &db.location,
             ],
             "cannot read the config file",
+        ),
+        (
+            vec!["enqueue", "k", &deep, "--database", &db.location],
+            "recursion limit exceeded",
+        ),
+        (
+            vec![
+                "enqueue",
+                "k",
+                r#"{"a": "x\u0000y"}"#,
+                "--database",
+                &db.location,
+            ],
+            "NUL character in a string",
         ),
     ] {
         let output = jobchain(&args, None, None);

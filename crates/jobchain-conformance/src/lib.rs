@@ -9,6 +9,7 @@
 //! user would, so they check the store and the runtime together.
 
 pub mod claims;
+pub mod hostile;
 pub mod leases;
 pub mod processes;
 pub mod properties;
@@ -51,6 +52,11 @@ macro_rules! conformance_suite {
             malformed_payload_is_a_permanent_error,
             unknown_kind_is_not_claimed,
             queues_and_per_queue_concurrency,
+        );
+        $crate::conformance_suite!(@in hostile, $factory;
+            odd_names_are_kept_and_match_only_themselves,
+            unstorable_input_is_refused_and_writes_nothing,
+            ten_thousand_steps_are_written_whole,
         );
         $crate::conformance_suite!(@in leases, $factory;
             rescuer_retries_expired_leases,

@@ -396,6 +396,82 @@ impl NewJob {
                 self.kind
             ));
         }
-        Ok(())
+        check_name("kind", &self.kind)?;
+        check_name("queue", &self.queue)?;
+        if let Some(key) = &self.unique_key {
+            check_name("unique key", key)?;
+        }
+        if let Some(step) = &self.step {
+            check_name("step name", step)?;
+        }
+        check_payload(&self.payload)
+            .map_err(|e| format!("the payload of job kind `{}` {e}", shorten(&self.kind)))
+    }
+}
+
+/// The longest kind, queue, unique key, step or workflow name, in bytes.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// The deepest nesting of arrays and objects a payload may have: what jobchain can read
+/// back (`serde_json`'s own limit), so no stored job is unreadable.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// Checks a name: at most [`MAX_NAME_BYTES`], no NUL (PostgreSQL cannot store it).
+/// Quotes, `%`, `_` and right-to-left marks are plain characters and stay.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "the {what} `{}` is {} bytes long: at most {MAX_NAME_BYTES}",
+            shorten(name),
+            name.len()
+        ));
+    }
+    if name.contains('\0') {
+        return Err(format!(
+            "the {what} `{}` contains a NUL character, which cannot be stored: remove it",
+            shorten(name.replace('\0', "\\0").as_str())
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a payload's shape without recursion: nesting at most [`MAX_PAYLOAD_DEPTH`],
+/// and no NUL character in a string or key (PostgreSQL's `jsonb` cannot store it).
+pub fn check_payload(payload: &Value) -> Result<(), String> {
+    let mut stack: Vec<(&Value, usize)> = vec![(payload, 0)];
+    while let Some((value, depth)) = stack.pop() {
+        match value {
+            Value::Array(_) | Value::Object(_) if depth >= MAX_PAYLOAD_DEPTH => {
+                return Err(format!(
+                    "is nested more than {MAX_PAYLOAD_DEPTH} levels deep: flatten it"
+                ));
+            }
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => {
+                for (key, v) in map {
+                    if key.contains('\0') {
+                        return Err("has a NUL character in a key: remove it".into());
+                    }
+                    stack.push((v, depth + 1));
+                }
+            }
+            Value::String(text) if text.contains('\0') => {
+                return Err(
+                    "has a NUL character in a string, which cannot be stored: remove it or encode the data (e.g. base64)"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// At most 60 characters of `text`, for error messages.
+fn shorten(text: &str) -> String {
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text.to_string()
     }
 }

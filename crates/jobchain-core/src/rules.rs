@@ -126,6 +126,10 @@ impl WorkflowPlan {
                 workflow.name
             )));
         }
+        crate::job::check_name("workflow name", &workflow.name).map_err(StoreError::Invalid)?;
+        if let Some(key) = &workflow.unique_key {
+            crate::job::check_name("workflow unique key", key).map_err(StoreError::Invalid)?;
+        }
         let mut steps = Vec::with_capacity(workflow.steps.len());
         let mut edges = Vec::new();
         for (i, step) in workflow.steps.iter().enumerate() {

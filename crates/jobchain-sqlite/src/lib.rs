@@ -336,6 +336,20 @@ impl Drop for Inner {
 
 /// Opens one connection with the store's pragmas. The first read checks that the file is
 /// a SQLite database before anything is written to it.
+/// Creates a missing database file readable and writable by its owner only (payloads
+/// may hold private data); SQLite gives its journal files the same mode. An existing
+/// file keeps its mode.
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // An existing file (AlreadyExists), a missing folder or no permission: SQLite's own
+    // open then keeps the file, or says what is wrong in its words.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+}
+
 fn open_connection(
     path: &Path,
     options: &SqliteOptions,
@@ -351,6 +365,7 @@ fn open_connection(
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        create_private(path);
     }
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
         StoreError::open(

@@ -219,3 +219,16 @@ async fn a_full_disk_is_its_own_error_naming_the_file_and_loses_nothing() {
     assert_eq!(stored.len(), acknowledged + 1);
     store.close().await;
 }
+
+#[test]
+fn a_new_database_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("jobs.db");
+    drop(SqliteStore::open(&path, SqliteOptions::default()).expect("create"));
+    for entry in std::fs::read_dir(dir.path()).expect("ls") {
+        let entry = entry.expect("entry");
+        let mode = entry.metadata().expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{:?} is {mode:o}", entry.file_name());
+    }
+}

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -68,7 +69,12 @@ struct Inner {
     store: Arc<dyn Store>,
     notifier: Arc<Notifier>,
     kinds: RwLock<HashMap<String, KindOptions>>,
+    /// The largest payload accepted, in bytes of JSON.
+    max_payload_bytes: AtomicUsize,
 }
+
+/// The default limit of a payload's size: 16 MiB of JSON.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 << 20;
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,6 +86,19 @@ impl fmt::Debug for Client {
 
 /// How many dead jobs one purge statement deletes.
 const PURGE_BATCH: usize = 10_000;
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 impl Client {
     /// A client on any store.
@@ -94,6 +113,7 @@ impl Client {
                 store,
                 notifier: Arc::new(Notifier::new()),
                 kinds: RwLock::new(HashMap::new()),
+                max_payload_bytes: AtomicUsize::new(DEFAULT_MAX_PAYLOAD_BYTES),
             }),
         }
     }
@@ -138,10 +158,38 @@ impl Client {
         }
     }
 
+    /// Sets the largest payload this client enqueues, in bytes of JSON (default
+    /// [`DEFAULT_MAX_PAYLOAD_BYTES`], 16 MiB); a larger one is refused before anything is
+    /// written. Applies to enqueues, workflow starts and follow-ups through this client
+    /// and the workers built on it.
+    pub fn set_max_payload_bytes(&self, bytes: usize) {
+        self.inner.max_payload_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Refuses a payload over the size limit, or of a shape no store can keep (see
+    /// [`NewJob::validate`]).
+    fn check_payload(&self, job: &NewJob) -> Result<()> {
+        job.validate().map_err(StoreError::Invalid)?;
+        let limit = self.inner.max_payload_bytes.load(Ordering::Relaxed);
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, &job.payload).map_err(|e| Error::Payload {
+            kind: job.kind.clone(),
+            reason: e.to_string(),
+        })?;
+        if size.0 > limit {
+            return Err(StoreError::Invalid(format!(
+                "the payload of job kind `{}` is {} bytes of JSON, over the limit of {limit}: keep large data elsewhere (a file, an object store) and pass a reference, or raise the limit with Client::set_max_payload_bytes",
+                job.kind, size.0
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// Resolves a job's options: what the caller set, else the type's defaults (typed
     /// jobs), else the defaults of a handler registered in this process (string kinds),
-    /// else the global defaults.
-    pub(crate) fn resolve_job(&self, spec: JobSpec) -> NewJob {
+    /// else the global defaults; then checks its payload.
+    pub(crate) fn resolve_job(&self, spec: JobSpec) -> Result<NewJob> {
         let JobSpec {
             kind,
             payload,
@@ -157,7 +205,9 @@ impl Client {
             options.priority = options.priority.or(defaults.priority);
             options.max_attempts = options.max_attempts.or(Some(defaults.retry.max_attempts));
         }
-        NewJob::new(kind, payload, options)
+        let job = NewJob::new(kind, payload, options);
+        self.check_payload(&job)?;
+        Ok(job)
     }
 
     /// Enqueues one job — `&args` of a typed payload, or a [`JobSpec`] — with its kind's
@@ -177,7 +227,7 @@ impl Client {
     }
 
     async fn enqueue_spec(&self, spec: JobSpec) -> Result<Enqueued> {
-        let enqueued = self.write_jobs(vec![self.resolve_job(spec)]).await?;
+        let enqueued = self.write_jobs(vec![self.resolve_job(spec)?]).await?;
         enqueued
             .first()
             .copied()
@@ -191,7 +241,7 @@ impl Client {
     ) -> Result<Vec<Enqueued>> {
         let jobs = jobs
             .into_iter()
-            .map(|j| Ok(self.resolve_job(j.into_job()?)))
+            .map(|j| self.resolve_job(j.into_job()?))
             .collect::<Result<Vec<_>>>()?;
         self.write_jobs(jobs).await
     }

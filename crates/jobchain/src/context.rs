@@ -167,8 +167,11 @@ impl JobContext {
     }
 
     fn stage(&self, spec: JobSpec) -> Result<(), JobError> {
-        let mut job = self.inner.client.resolve_job(spec);
-        job.validate().map_err(JobError::permanent)?;
+        let mut job = self
+            .inner
+            .client
+            .resolve_job(spec)
+            .map_err(|e| JobError::permanent(e.to_string()))?;
         job.parent_id = Some(self.inner.job.id);
         if job.workflow_id.is_none() {
             job.workflow_id = self.inner.job.workflow_id;

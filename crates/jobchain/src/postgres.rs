@@ -126,7 +126,7 @@ impl PgClient {
     ) -> Result<Vec<Enqueued>> {
         let jobs = jobs
             .into_iter()
-            .map(|j| Ok(self.client.resolve_job(j.into_job()?)))
+            .map(|j| self.client.resolve_job(j.into_job()?))
             .collect::<Result<Vec<_>>>()?;
         Ok(self.store.enqueue_in(conn, jobs).await?)
     }

@@ -121,7 +121,7 @@ impl IntoWorkflow for JobSpec {
     fn into_workflow(self, client: &Client) -> Result<NewWorkflow> {
         let id = WorkflowId::new();
         let name = self.kind.clone();
-        let mut job = client.resolve_job(self.into_job()?);
+        let mut job = client.resolve_job(self.into_job()?)?;
         job.workflow_id = Some(id);
         Ok(NewWorkflow {
             id,
@@ -207,7 +207,7 @@ impl Workflow {
             options.workflow_id = Some(id);
             options.unique_key = None;
             options.optional = plan.tolerated[i];
-            let mut job = client.resolve_job(spec.options(options));
+            let mut job = client.resolve_job(spec.options(options))?;
             job.step = Some(step.name);
             out.push(NewStep {
                 job,
