@@ -197,6 +197,22 @@ pub fn short_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Durations, times and ids from the command line parse or are refused; never a
+        /// panic, never an infinite or negative duration.
+        #[test]
+        fn command_line_values_parse_or_say_why(text in "\\PC{0,40}") {
+            match parse_duration(&text) {
+                Ok(d) => prop_assert!(d.as_secs() <= 100 * 365 * 86_400),
+                Err(e) => prop_assert!(!e.is_empty()),
+            }
+            let _ = parse_time(&text);
+            let _ = parse_job_id(&text);
+            let _ = parse_workflow_id(&text);
+        }
+    }
 
     #[test]
     fn durations_parse_with_units_and_refuse_the_rest() {

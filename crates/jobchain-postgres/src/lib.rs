@@ -375,6 +375,22 @@ pub async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any URL is split into the driver's URL and jobchain's options, or refused with
+        /// a message; a password never appears in the message.
+        #[test]
+        fn any_url_parses_or_says_why(rest in "\\PC{0,60}", query in "\\PC{0,40}") {
+            let url = format!("postgres://user:s3cr3t@{rest}?{query}");
+            if let Err(e) = PgOptions::from_url(&url) {
+                let message = e.to_string();
+                prop_assert!(!message.is_empty());
+                prop_assert!(!message.contains("s3cr3t"), "{message}");
+            }
+            let _ = redact(&url);
+        }
+    }
 
     #[test]
     fn jobchain_parameters_are_split_off_the_url() {

@@ -31,6 +31,18 @@ mod store_impl;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any location is a path with options or an error that says what to give.
+        #[test]
+        fn any_location_parses_or_says_why(location in "\\PC{0,80}") {
+            match SqliteOptions::from_location(&location) {
+                Ok((path, _)) => prop_assert!(!path.as_os_str().is_empty()),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
 
     #[test]
     fn locations_parse_into_a_path_and_options() {

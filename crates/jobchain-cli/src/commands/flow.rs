@@ -108,6 +108,34 @@ pub fn parse(text: &str, toml: bool, input: &Value) -> Result<Workflow, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text, as TOML or JSON, parses into a workflow or is refused with a message.
+        #[test]
+        fn any_document_parses_or_says_why(text in "\\PC{0,300}", toml in any::<bool>()) {
+            if let Err(e) = parse(&text, toml, &serde_json::json!({})) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        /// Documents of random steps and edges (unknown names, cycles, self-edges) build a
+        /// workflow or are refused; the graph check runs at start, never panics here.
+        #[test]
+        fn random_step_graphs_parse(edges in proptest::collection::vec((0usize..6, 0usize..8, any::<bool>()), 0..20)) {
+            let mut steps: Vec<serde_json::Value> = (0..6)
+                .map(|i| serde_json::json!({"name": format!("s{i}"), "kind": "k", "after": [], "after_optional": []}))
+                .collect();
+            for (from, to, optional) in edges {
+                let field = if optional { "after_optional" } else { "after" };
+                steps[from][field].as_array_mut().expect("array").push(format!("s{to}").into());
+            }
+            let doc = serde_json::json!({"name": "random", "steps": steps}).to_string();
+            if let Err(e) = parse(&doc, false, &serde_json::json!({})) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn documents_parse_in_both_formats_and_bad_ones_say_why() {

@@ -129,6 +129,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text is a config or a message saying what is wrong with it.
+        #[test]
+        fn any_config_text_parses_or_says_why(text in "\\PC{0,300}") {
+            if let Err(e) = Config::parse(&text, PathBuf::from(".")) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn a_config_parses_and_bad_ones_say_what_is_wrong() {

@@ -350,6 +350,43 @@ impl Drop for GroupGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a program prints, reading it never panics: it is a result or an error
+        /// that says what stdout should have been.
+        #[test]
+        fn any_stdout_is_read_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Err(e) = parse_stdout(&bytes) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        /// Result objects with arbitrary follow-up options parse or are refused cleanly.
+        #[test]
+        fn follow_up_options_parse_or_say_why(
+            delay in "\\PC{0,12}",
+            priority in prop_oneof![Just(json_str("high")), Just(json_str("urgent")), (-40000i64..40000).prop_map(|n| n.to_string())],
+            run_at in "\\PC{0,30}",
+        ) {
+            let text = format!(
+                r#"{{"enqueue": [{{"kind": "k", "options": {{"delay": {}, "priority": {priority}, "run_at": {}}}}}]}}"#,
+                json_str(&delay),
+                json_str(&run_at),
+            );
+            if let Ok(result) = parse_stdout(text.as_bytes()) {
+                for f in result.enqueue {
+                    if let Err(e) = f.options.into_options() {
+                        prop_assert!(!e.is_empty());
+                    }
+                }
+            }
+        }
+    }
+
+    fn json_str(s: &str) -> String {
+        serde_json::to_string(s).expect("a string")
+    }
 
     #[test]
     fn stdout_is_nothing_or_one_result_object() {
