@@ -173,6 +173,28 @@ pub fn parse_json_arg(text: &str, what: &str) -> Result<serde_json::Value, CliEr
     })
 }
 
+/// Opens the store, runs `f`, and closes the store whatever `f` returned.
+pub async fn with_client<F, Fut>(db: &DbArgs, f: F) -> Result<(), CliError>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let client = db.open().await?;
+    let result = f(client.clone()).await;
+    client.close().await;
+    result
+}
+
+/// The first line of `text`, at most `max` characters.
+pub fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
 /// A time as a short human text: `2026-11-27 10:00:03`.
 pub fn short_time(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()

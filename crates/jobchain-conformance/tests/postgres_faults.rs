@@ -52,6 +52,23 @@ async fn second_client(
         .expect("connect a second client")
 }
 
+/// A proxy in front of the server, a client through it, and `n` jobs of `kind`.
+async fn behind_a_proxy(h: &Harness, kind: &str, n: usize) -> (Proxy, PgClient, Vec<JobId>) {
+    let proxy = Proxy::start(server_addr(&jobchain_conformance::support::postgres_url()))
+        .await
+        .expect("proxy");
+    let cut_off = second_client(h, Some(&proxy), |_| {}).await;
+    let ids = h
+        .client
+        .enqueue_many((0..n).map(|i| jobchain::JobSpec::new(kind, json!({ "i": i }))))
+        .await
+        .expect("enqueue")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    (proxy, cut_off, ids)
+}
+
 fn rescue(lease: Lease) -> Settlement {
     Settlement {
         lease,
@@ -175,18 +192,7 @@ async fn shutdown_keeps_its_deadline_while_the_database_is_down() {
     let Some(h) = postgres_harness().await else {
         return;
     };
-    let proxy = Proxy::start(server_addr(&jobchain_conformance::support::postgres_url()))
-        .await
-        .expect("proxy");
-    let cut_off = second_client(&h, Some(&proxy), |_| {}).await;
-    let ids: Vec<JobId> = h
-        .client
-        .enqueue_many((0..4).map(|i| jobchain::JobSpec::new("slow", json!({ "i": i }))))
-        .await
-        .expect("enqueue")
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let (proxy, cut_off, ids) = behind_a_proxy(&h, "slow", 4).await;
     let worker = jobchain::Worker::builder(cut_off.client())
         .config(fast_config())
         .configure(|c| c.lease = Duration::from_secs(2))
@@ -236,19 +242,8 @@ async fn results_held_through_an_outage_are_written_not_run_again() {
     let Some(h) = postgres_harness().await else {
         return;
     };
-    let proxy = Proxy::start(server_addr(&jobchain_conformance::support::postgres_url()))
-        .await
-        .expect("proxy");
-    let cut_off = second_client(&h, Some(&proxy), |_| {}).await;
     const JOBS: usize = 8;
-    let ids: Vec<JobId> = h
-        .client
-        .enqueue_many((0..JOBS).map(|i| jobchain::JobSpec::new("held", json!({ "i": i }))))
-        .await
-        .expect("enqueue")
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let (proxy, cut_off, ids) = behind_a_proxy(&h, "held", JOBS).await;
     let runs = Recorder::<i64>::default();
     let go = Arc::new(AtomicBool::new(false));
     let (r, g) = (runs.clone(), go.clone());

@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use jobchain::{Client, Job, JobFilter, JobId, JobState, WorkflowId};
 
 use crate::common::{
-    out, out_json, out_json_lines, out_table, parse_duration, short_time, DbArgs, OutputArgs,
+    one_line, out, out_json, out_json_lines, out_table, parse_duration, short_time, with_client,
+    DbArgs, OutputArgs,
 };
 use crate::CliError;
 
@@ -272,18 +273,6 @@ async fn all_dead(client: &Client, kind: Option<String>) -> Result<Vec<JobId>, C
     }
 }
 
-/// Opens the store, runs `f`, and closes the store whatever `f` returned.
-pub(crate) async fn with_client<F, Fut>(db: &DbArgs, f: F) -> Result<(), CliError>
-where
-    F: FnOnce(Client) -> Fut,
-    Fut: std::future::Future<Output = Result<(), CliError>>,
-{
-    let client = db.open().await?;
-    let result = f(client.clone()).await;
-    client.close().await;
-    result
-}
-
 fn print_jobs(jobs: &[Job], output: OutputArgs) -> Result<(), CliError> {
     if output.json {
         return out_json_lines(jobs);
@@ -370,14 +359,4 @@ fn print_job(job: &Job, output: OutputArgs) -> Result<(), CliError> {
         ));
     }
     Ok(())
-}
-
-/// The first line of `text`, at most `max` characters.
-pub(crate) fn one_line(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    if line.chars().count() > max {
-        format!("{}…", line.chars().take(max).collect::<String>())
-    } else {
-        line.to_string()
-    }
 }

@@ -1,8 +1,8 @@
 //! `jobchain stats` and `jobchain workers`: queue depth and the live workers.
 
-use crate::commands::jobs::with_client;
 use crate::common::{
-    out, out_json, out_json_lines, out_table, short_duration, short_time, DbArgs, OutputArgs,
+    out, out_json, out_json_lines, out_table, short_duration, short_time, with_client, DbArgs,
+    OutputArgs,
 };
 use crate::CliError;
 

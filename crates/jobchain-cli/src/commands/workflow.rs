@@ -7,10 +7,9 @@ use clap::Subcommand;
 use jobchain::{JobSpec, TreeNode, WorkflowFilter, WorkflowId, WorkflowInfo, WorkflowState};
 use serde::Serialize;
 
-use super::jobs::{one_line, with_client};
 use crate::common::{
-    out, out_json, out_json_lines, out_table, parse_duration, parse_json_arg, short_duration,
-    short_time, DbArgs, OutputArgs,
+    one_line, out, out_json, out_json_lines, out_table, parse_duration, parse_json_arg,
+    short_duration, short_time, with_client, DbArgs, OutputArgs,
 };
 use crate::CliError;
 

@@ -165,6 +165,9 @@ impl ExecHandler {
             if let Some(stdout) = stdout {
                 let mut limited = stdout.take(STDOUT_LIMIT as u64 + 1);
                 let _ = limited.read_to_end(&mut bytes).await;
+                // Past the limit the result is refused anyway; keep draining so that the
+                // program is not blocked on a full pipe.
+                let _ = tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await;
             }
             bytes
         });
