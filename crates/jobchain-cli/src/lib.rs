@@ -1,6 +1,7 @@
 //! The `jobchain` command's implementation: `main.rs` only parses and dispatches here.
 
 pub mod bench;
+pub mod chaos;
 pub mod commands;
 pub mod common;
 pub mod demo;
@@ -83,6 +84,19 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Measures throughput and latency (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// Worker processes under a seeded fault schedule, then a check that nothing was
+    /// lost, duplicated or stuck (docs/reliability.md).
+    Chaos(chaos::ChaosArgs),
+    /// A worker process of `jobchain chaos` (internal).
+    #[command(hide = true)]
+    ChaosWorker {
+        /// Store location.
+        #[arg(long)]
+        database: String,
+        /// Where to append the history of handler starts.
+        #[arg(long)]
+        history: std::path::PathBuf,
+    },
     /// A no-op worker process for `jobchain bench` (internal).
     #[command(hide = true)]
     BenchWorker {
@@ -196,6 +210,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchWorker { database } => bench::worker::run(&database).await,
+        Command::Chaos(args) => chaos::run(args).await,
+        Command::ChaosWorker { database, history } => chaos::worker::run(&database, &history).await,
         Command::Migrate { db } => {
             let client = db.open().await?;
             client.close().await;

@@ -179,7 +179,9 @@ impl PgStore {
                 )
                 .caused_by(e)
             })?
-            .options(options.session_settings());
+            .options(options.session_settings())
+            // Operators (and the chaos run) find jobchain's sessions by this name.
+            .application_name(&format!("jobchain_{}", options.schema));
         // One direct attempt first: an unreachable server fails at once with the driver's
         // reason, instead of after the pool's acquire timeout.
         let probe = PgConnection::connect_with(&connect).await.map_err(|e| {

@@ -16,6 +16,7 @@ pub struct Target {
 }
 
 enum Cleanup {
+    None,
     Dir(std::path::PathBuf),
     Schema { url: String, schema: String },
 }
@@ -71,6 +72,16 @@ impl Target {
         }
     }
 
+    /// A SQLite file at `path`, whose folder the caller owns and removes.
+    pub fn sqlite_at(path: &std::path::Path) -> Self {
+        Target {
+            location: path.to_string_lossy().into_owned(),
+            store: "sqlite",
+            version: jobchain::sqlite::sqlite_version().to_string(),
+            cleanup: Cleanup::None,
+        }
+    }
+
     /// Opens a client on the target.
     pub async fn client(&self) -> Result<Client, CliError> {
         Ok(jobchain::open(&self.location).await?)
@@ -79,6 +90,7 @@ impl Target {
     /// Removes the file or drops the schema.
     pub async fn destroy(&self) {
         match &self.cleanup {
+            Cleanup::None => {}
             Cleanup::Dir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }

@@ -1,0 +1,151 @@
+//! `jobchain chaos-worker`: a worker process of a chaos run. Its handlers make the mixed
+//! load (plain and slow jobs, dynamic chains, declared fan-ins, retries, permanent
+//! failures, panics and timeouts); every handler start is appended to a history file
+//! (one JSON line, written in one `write` so that a SIGKILL loses no whole line). It runs
+//! until its standard input closes or it gets SIGTERM.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jobchain::{JobContext, JobError, JobSpec, KindOptions, RetryPolicy, Worker, WorkerConfig};
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+use super::check::Start;
+use crate::CliError;
+
+/// The lease of chaos workers: short, so that a stopped worker's jobs are rescued fast.
+pub const LEASE: Duration = Duration::from_secs(2);
+
+type History = Arc<Mutex<std::fs::File>>;
+
+fn record(history: &History, ctx: &JobContext) {
+    let start = Start {
+        job: ctx.job_id().0,
+        attempt: ctx.attempt(),
+        pid: std::process::id(),
+    };
+    if let (Ok(mut line), Ok(mut file)) = (serde_json::to_vec(&start), history.lock()) {
+        line.push(b'\n');
+        let _ = file.write_all(&line);
+    }
+}
+
+fn done(ctx: &JobContext) -> Value {
+    json!({ "attempt": ctx.attempt() })
+}
+
+/// Runs the worker until standard input closes or SIGTERM.
+pub async fn run(database: &str, history: &Path) -> Result<(), CliError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(history)
+        .map_err(|e| CliError::failed(format!("cannot open {}: {e}", history.display())))?;
+    let history: History = Arc::new(Mutex::new(file));
+    let client = jobchain::open(database).await?;
+    let retry = RetryPolicy {
+        max_attempts: 25,
+        base: Duration::from_millis(20),
+        cap: Duration::from_millis(500),
+        jitter: 0.2,
+    };
+    let options = || KindOptions::new().retry(retry);
+    let h = |history: &History| history.clone();
+    let worker = Worker::builder(&client)
+        .config(WorkerConfig {
+            concurrency: 8,
+            lease: LEASE,
+            rescue_interval: Duration::from_millis(300),
+            shutdown_timeout: Duration::from_secs(2),
+            ..WorkerConfig::default()
+        })
+        .handler_with("plain", options(), {
+            let history = h(&history);
+            move |ctx: JobContext, _: Value| {
+                record(&history, &ctx);
+                async move { Ok(done(&ctx)) }
+            }
+        })
+        .handler_with("slow", options(), {
+            let history = h(&history);
+            move |ctx: JobContext, _: Value| {
+                record(&history, &ctx);
+                async move {
+                    let ms = 200 + (ctx.job_id().0 as u64 * 37) % 600;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok(done(&ctx))
+                }
+            }
+        })
+        .handler_with("chain", options(), {
+            let history = h(&history);
+            move |ctx: JobContext, payload: Value| {
+                record(&history, &ctx);
+                async move {
+                    let left = payload["left"].as_u64().unwrap_or(0);
+                    if left > 0 {
+                        ctx.enqueue(JobSpec::new("chain", json!({ "left": left - 1 })))?;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(done(&ctx))
+                }
+            }
+        })
+        .handler_with("flaky", options(), {
+            let history = h(&history);
+            move |ctx: JobContext, _: Value| {
+                record(&history, &ctx);
+                async move {
+                    if ctx.attempt() == 1 {
+                        return Err(JobError::retryable("flaky: the first attempt fails"));
+                    }
+                    Ok(done(&ctx))
+                }
+            }
+        })
+        .handler_with("panicky", options(), {
+            let history = h(&history);
+            move |ctx: JobContext, _: Value| {
+                record(&history, &ctx);
+                async move {
+                    if ctx.attempt() == 1 {
+                        panic!("panicky: the first attempt panics");
+                    }
+                    Ok(done(&ctx))
+                }
+            }
+        })
+        .handler_with("sleepy", options().timeout(Duration::from_millis(300)), {
+            let history = h(&history);
+            move |ctx: JobContext, _: Value| {
+                record(&history, &ctx);
+                async move {
+                    if ctx.attempt() == 1 {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    Ok(done(&ctx))
+                }
+            }
+        })
+        .handler_with("doomed", options(), {
+            let history = h(&history);
+            move |ctx: JobContext, _: Value| {
+                record(&history, &ctx);
+                async move { Err::<Value, _>(JobError::permanent("doomed: never succeeds")) }
+            }
+        })
+        .build()?
+        .start();
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    tokio::select! {
+        _ = async { while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {} } => {}
+        _ = worker.shutdown_on_signal() => {}
+    }
+    worker.shutdown().await;
+    client.close().await;
+    Ok(())
+}
