@@ -70,6 +70,16 @@ impl Verdict {
     }
 }
 
+/// The job ids a violation names (`job 12`, `chain link 12`).
+pub fn jobs_named(violation: &str) -> Vec<i64> {
+    let words: Vec<&str> = violation.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "job" || w[0] == "link")
+        .filter_map(|w| w[1].trim_end_matches([',', ':', ')']).parse().ok())
+        .collect()
+}
+
 /// Checks every invariant.
 pub fn check(evidence: &Evidence) -> Verdict {
     let mut verdict = Verdict::default();
@@ -235,6 +245,19 @@ mod tests {
             chain_kind: "chain".into(),
             ..Evidence::default()
         }
+    }
+
+    #[test]
+    fn violations_name_their_jobs() {
+        assert_eq!(
+            jobs_named("job 7 was acknowledged but is not in the store"),
+            [7]
+        );
+        assert_eq!(
+            jobs_named("chain link 12 completed with 0 follow-ups, not 1"),
+            [12]
+        );
+        assert_eq!(jobs_named("attempt 2 of job 5 ran in 2 processes"), [5]);
     }
 
     #[test]

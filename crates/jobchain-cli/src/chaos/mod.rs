@@ -339,6 +339,7 @@ async fn run_on(
     if verdict.ok() {
         return Ok(());
     }
+    let mut named = Vec::new();
     for line in verdict
         .lost
         .iter()
@@ -349,6 +350,35 @@ async fn run_on(
         .take(20)
     {
         out(format!("violation: {line}"));
+        named.extend(check::jobs_named(line));
+    }
+    // The history around each job named: which attempt ran in which process, and what
+    // the store holds for it.
+    for id in named.into_iter().take(10) {
+        let runs: Vec<String> = evidence
+            .starts
+            .iter()
+            .filter(|s| s.job == id)
+            .map(|s| format!("attempt {} in pid {}", s.attempt, s.pid))
+            .collect();
+        let stored = evidence.jobs.iter().find(|j| j.id.0 == id).map(|j| {
+            format!(
+                "{} {} after {} attempt(s), errors {:?}",
+                j.kind,
+                j.state,
+                j.attempts,
+                j.errors.iter().map(|e| &e.message).collect::<Vec<_>>()
+            )
+        });
+        out(format!(
+            "history of job {id}: {}; stored: {}",
+            if runs.is_empty() {
+                "never started".into()
+            } else {
+                runs.join(", ")
+            },
+            stored.unwrap_or_else(|| "missing".into())
+        ));
     }
     Err(CliError::failed(format!(
         "the chaos run broke an invariant (seed {seed}; replay the fault schedule with --seed {seed})"
