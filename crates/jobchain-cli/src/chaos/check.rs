@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use jobchain::{Job, JobId, JobState, WorkflowId, WorkflowInfo, WorkflowState};
 use serde::{Deserialize, Serialize};
 
-/// A handler start, as a worker process recorded it.
+/// A line of a worker's history: a handler started, or (with `completed`) returned
+/// success having staged that many follow-ups.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Start {
     /// The job.
@@ -16,6 +17,9 @@ pub struct Start {
     pub attempt: u32,
     /// The worker process.
     pub pid: u32,
+    /// Set when the handler returned success: the follow-ups it staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<usize>,
 }
 
 /// An acknowledged enqueue: the driver got this id back, so the job must exist.
@@ -139,6 +143,42 @@ pub fn check(evidence: &Evidence) -> Verdict {
         }
     }
 
+    // Completions: a handler run of the job's last attempt returned success, and the
+    // store holds exactly the follow-ups that run staged.
+    let mut succeeded: HashMap<(i64, u32), usize> = HashMap::new();
+    for event in &evidence.starts {
+        if let Some(n) = event.completed {
+            succeeded.insert((event.job, event.attempt), n);
+        }
+    }
+    let mut all_children: HashMap<JobId, usize> = HashMap::new();
+    for job in &evidence.jobs {
+        if let Some(parent) = job.parent_id {
+            *all_children.entry(parent).or_default() += 1;
+        }
+    }
+    if !evidence.starts.is_empty() {
+        for job in &evidence.jobs {
+            if job.state != JobState::Completed {
+                continue;
+            }
+            match succeeded.get(&(job.id.0, job.attempts)) {
+                None => verdict.double_completed.push(format!(
+                    "job {} is completed, but no run of its attempt {} returned success",
+                    job.id, job.attempts
+                )),
+                Some(&staged) => {
+                    let written = all_children.get(&job.id).copied().unwrap_or(0);
+                    if written != staged {
+                        verdict.duplicated.push(format!(
+                            "job {} staged {staged} follow-up(s) in its completing run but {written} were written",
+                            job.id
+                        ));
+                    }
+                }
+            }
+        }
+    }
     // Completions: the stored output is the last attempt's.
     for job in &evidence.jobs {
         if job.state != JobState::Completed {
@@ -160,7 +200,7 @@ pub fn check(evidence: &Evidence) -> Verdict {
     }
     // Leases: one attempt runs in one process.
     let mut ran: BTreeMap<(i64, u32), HashSet<u32>> = BTreeMap::new();
-    for start in &evidence.starts {
+    for start in evidence.starts.iter().filter(|s| s.completed.is_none()) {
         ran.entry((start.job, start.attempt))
             .or_default()
             .insert(start.pid);
@@ -312,18 +352,37 @@ mod tests {
         );
         let mut e = evidence(vec![job(1, "plain", JobState::Completed)]);
         e.starts = vec![
-            Start {
-                job: 1,
-                attempt: 1,
-                pid: 10,
-            },
-            Start {
-                job: 1,
-                attempt: 1,
-                pid: 11,
-            },
+            start(1, 1, 10, None),
+            start(1, 1, 11, None),
+            start(1, 1, 11, Some(0)),
         ];
         assert!(check(&e).double_completed[0].contains("two live leases"));
+    }
+
+    fn start(job: i64, attempt: u32, pid: u32, completed: Option<usize>) -> Start {
+        Start {
+            job,
+            attempt,
+            pid,
+            completed,
+        }
+    }
+
+    #[test]
+    fn a_completion_no_run_returned_or_with_other_follow_ups_is_caught() {
+        let mut e = evidence(vec![job(1, "plain", JobState::Completed)]);
+        e.starts = vec![start(1, 1, 10, None)];
+        let verdict = check(&e);
+        assert!(
+            verdict.double_completed[0].contains("no run of its attempt 1 returned success"),
+            "{verdict:?}"
+        );
+        e.starts.push(start(1, 1, 10, Some(2)));
+        let verdict = check(&e);
+        assert!(
+            verdict.duplicated[0].contains("staged 2 follow-up(s)"),
+            "{verdict:?}"
+        );
     }
 
     #[test]

@@ -326,7 +326,11 @@ async fn run_on(
         figures.enqueue_errors,
         evidence.jobs.len(),
         evidence.workflows.len(),
-        evidence.starts.len(),
+        evidence
+            .starts
+            .iter()
+            .filter(|s| s.completed.is_none())
+            .count(),
         verdict.lost.len(),
         verdict.duplicated.len(),
         verdict.double_completed.len(),

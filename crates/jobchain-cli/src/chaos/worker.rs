@@ -22,19 +22,26 @@ pub const LEASE: Duration = Duration::from_secs(2);
 type History = Arc<Mutex<std::fs::File>>;
 
 fn record(history: &History, ctx: &JobContext) {
+    write_event(history, ctx, None);
+}
+
+/// Records that the handler returns success having staged `follow_ups`.
+fn succeeded(history: &History, ctx: &JobContext, follow_ups: usize) -> Value {
+    write_event(history, ctx, Some(follow_ups));
+    json!({ "attempt": ctx.attempt() })
+}
+
+fn write_event(history: &History, ctx: &JobContext, completed: Option<usize>) {
     let start = Start {
         job: ctx.job_id().0,
         attempt: ctx.attempt(),
         pid: std::process::id(),
+        completed,
     };
     if let (Ok(mut line), Ok(mut file)) = (serde_json::to_vec(&start), history.lock()) {
         line.push(b'\n');
         let _ = file.write_all(&line);
     }
-}
-
-fn done(ctx: &JobContext) -> Value {
-    json!({ "attempt": ctx.attempt() })
 }
 
 /// Runs the worker until standard input closes or SIGTERM.
@@ -66,17 +73,19 @@ pub async fn run(database: &str, history: &Path) -> Result<(), CliError> {
             let history = h(&history);
             move |ctx: JobContext, _: Value| {
                 record(&history, &ctx);
-                async move { Ok(done(&ctx)) }
+                let history = history.clone();
+                async move { Ok(succeeded(&history, &ctx, 0)) }
             }
         })
         .handler_with("slow", options(), {
             let history = h(&history);
             move |ctx: JobContext, _: Value| {
                 record(&history, &ctx);
+                let history = history.clone();
                 async move {
                     let ms = 200 + (ctx.job_id().0 as u64 * 37) % 600;
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    Ok(done(&ctx))
+                    Ok(succeeded(&history, &ctx, 0))
                 }
             }
         })
@@ -84,13 +93,14 @@ pub async fn run(database: &str, history: &Path) -> Result<(), CliError> {
             let history = h(&history);
             move |ctx: JobContext, payload: Value| {
                 record(&history, &ctx);
+                let history = history.clone();
                 async move {
                     let left = payload["left"].as_u64().unwrap_or(0);
                     if left > 0 {
                         ctx.enqueue(JobSpec::new("chain", json!({ "left": left - 1 })))?;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    Ok(done(&ctx))
+                    Ok(succeeded(&history, &ctx, usize::from(left > 0)))
                 }
             }
         })
@@ -98,11 +108,12 @@ pub async fn run(database: &str, history: &Path) -> Result<(), CliError> {
             let history = h(&history);
             move |ctx: JobContext, _: Value| {
                 record(&history, &ctx);
+                let history = history.clone();
                 async move {
                     if ctx.attempt() == 1 {
                         return Err(JobError::retryable("flaky: the first attempt fails"));
                     }
-                    Ok(done(&ctx))
+                    Ok(succeeded(&history, &ctx, 0))
                 }
             }
         })
@@ -110,11 +121,12 @@ pub async fn run(database: &str, history: &Path) -> Result<(), CliError> {
             let history = h(&history);
             move |ctx: JobContext, _: Value| {
                 record(&history, &ctx);
+                let history = history.clone();
                 async move {
                     if ctx.attempt() == 1 {
                         panic!("panicky: the first attempt panics");
                     }
-                    Ok(done(&ctx))
+                    Ok(succeeded(&history, &ctx, 0))
                 }
             }
         })
@@ -122,11 +134,12 @@ pub async fn run(database: &str, history: &Path) -> Result<(), CliError> {
             let history = h(&history);
             move |ctx: JobContext, _: Value| {
                 record(&history, &ctx);
+                let history = history.clone();
                 async move {
                     if ctx.attempt() == 1 {
                         tokio::time::sleep(Duration::from_secs(5)).await;
                     }
-                    Ok(done(&ctx))
+                    Ok(succeeded(&history, &ctx, 0))
                 }
             }
         })
