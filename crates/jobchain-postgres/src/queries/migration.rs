@@ -21,6 +21,12 @@ pub const LATEST: i32 = MIGRATIONS.len() as i32;
 /// Creates the schema if needed and applies the migrations it lacks, in one transaction.
 pub async fn run(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
     let mut tx = pool.begin().await.map_err(map_err)?;
+    // Processes that start together wait for the first one's migration, however long it
+    // takes: the pool's `lock_timeout` is for work, not for this.
+    sqlx::query("SET LOCAL lock_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('jobchain.migrate.' || $1))")
         .bind(schema)
         .execute(&mut *tx)
