@@ -38,7 +38,7 @@ pub(crate) async fn run(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemap
     let lease = job.lease();
     let workflow_id = job.workflow_id;
     let outcome = execute(&shared, job, cancel).instrument(span).await;
-    shared.running.ended(lease.id);
+    shared.running.ended(lease);
     shared
         .settle(
             Settlement {

@@ -60,9 +60,13 @@ impl RunningJobs {
 
     /// Notes that a job's handler has ended: its outcome is on its way to the store, so
     /// a lost lease has nobody left to stop.
-    pub(crate) fn ended(&self, id: JobId) {
+    pub(crate) fn ended(&self, lease: Lease) {
         if let Ok(mut running) = self.0.lock() {
-            if let Some(r) = running.get_mut(&id) {
+            // Only this attempt's entry: the job may run here again under a later one.
+            if let Some(r) = running
+                .get_mut(&lease.id)
+                .filter(|r| r.attempt == lease.attempt)
+            {
                 r.ended = true;
             }
         }
