@@ -44,6 +44,37 @@ fn write_event(history: &History, ctx: &JobContext, completed: Option<usize>) {
     }
 }
 
+/// The kinds of the chaos load.
+const KINDS: &[&str] = &[
+    "plain", "slow", "chain", "flaky", "panicky", "sleepy", "doomed",
+];
+
+/// What one attempt of each kind does; returns how many follow-ups it staged.
+async fn behave(ctx: &JobContext, payload: &Value) -> Result<usize, JobError> {
+    let first = ctx.attempt() == 1;
+    match ctx.kind() {
+        "slow" => {
+            let ms = 200 + (ctx.job_id().0 as u64 * 37) % 600;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        "chain" => {
+            let left = payload["left"].as_u64().unwrap_or(0);
+            if left > 0 {
+                ctx.enqueue(JobSpec::new("chain", json!({ "left": left - 1 })))?;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return Ok(usize::from(left > 0));
+        }
+        "flaky" if first => return Err(JobError::retryable("flaky: the first attempt fails")),
+        "panicky" if first => panic!("panicky: the first attempt panics"),
+        // Past its 300 ms timeout: the attempt is dropped and fails.
+        "sleepy" if first => tokio::time::sleep(Duration::from_secs(5)).await,
+        "doomed" => return Err(JobError::permanent("doomed: never succeeds")),
+        _ => {}
+    }
+    Ok(0)
+}
+
 /// Runs the worker until standard input closes or SIGTERM.
 pub async fn run(database: &str, history: &Path) -> Result<(), CliError> {
     let file = std::fs::OpenOptions::new()
@@ -59,99 +90,29 @@ pub async fn run(database: &str, history: &Path) -> Result<(), CliError> {
         cap: Duration::from_millis(500),
         jitter: 0.2,
     };
-    let options = || KindOptions::new().retry(retry);
-    let h = |history: &History| history.clone();
-    let worker = Worker::builder(&client)
-        .config(WorkerConfig {
-            concurrency: 8,
-            lease: LEASE,
-            rescue_interval: Duration::from_millis(300),
-            shutdown_timeout: Duration::from_secs(2),
-            ..WorkerConfig::default()
-        })
-        .handler_with("plain", options(), {
-            let history = h(&history);
-            move |ctx: JobContext, _: Value| {
-                record(&history, &ctx);
-                let history = history.clone();
-                async move { Ok(succeeded(&history, &ctx, 0)) }
+    let mut builder = Worker::builder(&client).config(WorkerConfig {
+        concurrency: 8,
+        lease: LEASE,
+        rescue_interval: Duration::from_millis(300),
+        shutdown_timeout: Duration::from_secs(2),
+        ..WorkerConfig::default()
+    });
+    for kind in KINDS {
+        let mut options = KindOptions::new().retry(retry);
+        if *kind == "sleepy" {
+            options = options.timeout(Duration::from_millis(300));
+        }
+        let history = history.clone();
+        builder = builder.handler_with(kind, options, move |ctx: JobContext, payload: Value| {
+            record(&history, &ctx);
+            let history = history.clone();
+            async move {
+                let staged = behave(&ctx, &payload).await?;
+                Ok(succeeded(&history, &ctx, staged))
             }
-        })
-        .handler_with("slow", options(), {
-            let history = h(&history);
-            move |ctx: JobContext, _: Value| {
-                record(&history, &ctx);
-                let history = history.clone();
-                async move {
-                    let ms = 200 + (ctx.job_id().0 as u64 * 37) % 600;
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    Ok(succeeded(&history, &ctx, 0))
-                }
-            }
-        })
-        .handler_with("chain", options(), {
-            let history = h(&history);
-            move |ctx: JobContext, payload: Value| {
-                record(&history, &ctx);
-                let history = history.clone();
-                async move {
-                    let left = payload["left"].as_u64().unwrap_or(0);
-                    if left > 0 {
-                        ctx.enqueue(JobSpec::new("chain", json!({ "left": left - 1 })))?;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Ok(succeeded(&history, &ctx, usize::from(left > 0)))
-                }
-            }
-        })
-        .handler_with("flaky", options(), {
-            let history = h(&history);
-            move |ctx: JobContext, _: Value| {
-                record(&history, &ctx);
-                let history = history.clone();
-                async move {
-                    if ctx.attempt() == 1 {
-                        return Err(JobError::retryable("flaky: the first attempt fails"));
-                    }
-                    Ok(succeeded(&history, &ctx, 0))
-                }
-            }
-        })
-        .handler_with("panicky", options(), {
-            let history = h(&history);
-            move |ctx: JobContext, _: Value| {
-                record(&history, &ctx);
-                let history = history.clone();
-                async move {
-                    if ctx.attempt() == 1 {
-                        panic!("panicky: the first attempt panics");
-                    }
-                    Ok(succeeded(&history, &ctx, 0))
-                }
-            }
-        })
-        .handler_with("sleepy", options().timeout(Duration::from_millis(300)), {
-            let history = h(&history);
-            move |ctx: JobContext, _: Value| {
-                record(&history, &ctx);
-                let history = history.clone();
-                async move {
-                    if ctx.attempt() == 1 {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                    Ok(succeeded(&history, &ctx, 0))
-                }
-            }
-        })
-        .handler_with("doomed", options(), {
-            let history = h(&history);
-            move |ctx: JobContext, _: Value| {
-                record(&history, &ctx);
-                async move { Err::<Value, _>(JobError::permanent("doomed: never succeeds")) }
-            }
-        })
-        .build()?
-        .start();
+        });
+    }
+    let worker = builder.build()?.start();
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 64];
     tokio::select! {
