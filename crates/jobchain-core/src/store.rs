@@ -77,6 +77,9 @@ pub struct ClaimedJob {
     pub parent_id: Option<JobId>,
     /// Step name in a declared workflow.
     pub step: Option<String>,
+    /// When it became due (its `run_at`): the claim's time minus this is how long a due
+    /// job waited for a worker.
+    pub run_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ClaimedJob {
@@ -89,19 +92,17 @@ impl ClaimedJob {
     }
 }
 
-/// Puts claimed jobs, each with its `run_at`, in the order [`Store::claim`] promises:
-/// priority (highest first), then `run_at`, then id. Backends whose claim statement
-/// returns rows in no particular order (`UPDATE ... RETURNING`) restore it with this.
-pub fn in_claim_order(
-    mut jobs: Vec<(chrono::DateTime<chrono::Utc>, ClaimedJob)>,
-) -> Vec<ClaimedJob> {
-    jobs.sort_by(|(a_run, a), (b_run, b)| {
+/// Puts claimed jobs in the order [`Store::claim`] promises: priority (highest first),
+/// then `run_at`, then id. Backends whose claim statement returns rows in no particular
+/// order (`UPDATE ... RETURNING`) restore it with this.
+pub fn in_claim_order(mut jobs: Vec<ClaimedJob>) -> Vec<ClaimedJob> {
+    jobs.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
-            .then(a_run.cmp(b_run))
+            .then(a.run_at.cmp(&b.run_at))
             .then(a.id.cmp(&b.id))
     });
-    jobs.into_iter().map(|(_, job)| job).collect()
+    jobs
 }
 
 /// The fencing token of a claim: a job id and the attempt number it was claimed for.
@@ -209,8 +210,23 @@ pub struct JobFilter {
     pub newest_first: bool,
     /// At most this many (default 100).
     pub limit: Option<usize>,
-    /// Skip this many.
+    /// Skip this many. Prefer `after`, which costs the same on every page.
     pub offset: usize,
+    /// Keyset pagination: only jobs after this id in the listing's order (ids above it
+    /// oldest first, below it with `newest_first`). Pass the last id of a page to get
+    /// the next one.
+    pub after: Option<JobId>,
+}
+
+/// Jobs that ended in one minute, for throughput charts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteCount {
+    /// The minute's start.
+    pub minute: chrono::DateTime<chrono::Utc>,
+    /// Jobs completed in it.
+    pub completed: u64,
+    /// Jobs that ended dead in it.
+    pub dead: u64,
 }
 
 /// What a cleaning pass removed.
@@ -318,6 +334,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Job counts by queue and state.
     async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>>;
+
+    /// Jobs completed and ended dead per minute since `since` (a range read of the
+    /// finish-time index), oldest minute first; minutes without any are left out.
+    async fn throughput(&self, since: chrono::DateTime<chrono::Utc>)
+        -> StoreResult<Vec<MinuteCount>>;
 
     /// Retries a dead job: `pending` at once with a fresh budget of attempts; its
     /// dependents that were cancelled because of it go back to `blocked`, transitively.

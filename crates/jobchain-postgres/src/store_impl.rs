@@ -10,7 +10,7 @@ use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::rules;
 use jobchain_core::store::{
     Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
-    QueueStats, SettleResult, Settlement, Store,
+    MinuteCount, QueueStats, SettleResult, Settlement, Store,
 };
 use jobchain_core::workflow::{
     Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
@@ -168,6 +168,13 @@ impl Store for PgStore {
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
         job::queue_stats(&mut *self.conn().await?, self.sql()).await
+    }
+
+    async fn throughput(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<MinuteCount>, StoreError> {
+        job::throughput(&mut *self.conn().await?, self.sql(), since).await
     }
 
     async fn retry(&self, id: JobId) -> Result<Job, StoreError> {

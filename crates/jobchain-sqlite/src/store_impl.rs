@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use jobchain_core::job::{Job, JobId, NewJob};
 use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::store::{
     Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
-    QueueStats, SettleResult, Settlement, Store,
+    MinuteCount, QueueStats, SettleResult, Settlement, Store,
 };
 use jobchain_core::workflow::{
     Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
@@ -99,6 +100,11 @@ impl Store for SqliteStore {
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
         self.read(job::queue_stats).await
+    }
+
+    async fn throughput(&self, since: DateTime<Utc>) -> Result<Vec<MinuteCount>, StoreError> {
+        let since = since.timestamp_millis();
+        self.read(move |conn| job::throughput(conn, since)).await
     }
 
     async fn retry(&self, id: JobId) -> Result<Job, StoreError> {

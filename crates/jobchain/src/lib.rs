@@ -66,9 +66,11 @@
 pub mod args;
 pub mod client;
 pub mod context;
+pub mod document;
 pub mod error;
 pub mod handler;
 mod maintenance;
+pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod runtime;
@@ -90,6 +92,8 @@ pub use jobchain_core::workflow::{
     EdgePolicy, JobCounts, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted, WorkflowState,
 };
 pub use jobchain_core::{self as core, StoreError};
+pub use document::WorkflowDocument;
+pub use metrics::Metrics;
 pub use runtime::{ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
 pub use workflow::{IntoWorkflow, Step, Workflow};
 

@@ -1,59 +1,12 @@
-//! Declared workflow documents for `jobchain workflow start --file`: JSON or TOML.
-//!
-//! ```toml
-//! name = "order"
-//! unique_key = "order-42"          # optional
-//!
-//! [[steps]]
-//! name = "charge"
-//! kind = "process_order"           # payload: the --input JSON unless the step sets one
-//!
-//! [[steps]]
-//! name = "confirm"
-//! kind = "send_order_confirmation"
-//! after = ["charge"]
-//! optional = true                  # its failure does not fail the workflow
-//!
-//! [[steps]]
-//! name = "invoice"
-//! kind = "generate_invoice"
-//! after = ["charge"]
-//! after_optional = ["confirm"]     # runs once confirm is terminal, whatever its outcome
-//! payload = { copy = true }
-//! ```
+//! Declared workflow documents for `jobchain workflow start --file`: JSON or TOML, in the
+//! format of [`jobchain::document`] (an example is there and in docs/cli.md).
 
 use std::path::Path;
 
-use jobchain::{EnqueueOptions, JobSpec, Priority, Step, Workflow};
-use serde::Deserialize;
+use jobchain::{Workflow, WorkflowDocument};
 use serde_json::Value;
 
 use crate::CliError;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Document {
-    name: String,
-    unique_key: Option<String>,
-    steps: Vec<StepDoc>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StepDoc {
-    name: String,
-    kind: String,
-    payload: Option<Value>,
-    #[serde(default)]
-    after: Vec<String>,
-    #[serde(default)]
-    after_optional: Vec<String>,
-    #[serde(default)]
-    optional: bool,
-    queue: Option<String>,
-    priority: Option<Priority>,
-    max_attempts: Option<u32>,
-}
 
 /// Reads a workflow document (`.json` or `.toml`); steps without a payload get `input`.
 pub fn load(path: &Path, input: &Value) -> Result<Workflow, CliError> {
@@ -69,40 +22,12 @@ pub fn load(path: &Path, input: &Value) -> Result<Workflow, CliError> {
 
 /// Parses a workflow document's text.
 pub fn parse(text: &str, toml: bool, input: &Value) -> Result<Workflow, String> {
-    let doc: Document = if toml {
-        toml::from_str(text).map_err(|e| e.to_string())?
+    let doc = if toml {
+        toml::from_str::<WorkflowDocument>(text).map_err(|e| e.to_string())?
     } else {
-        serde_json::from_str(text).map_err(|e| format!("not a workflow document: {e}"))?
+        WorkflowDocument::from_json(text)?
     };
-    if doc.steps.is_empty() {
-        return Err(format!(
-            "workflow `{}` has no steps: add [[steps]] with a name and a kind",
-            doc.name
-        ));
-    }
-    let mut workflow = Workflow::new(&doc.name);
-    if let Some(key) = doc.unique_key {
-        workflow = workflow.unique_key(key);
-    }
-    for s in doc.steps {
-        let mut options = EnqueueOptions::new();
-        options.queue = s.queue;
-        options.priority = s.priority;
-        options.max_attempts = s.max_attempts;
-        let payload = s.payload.unwrap_or_else(|| input.clone());
-        let mut step = Step::untyped(&s.name, JobSpec::new(&s.kind, payload)).options(options);
-        for dep in &s.after {
-            step = step.after(dep);
-        }
-        for dep in &s.after_optional {
-            step = step.after_optional(dep);
-        }
-        if s.optional {
-            step = step.optional();
-        }
-        workflow = workflow.step(step);
-    }
-    Ok(workflow)
+    doc.into_workflow(input)
 }
 
 #[cfg(test)]

@@ -151,8 +151,31 @@ pub struct WorkflowFilter {
     pub name: Option<String>,
     /// At most this many (default 50).
     pub limit: Option<usize>,
-    /// Skip this many.
+    /// Skip this many. Prefer `before`, which costs the same on every page.
     pub offset: usize,
+    /// Keyset pagination: only workflows listed after this one (newest first: created
+    /// earlier, or at the same instant with a lower id). Pass the last of a page to get
+    /// the next one.
+    pub before: Option<WorkflowCursor>,
+}
+
+/// A position in the workflow listing (see [`WorkflowFilter::before`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkflowCursor {
+    /// The workflow's start.
+    pub created_at: DateTime<Utc>,
+    /// Its id.
+    pub id: WorkflowId,
+}
+
+impl WorkflowCursor {
+    /// The position of a listed workflow.
+    pub fn of(info: &WorkflowInfo) -> Self {
+        Self {
+            created_at: info.created_at,
+            id: info.id,
+        }
+    }
 }
 
 /// How a dependent reacts to the outcome of one of its dependencies.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use jobchain_core::job::{AttemptError, Job, JobId, JobState, NewJob, Priority};
 use jobchain_core::store::{
-    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, QueueStats,
+    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, MinuteCount,
+    QueueStats,
 };
 use jobchain_core::{StoreError, WorkflowId};
 use serde_json::Value;
@@ -214,21 +215,19 @@ pub async fn claim(
     let jobs = rows
         .iter()
         .map(|r| {
-            Ok((
-                r.try_get::<DateTime<Utc>, _>(10)?,
-                ClaimedJob {
-                    id: JobId(r.try_get(0)?),
-                    kind: r.try_get(1)?,
-                    queue: r.try_get(2)?,
-                    payload: r.try_get(3)?,
-                    priority: Priority(r.try_get(4)?),
-                    attempt: r.try_get::<i32, _>(5)? as u32,
-                    max_attempts: r.try_get::<i32, _>(6)? as u32,
-                    workflow_id: r.try_get::<Option<Uuid>, _>(7)?.map(WorkflowId),
-                    parent_id: r.try_get::<Option<i64>, _>(8)?.map(JobId),
-                    step: r.try_get(9)?,
-                },
-            ))
+            Ok(ClaimedJob {
+                id: JobId(r.try_get(0)?),
+                kind: r.try_get(1)?,
+                queue: r.try_get(2)?,
+                payload: r.try_get(3)?,
+                priority: Priority(r.try_get(4)?),
+                attempt: r.try_get::<i32, _>(5)? as u32,
+                max_attempts: r.try_get::<i32, _>(6)? as u32,
+                workflow_id: r.try_get::<Option<Uuid>, _>(7)?.map(WorkflowId),
+                parent_id: r.try_get::<Option<i64>, _>(8)?.map(JobId),
+                step: r.try_get(9)?,
+                run_at: r.try_get(10)?,
+            })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(map_err)?;
@@ -369,14 +368,14 @@ const LIST_ASC: &str = "SELECT id, kind, queue, payload, priority, state, run_at
     lease_until, created_at, started_at, finished_at, cancel_reason \
     FROM __schema__.jobs WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
     AND ($3::text IS NULL OR queue = $3) AND ($4::uuid IS NULL OR workflow_id = $4) \
-    ORDER BY id ASC LIMIT $5 OFFSET $6";
+    AND ($7::bigint IS NULL OR id > $7) ORDER BY id ASC LIMIT $5 OFFSET $6";
 
 const LIST_DESC: &str = "SELECT id, kind, queue, payload, priority, state, run_at, attempts, \
     max_attempts, errors, output, workflow_id, step, parent_id, unique_key, optional, worker, \
     lease_until, created_at, started_at, finished_at, cancel_reason \
     FROM __schema__.jobs WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
     AND ($3::text IS NULL OR queue = $3) AND ($4::uuid IS NULL OR workflow_id = $4) \
-    ORDER BY id DESC LIMIT $5 OFFSET $6";
+    AND ($7::bigint IS NULL OR id < $7) ORDER BY id DESC LIMIT $5 OFFSET $6";
 
 /// Jobs matching a filter, ordered by id.
 pub async fn list(
@@ -396,10 +395,39 @@ pub async fn list(
         .bind(filter.workflow_id.map(|w| w.0))
         .bind(filter.limit.unwrap_or(100) as i64)
         .bind(filter.offset as i64)
+        .bind(filter.after.map(|id| id.0))
         .fetch_all(conn)
         .await
         .map_err(map_err)?;
     rows.iter().map(job_from_row).collect()
+}
+
+/// Completions and deaths per minute since `since`.
+pub async fn throughput(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    since: DateTime<Utc>,
+) -> Result<Vec<MinuteCount>, StoreError> {
+    let statement = sql.get(
+        "SELECT date_trunc('minute', finished_at), count(*) FILTER (WHERE state = 'completed'), \
+         count(*) FILTER (WHERE state = 'dead') FROM __schema__.jobs \
+         WHERE finished_at >= $1 AND state IN ('completed', 'dead') GROUP BY 1 ORDER BY 1",
+    );
+    let rows = sqlx::query(statement)
+        .bind(since)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(MinuteCount {
+                minute: r.try_get(0)?,
+                completed: r.try_get::<i64, _>(1)? as u64,
+                dead: r.try_get::<i64, _>(2)? as u64,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(map_err)
 }
 
 /// Counts by queue and state.

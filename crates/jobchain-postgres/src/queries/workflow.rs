@@ -213,6 +213,7 @@ pub async fn list(
 ) -> Result<Vec<WorkflowInfo>, StoreError> {
     let statement = sql.get(workflow_select!(
         "WHERE ($1::text IS NULL OR w.state = $1) AND ($2::text IS NULL OR w.name = $2) \
+         AND ($5::timestamptz IS NULL OR (w.created_at, w.id) < ($5, $6)) \
          ORDER BY w.created_at DESC, w.id DESC LIMIT $3 OFFSET $4"
     ));
     let rows = sqlx::query(statement)
@@ -220,6 +221,8 @@ pub async fn list(
         .bind(&filter.name)
         .bind(filter.limit.unwrap_or(50) as i64)
         .bind(filter.offset as i64)
+        .bind(filter.before.map(|c| c.created_at))
+        .bind(filter.before.map(|c| c.id.0))
         .fetch_all(conn)
         .await
         .map_err(map_err)?;

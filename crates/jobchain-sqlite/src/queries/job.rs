@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use jobchain_core::job::{Job, JobId, JobState, NewJob, Priority, RunAt};
 use jobchain_core::store::{
-    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, QueueStats,
+    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, MinuteCount,
+    QueueStats,
 };
 use jobchain_core::{StoreError, WorkflowId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -121,30 +122,24 @@ pub fn claim(
                 request.limit as i64,
             ],
             |r| {
-                Ok((
-                    r.get::<_, i64>(10)?,
-                    ClaimedJob {
-                        id: JobId(r.get(0)?),
-                        kind: r.get(1)?,
-                        queue: r.get(2)?,
-                        payload: parse_json(r, 3)?,
-                        priority: Priority(r.get(4)?),
-                        attempt: r.get(5)?,
-                        max_attempts: r.get(6)?,
-                        workflow_id: parse_workflow_id(r, 7)?,
-                        parent_id: r.get::<_, Option<i64>>(8)?.map(JobId),
-                        step: r.get(9)?,
-                    },
-                ))
+                Ok(ClaimedJob {
+                    id: JobId(r.get(0)?),
+                    kind: r.get(1)?,
+                    queue: r.get(2)?,
+                    payload: parse_json(r, 3)?,
+                    priority: Priority(r.get(4)?),
+                    attempt: r.get(5)?,
+                    max_attempts: r.get(6)?,
+                    workflow_id: parse_workflow_id(r, 7)?,
+                    parent_id: r.get::<_, Option<i64>>(8)?.map(JobId),
+                    step: r.get(9)?,
+                    run_at: to_time(r.get(10)?),
+                })
             },
         )
         .map_err(map_err)?;
     let jobs = rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?;
-    Ok(in_claim_order(
-        jobs.into_iter()
-            .map(|(run_at, job)| (to_time(run_at), job))
-            .collect(),
-    ))
+    Ok(in_claim_order(jobs))
 }
 
 /// Extends held leases; returns the jobs no longer held.
@@ -208,11 +203,16 @@ pub fn get(conn: &Connection, id: JobId) -> Result<Option<Job>, StoreError> {
 
 /// Jobs matching a filter, ordered by id.
 pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
-    let order = if filter.newest_first { "DESC" } else { "ASC" };
+    let (order, after) = if filter.newest_first {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobchain_jobs WHERE (?1 IS NULL OR state = ?1) \
          AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR queue = ?3) \
-         AND (?4 IS NULL OR workflow_id = ?4) ORDER BY id {order} LIMIT ?5 OFFSET ?6"
+         AND (?4 IS NULL OR workflow_id = ?4) AND (?7 IS NULL OR id {after} ?7) \
+         ORDER BY id {order} LIMIT ?5 OFFSET ?6"
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
     let rows = stmt
@@ -224,9 +224,31 @@ pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>, StoreErro
                 filter.workflow_id.map(|w| w.to_string()),
                 filter.limit.unwrap_or(100) as i64,
                 filter.offset as i64,
+                filter.after.map(|id| id.0),
             ],
             job_from_row,
         )
+        .map_err(map_err)?;
+    rows.collect::<Result<_, _>>().map_err(map_err)
+}
+
+/// Completions and deaths per minute since `since` (milliseconds).
+pub fn throughput(conn: &Connection, since: i64) -> Result<Vec<MinuteCount>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT finished_at / 60000, sum(state = 'completed'), sum(state = 'dead') \
+             FROM jobchain_jobs WHERE finished_at >= ?1 AND state IN ('completed', 'dead') \
+             GROUP BY 1 ORDER BY 1",
+        )
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map([since], |r| {
+            Ok(MinuteCount {
+                minute: to_time(r.get::<_, i64>(0)?.saturating_mul(60_000)),
+                completed: r.get::<_, i64>(1)? as u64,
+                dead: r.get::<_, i64>(2)? as u64,
+            })
+        })
         .map_err(map_err)?;
     rows.collect::<Result<_, _>>().map_err(map_err)
 }

@@ -119,6 +119,7 @@ pub fn list(conn: &Connection, filter: &WorkflowFilter) -> Result<Vec<WorkflowIn
         .prepare_cached(&format!(
             "SELECT {WORKFLOW_COLUMNS} FROM jobchain_workflows w \
              WHERE (?1 IS NULL OR w.state = ?1) AND (?2 IS NULL OR w.name = ?2) \
+             AND (?5 IS NULL OR (w.created_at, w.id) < (?5, ?6)) \
              ORDER BY w.created_at DESC, w.id DESC LIMIT ?3 OFFSET ?4"
         ))
         .map_err(map_err)?;
@@ -128,7 +129,9 @@ pub fn list(conn: &Connection, filter: &WorkflowFilter) -> Result<Vec<WorkflowIn
                 filter.state.map(WorkflowState::as_str),
                 filter.name,
                 filter.limit.unwrap_or(50) as i64,
-                filter.offset as i64
+                filter.offset as i64,
+                filter.before.map(|c| c.created_at.timestamp_millis()),
+                filter.before.map(|c| c.id.to_string()),
             ],
             workflow_from_row,
         )

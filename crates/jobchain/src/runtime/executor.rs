@@ -37,7 +37,15 @@ pub(crate) async fn run(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemap
     );
     let lease = job.lease();
     let workflow_id = job.workflow_id;
+    let metrics = shared.config.metrics.as_ref().map(|m| {
+        let waited = (chrono::Utc::now() - job.run_at).to_std().unwrap_or_default();
+        m.started(&job.kind, waited);
+        (m, job.kind.clone(), std::time::Instant::now())
+    });
     let outcome = execute(&shared, job, cancel).instrument(span).await;
+    if let Some((m, kind, started)) = metrics {
+        m.ended(&kind, &outcome, started.elapsed());
+    }
     shared.running.ended(lease);
     shared
         .settle(

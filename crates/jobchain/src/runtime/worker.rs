@@ -22,6 +22,7 @@ use crate::context::Data;
 use crate::error::{Error, Result};
 use crate::handler::{erase, ErasedHandler, Handler, KindOptions};
 use crate::maintenance;
+use crate::metrics::Metrics;
 
 /// Settings of a worker; every field has a default.
 #[derive(Clone, Debug)]
@@ -58,6 +59,9 @@ pub struct WorkerConfig {
     /// How often the worker looks for pending jobs that no live worker handles, and
     /// warns once per queue and kind.
     pub unhandled_check: Duration,
+    /// Where this worker counts its attempts for Prometheus (see [`Metrics`]); none by
+    /// default.
+    pub metrics: Option<Metrics>,
 }
 
 impl Default for WorkerConfig {
@@ -83,6 +87,7 @@ impl Default for WorkerConfig {
             clean_interval: Duration::from_secs(60),
             registry_ttl: Duration::from_secs(30),
             unhandled_check: Duration::from_secs(60),
+            metrics: None,
         }
     }
 }
@@ -182,6 +187,13 @@ impl WorkerBuilder {
     /// Subscribes to `queue` with `slots` concurrent jobs.
     pub fn queue(mut self, queue: &str, slots: usize) -> Self {
         self.config.queues.insert(queue.to_string(), slots);
+        self
+    }
+
+    /// Counts this worker's attempts in `metrics` (serve them with
+    /// [`Metrics::render`], or `jobchain_web`'s metrics router).
+    pub fn metrics(mut self, metrics: &Metrics) -> Self {
+        self.config.metrics = Some(metrics.clone());
         self
     }
 
