@@ -99,37 +99,11 @@ pub fn out_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+pub use jobchain::document::{parse_duration, parse_time};
+
 /// Whether standard error is a terminal (colours and progress only then).
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
-}
-
-/// Parses a duration such as `500ms`, `10s`, `5m`, `2h` or `7d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{text}` has no unit: write e.g. 500ms, 10s, 5m, 2h or 7d"))?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: write e.g. 500ms, 10s, 5m, 2h or 7d"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86_400.0,
-        _ => {
-            return Err(format!(
-                "unknown unit `{unit}` in `{text}`: use ms, s, m, h or d"
-            ))
-        }
-    };
-    if !seconds.is_finite() || seconds > 100.0 * 365.0 * 86_400.0 {
-        return Err(format!("`{text}` is too long: at most 100 years"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Parses a workflow id.
@@ -144,13 +118,6 @@ pub fn parse_job_id(text: &str) -> Result<jobchain::JobId, String> {
     text.parse().map_err(|_| {
         format!("`{text}` is not a job id: it is a whole number (see `jobchain jobs list`)")
     })
-}
-
-/// Parses an RFC 3339 time (`2026-11-27T10:00:00Z`).
-pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("`{text}` is not a time ({e}): write e.g. 2026-11-27T10:00:00Z"))
 }
 
 /// Parses a JSON argument; `-` reads it from standard input. `what` names it in errors.

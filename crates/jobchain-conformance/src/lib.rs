@@ -84,6 +84,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@in workflow_lifecycle, $factory;
             cancelling_a_workflow_mid_run,
             dlq_retry_revives_the_cancelled_branch,
+            cancelling_a_dead_job_discards_it,
             cleaner_keeps_running_workflows_whole,
             declared_steps_can_chain_dynamically,
             workflow_unique_key_listing_and_counts,

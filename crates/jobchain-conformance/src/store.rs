@@ -302,7 +302,7 @@ pub async fn retry_and_cancel_check_their_preconditions(h: &Harness) {
     assert_eq!(
         err.to_string(),
         format!(
-            "job {id} is already cancelled: only blocked, pending or running jobs can be cancelled"
+            "job {id} is already cancelled: only blocked, pending, running or dead jobs can be cancelled"
         )
     );
     let err = store

@@ -122,6 +122,75 @@ pub async fn dlq_retry_revives_the_cancelled_branch(h: &Harness) {
     );
 }
 
+/// Cancelling a dead step discards it from the dead-letter queue: it becomes cancelled
+/// with a reason that says so, its dependents stay as its death left them (an optional
+/// dependent still waiting for another step is not released early), it can no longer be
+/// retried, and the workflow ends as it would have.
+pub async fn cancelling_a_dead_job_discards_it(h: &Harness) {
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let worker = h
+        .worker()
+        .handler(
+            "ok",
+            |_: JobContext, p: serde_json::Value| async move { Ok(p) },
+        )
+        .handler_with(
+            "broken",
+            quick_retry(1),
+            |_: JobContext, _: serde_json::Value| async move {
+                Err::<(), _>(JobError::permanent("card declined"))
+            },
+        )
+        .handler("gate", move |_: JobContext, _: serde_json::Value| {
+            let gate = gate.clone();
+            async move {
+                while !gate.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(())
+            }
+        })
+        .started();
+    let wf = Workflow::new("discard")
+        .step(Step::untyped("pay", job("broken", &json!({}))))
+        .step(Step::untyped("ship", job("ok", &json!(1))).after("pay"))
+        .step(Step::untyped("slow", job("gate", &json!({}))))
+        .step(
+            Step::untyped("audit", job("ok", &json!(2)))
+                .after_optional("pay")
+                .after("slow"),
+        );
+    let id = h.client.start_workflow(wf).await.expect("start").id;
+    let pay = eventually("the payment to die", || async {
+        let jobs = jobs_by_step(h, id).await;
+        (jobs["pay"].state == JobState::Dead).then(|| jobs["pay"].id)
+    })
+    .await;
+    let discarded = h.client.cancel(pay).await.expect("discard");
+    assert_eq!(discarded.state, JobState::Cancelled);
+    let reason = discarded.cancel_reason.expect("a reason");
+    assert!(reason.contains("dead-letter queue"), "{reason}");
+    assert_eq!(discarded.errors.len(), 1, "its history stays");
+    assert!(h.client.dead_jobs(100).await.expect("dlq").is_empty());
+    let jobs = jobs_by_step(h, id).await;
+    assert_eq!(jobs["ship"].state, JobState::Cancelled);
+    assert_eq!(
+        jobs["audit"].state,
+        JobState::Blocked,
+        "still waiting for `slow`: the discard must not release it again"
+    );
+    assert!(h.client.retry(pay).await.is_err(), "no longer dead");
+    assert!(h.client.cancel(pay).await.is_err(), "already cancelled");
+    open.store(true, Ordering::SeqCst);
+    let info = settled(h, id).await;
+    worker.shutdown().await;
+    assert_eq!(info.state, WorkflowState::Failed);
+    let jobs = jobs_by_step(h, id).await;
+    assert_eq!(jobs["audit"].state, JobState::Completed);
+    assert_eq!(jobs["audit"].attempts, 1);
+}
+
 /// The cleaner removes finished jobs and finished workflows whole, and never touches a
 /// running workflow.
 pub async fn cleaner_keeps_running_workflows_whole(h: &Harness) {

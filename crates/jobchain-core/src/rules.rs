@@ -34,16 +34,30 @@ pub fn check_retry(id: JobId, job: Option<Job>) -> StoreResult<Job> {
 }
 
 /// A job that is to be cancelled, as read inside the cancel's transaction: it must exist
-/// and be live.
+/// and be live, or dead (cancelling a dead job discards it from the dead-letter queue:
+/// it becomes cancelled, and nothing else changes, for its dependents were settled when it
+/// died).
 pub fn check_cancel(id: JobId, job: Option<Job>) -> StoreResult<Job> {
     let job = job.ok_or_else(|| job_not_found(id))?;
-    if job.state.is_terminal() {
+    if job.state.is_terminal() && job.state != JobState::Dead {
         return Err(StoreError::Conflict(format!(
-            "job {id} is already {}: only blocked, pending or running jobs can be cancelled",
+            "job {id} is already {}: only blocked, pending, running or dead jobs can be cancelled",
             job.state
         )));
     }
     Ok(job)
+}
+
+/// The cancel reason recorded on a job discarded from the dead-letter queue.
+pub fn discard_reason(reason: &str) -> String {
+    format!("{reason} (discarded from the dead-letter queue)")
+}
+
+/// The error of a discard whose dead job changed state under it.
+pub fn discard_raced(id: JobId) -> StoreError {
+    StoreError::Conflict(format!(
+        "job {id} left the dead-letter queue while it was being cancelled (retried by someone else?): look at it again"
+    ))
 }
 
 /// A workflow that is to be cancelled: it must exist and be running.

@@ -373,7 +373,9 @@ impl Client {
         Ok(job)
     }
 
-    /// Cancels a live job; a running job's handler is told through its context.
+    /// Cancels a live job (a running job's handler is told through its context), or
+    /// discards a dead one from the dead-letter queue (it becomes cancelled; its
+    /// dependents were settled when it died and stay as they are).
     pub async fn cancel(&self, id: JobId) -> Result<Job> {
         Ok(self.inner.store.cancel(id, "cancelled by user").await?)
     }

@@ -23,6 +23,8 @@
 //! payload = { copy = true }
 //! ```
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -39,6 +41,9 @@ pub struct WorkflowDocument {
     /// Starting it again with the same key returns the first run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// The payload of steps that set none (default `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
     /// Its steps.
     pub steps: Vec<StepDocument>,
 }
@@ -88,9 +93,13 @@ impl WorkflowDocument {
         })
     }
 
-    /// The workflow it declares; steps without a payload get `input`. The graph (unknown
-    /// steps, cycles) is checked when it starts.
-    pub fn into_workflow(self, input: &Value) -> Result<Workflow, String> {
+    /// The workflow it declares; steps without a payload get `input`, else the
+    /// document's `input`, else `{}`. The graph (unknown steps, cycles) is checked when it
+    /// starts.
+    pub fn into_workflow(self, input: Option<Value>) -> Result<Workflow, String> {
+        let input = input
+            .or(self.input)
+            .unwrap_or_else(|| Value::Object(Default::default()));
         if self.steps.is_empty() {
             return Err(format!(
                 "workflow `{}` has no steps: add steps, each with a name and a kind",
@@ -122,4 +131,91 @@ impl WorkflowDocument {
         }
         Ok(workflow)
     }
+}
+
+/// A job's options as data: what an exec handler's follow-ups carry under `"options"`
+/// and `POST /api/v1/jobs` takes. Every field may be left out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobOptions {
+    /// Queue name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// A number, or `low`, `normal`, `high`, `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Value>,
+    /// Run after this long (`500ms`, `10s`, `5m`, `2h`, `7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    /// Run not before this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// Attempt limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
+}
+
+impl JobOptions {
+    /// The options they say, or what is wrong with them.
+    pub fn into_options(self) -> Result<EnqueueOptions, String> {
+        let mut options = EnqueueOptions::new();
+        options.queue = self.queue;
+        options.priority = match self.priority {
+            None => None,
+            Some(Value::Number(n)) => Some(Priority(
+                n.as_i64()
+                    .and_then(|n| i16::try_from(n).ok())
+                    .ok_or_else(|| format!("priority {n} is out of range"))?,
+            )),
+            Some(Value::String(s)) => Some(s.parse::<Priority>()?),
+            Some(other) => return Err(format!("priority {other} is neither a name nor a number")),
+        };
+        if let Some(delay) = self.delay {
+            options = options.delay(parse_duration(&delay)?);
+        }
+        if let Some(at) = self.run_at {
+            options = options.run_at(parse_time(&at)?);
+        }
+        options.max_attempts = self.max_attempts;
+        options.unique_key = self.unique_key;
+        Ok(options)
+    }
+}
+
+/// Parses a duration such as `500ms`, `10s`, `5m`, `2h` or `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("`{text}` has no unit: write e.g. 500ms, 10s, 5m, 2h or 7d"))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: write e.g. 500ms, 10s, 5m, 2h or 7d"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{text}`: use ms, s, m, h or d"
+            ))
+        }
+    };
+    if !seconds.is_finite() || seconds > 100.0 * 365.0 * 86_400.0 {
+        return Err(format!("`{text}` is too long: at most 100 years"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses an RFC 3339 time (`2026-11-27T10:00:00Z`).
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("`{text}` is not a time ({e}): write e.g. 2026-11-27T10:00:00Z"))
 }

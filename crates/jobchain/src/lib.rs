@@ -92,7 +92,7 @@ pub use jobchain_core::workflow::{
     EdgePolicy, JobCounts, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted, WorkflowState,
 };
 pub use jobchain_core::{self as core, StoreError};
-pub use document::WorkflowDocument;
+pub use document::{JobOptions, WorkflowDocument};
 pub use metrics::Metrics;
 pub use runtime::{ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
 pub use workflow::{IntoWorkflow, Step, Workflow};

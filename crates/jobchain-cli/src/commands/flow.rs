@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::CliError;
 
-/// Reads a workflow document (`.json` or `.toml`); steps without a payload get `input`.
-pub fn load(path: &Path, input: &Value) -> Result<Workflow, CliError> {
+/// Reads a workflow document (`.json` or `.toml`); steps without a payload get `input`,
+/// else the document's own `input`.
+pub fn load(path: &Path, input: Option<Value>) -> Result<Workflow, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         CliError::usage(format!(
             "cannot read the workflow file {}: {e}",
@@ -21,7 +22,7 @@ pub fn load(path: &Path, input: &Value) -> Result<Workflow, CliError> {
 }
 
 /// Parses a workflow document's text.
-pub fn parse(text: &str, toml: bool, input: &Value) -> Result<Workflow, String> {
+pub fn parse(text: &str, toml: bool, input: Option<Value>) -> Result<Workflow, String> {
     let doc = if toml {
         toml::from_str::<WorkflowDocument>(text).map_err(|e| e.to_string())?
     } else {
@@ -39,7 +40,7 @@ mod tests {
         /// Any text, as TOML or JSON, parses into a workflow or is refused with a message.
         #[test]
         fn any_document_parses_or_says_why(text in "\\PC{0,300}", toml in any::<bool>()) {
-            if let Err(e) = parse(&text, toml, &serde_json::json!({})) {
+            if let Err(e) = parse(&text, toml, None) {
                 prop_assert!(!e.is_empty());
             }
         }
@@ -56,7 +57,7 @@ mod tests {
                 steps[from][field].as_array_mut().expect("array").push(format!("s{to}").into());
             }
             let doc = serde_json::json!({"name": "random", "steps": steps}).to_string();
-            if let Err(e) = parse(&doc, false, &serde_json::json!({})) {
+            if let Err(e) = parse(&doc, false, None) {
                 prop_assert!(!e.is_empty());
             }
         }
@@ -66,15 +67,15 @@ mod tests {
     fn documents_parse_in_both_formats_and_bad_ones_say_why() {
         let input = serde_json::json!({"order_id": 1});
         let toml_doc = "name = \"order\"\n[[steps]]\nname = \"charge\"\nkind = \"pay\"\n[[steps]]\nname = \"mail\"\nkind = \"mail\"\nafter = [\"charge\"]\noptional = true\n";
-        assert_eq!(parse(toml_doc, true, &input).unwrap().len(), 2);
+        assert_eq!(parse(toml_doc, true, Some(input.clone())).unwrap().len(), 2);
         let json_doc = r#"{"name": "order", "steps": [{"name": "a", "kind": "k"}, {"name": "b", "kind": "k", "after_optional": ["a"], "payload": 3}]}"#;
-        assert_eq!(parse(json_doc, false, &input).unwrap().len(), 2);
+        assert_eq!(parse(json_doc, false, Some(input.clone())).unwrap().len(), 2);
         for (bad, toml, says) in [
             ("{\"name\": \"x\", \"steps\": []}", false, "no steps"),
             ("{\"name\": \"x\", \"stepz\": []}", false, "unknown field"),
             ("name = ", true, "expected"),
         ] {
-            let err = parse(bad, toml, &input).unwrap_err();
+            let err = parse(bad, toml, Some(input.clone())).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
     }

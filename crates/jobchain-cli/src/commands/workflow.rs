@@ -29,9 +29,9 @@ pub enum WorkflowCommand {
         /// A declared workflow document (.json or .toml).
         #[arg(long)]
         file: Option<std::path::PathBuf>,
-        /// With --file: the payload of steps that set none.
-        #[arg(long, requires = "file", default_value = "{}")]
-        input: String,
+        /// With --file: the payload of steps that set none (over the document's `input`).
+        #[arg(long, requires = "file")]
+        input: Option<String>,
         /// Where the jobs are.
         #[command(flatten)]
         db: DbArgs,
@@ -131,8 +131,11 @@ pub async fn run(command: WorkflowCommand) -> Result<(), CliError> {
         } => {
             let workflow = match (file, kind, payload) {
                 (Some(file), _, _) => {
-                    let input = parse_json_arg(&input, "--input")?;
-                    Start::Declared(super::flow::load(&file, &input)?)
+                    let input = match input {
+                        Some(text) => Some(parse_json_arg(&text, "--input")?),
+                        None => None,
+                    };
+                    Start::Declared(super::flow::load(&file, input)?)
                 }
                 (None, Some(kind), Some(payload)) => Start::Dynamic(JobSpec::new(
                     &kind,

@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobchain::{EnqueueOptions, JobContext, JobError, JobSpec, Priority};
+use jobchain::{JobContext, JobError, JobOptions, JobSpec};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
@@ -26,7 +26,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use super::config::HandlerConfig;
-use crate::common::{parse_duration, parse_time};
 
 /// The exit status that means "do not retry".
 pub const PERMANENT_EXIT: i32 = 65;
@@ -55,44 +54,7 @@ struct FollowUp {
     #[serde(default)]
     payload: Value,
     #[serde(default)]
-    options: FollowUpOptions,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FollowUpOptions {
-    queue: Option<String>,
-    priority: Option<Value>,
-    delay: Option<String>,
-    run_at: Option<String>,
-    max_attempts: Option<u32>,
-    unique_key: Option<String>,
-}
-
-impl FollowUpOptions {
-    fn into_options(self) -> std::result::Result<EnqueueOptions, String> {
-        let mut options = EnqueueOptions::new();
-        options.queue = self.queue;
-        options.priority = match self.priority {
-            None => None,
-            Some(Value::Number(n)) => Some(Priority(
-                n.as_i64()
-                    .and_then(|n| i16::try_from(n).ok())
-                    .ok_or_else(|| format!("priority {n} is out of range"))?,
-            )),
-            Some(Value::String(s)) => Some(s.parse::<Priority>()?),
-            Some(other) => return Err(format!("priority {other} is neither a name nor a number")),
-        };
-        if let Some(delay) = self.delay {
-            options = options.delay(parse_duration(&delay)?);
-        }
-        if let Some(at) = self.run_at {
-            options = options.run_at(parse_time(&at)?);
-        }
-        options.max_attempts = self.max_attempts;
-        options.unique_key = self.unique_key;
-        Ok(options)
-    }
+    options: JobOptions,
 }
 
 /// A handler that runs a program per attempt.
@@ -406,7 +368,7 @@ mod tests {
             .options
             .into_options()
             .unwrap();
-        assert_eq!(options.priority, Some(Priority::HIGH));
+        assert_eq!(options.priority, Some(jobchain::Priority::HIGH));
         for (bad, says) in [
             (&b"hello"[..], "not a result object"),
             (&b"{\"outptu\": 1}"[..], "unknown field"),

@@ -422,6 +422,27 @@ pub async fn mark_cancelled(
     Ok(())
 }
 
+/// Marks a dead job cancelled (discarded from the dead-letter queue); returns whether it
+/// was dead.
+pub async fn discard_dead(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    id: JobId,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let statement = sql.get(
+        "UPDATE __schema__.jobs SET state = 'cancelled', cancel_reason = $2 \
+         WHERE id = $1 AND state = 'dead'",
+    );
+    let done = sqlx::query(statement)
+        .bind(id.0)
+        .bind(reason)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// Marks every live job of a workflow cancelled with it.
 pub async fn cancel_in_workflow(
     conn: &mut PgConnection,

@@ -224,6 +224,19 @@ pub fn cancel_live(
     Ok(changed > 0)
 }
 
+/// Marks a dead job cancelled (discarded from the dead-letter queue); returns whether it
+/// was dead.
+pub fn discard_dead(conn: &Connection, id: JobId, reason: &str) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE jobchain_jobs SET state = 'cancelled', cancel_reason = ?2 \
+             WHERE id = ?1 AND state = 'dead'",
+        )
+        .and_then(|mut s| s.execute(params![id.0, reason]))
+        .map_err(map_err)?;
+    Ok(changed > 0)
+}
+
 /// Lowers a blocked job's count of unsettled dependencies by one; at zero it becomes
 /// pending.
 pub fn satisfy(conn: &Connection, now: i64, id: JobId) -> Result<(), StoreError> {

@@ -119,6 +119,12 @@ pub async fn cancel(
     reason: &str,
 ) -> Result<Job, StoreError> {
     let live = rules::check_cancel(id, job::get(conn, sql, id).await?)?;
+    if live.state == JobState::Dead {
+        if !transition::discard_dead(conn, sql, id, &rules::discard_reason(reason)).await? {
+            return Err(rules::discard_raced(id));
+        }
+        return reread(conn, sql, id).await;
+    }
     if let Some(wf) = live.workflow_id {
         workflow::lock(conn, sql, &[wf.0]).await?;
     }

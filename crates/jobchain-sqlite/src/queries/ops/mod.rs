@@ -84,6 +84,12 @@ pub fn retry(conn: &Connection, now: i64, id: JobId) -> Result<Job, StoreError> 
 /// Cancels a live job and cascades to its dependents.
 pub fn cancel(conn: &Connection, now: i64, id: JobId, reason: &str) -> Result<Job, StoreError> {
     let live = rules::check_cancel(id, job::get(conn, id)?)?;
+    if live.state == JobState::Dead {
+        if !transition::discard_dead(conn, id, &rules::discard_reason(reason))? {
+            return Err(rules::discard_raced(id));
+        }
+        return reread(conn, id);
+    }
     transition::cancel_live(conn, now, id, reason, None)?;
     cascade::settle_dependents(conn, now, id, JobState::Cancelled)?;
     if let Some(wf) = live.workflow_id {
