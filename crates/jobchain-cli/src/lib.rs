@@ -79,6 +79,8 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Serves the HTTP API, the web dashboard and Prometheus metrics.
+    Serve(commands::serve::ServeArgs),
     /// Runs the order workflow (payment, confirmation, invoice and inventory) on a SQLite
     /// file or PostgreSQL.
     Demo(demo::DemoArgs),
@@ -207,6 +209,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dlq(command) => commands::jobs::run_dlq(command).await,
         Command::Stats { db, output } => commands::status::stats(db, output).await,
         Command::Workers { db, output } => commands::status::workers(db, output).await,
+        Command::Serve(args) => commands::serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchWorker { database } => bench::worker::run(&database).await,

@@ -337,8 +337,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Jobs completed and ended dead per minute since `since` (a range read of the
     /// finish-time index), oldest minute first; minutes without any are left out.
-    async fn throughput(&self, since: chrono::DateTime<chrono::Utc>)
-        -> StoreResult<Vec<MinuteCount>>;
+    async fn throughput(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<Vec<MinuteCount>>;
 
     /// Retries a dead job: `pending` at once with a fresh budget of attempts; its
     /// dependents that were cancelled because of it go back to `blocked`, transitively.

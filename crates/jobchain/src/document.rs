@@ -116,8 +116,7 @@ impl WorkflowDocument {
             options.priority = s.priority;
             options.max_attempts = s.max_attempts;
             let payload = s.payload.unwrap_or_else(|| input.clone());
-            let mut step =
-                Step::untyped(&s.name, JobSpec::new(&s.kind, payload)).options(options);
+            let mut step = Step::untyped(&s.name, JobSpec::new(&s.kind, payload)).options(options);
             for dep in &s.after {
                 step = step.after(dep);
             }

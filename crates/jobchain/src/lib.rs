@@ -79,6 +79,7 @@ pub mod workflow;
 pub use args::{IntoJob, JobArgs, JobSpec};
 pub use client::{open, Client};
 pub use context::JobContext;
+pub use document::{JobOptions, WorkflowDocument};
 pub use error::{Error, Result};
 pub use handler::{Handler, JobError, KindOptions, ResultExt};
 pub use jobchain_core::job::{
@@ -92,7 +93,6 @@ pub use jobchain_core::workflow::{
     EdgePolicy, JobCounts, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted, WorkflowState,
 };
 pub use jobchain_core::{self as core, StoreError};
-pub use document::{JobOptions, WorkflowDocument};
 pub use metrics::Metrics;
 pub use runtime::{ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
 pub use workflow::{IntoWorkflow, Step, Workflow};

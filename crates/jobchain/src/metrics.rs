@@ -161,9 +161,7 @@ impl Metrics {
             }
             Outcome::Released => return,
         }
-        i.duration
-            .get_or_create(&labels)
-            .observe(ran.as_secs_f64());
+        i.duration.get_or_create(&labels).observe(ran.as_secs_f64());
     }
 
     /// This process's counters and histograms, and the store's gauges read now through
@@ -207,8 +205,7 @@ async fn store_gauges(client: &Client) -> Result<Registry> {
     let workers = client.workers().await?;
     let mut registry = Registry::with_prefix("jobchain");
     let jobs: Family<QueueStateLabels, Gauge> = Family::default();
-    let oldest: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>> =
-        Family::default();
+    let oldest: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
     for queue in &stats {
         for state in JobState::ALL {
             jobs.get_or_create(&QueueStateLabels {

@@ -69,7 +69,10 @@ mod tests {
         let toml_doc = "name = \"order\"\n[[steps]]\nname = \"charge\"\nkind = \"pay\"\n[[steps]]\nname = \"mail\"\nkind = \"mail\"\nafter = [\"charge\"]\noptional = true\n";
         assert_eq!(parse(toml_doc, true, Some(input.clone())).unwrap().len(), 2);
         let json_doc = r#"{"name": "order", "steps": [{"name": "a", "kind": "k"}, {"name": "b", "kind": "k", "after_optional": ["a"], "payload": 3}]}"#;
-        assert_eq!(parse(json_doc, false, Some(input.clone())).unwrap().len(), 2);
+        assert_eq!(
+            parse(json_doc, false, Some(input.clone())).unwrap().len(),
+            2
+        );
         for (bad, toml, says) in [
             ("{\"name\": \"x\", \"steps\": []}", false, "no steps"),
             ("{\"name\": \"x\", \"stepz\": []}", false, "unknown field"),

@@ -3,5 +3,6 @@
 pub mod enqueue;
 pub mod flow;
 pub mod jobs;
+pub mod serve;
 pub mod status;
 pub mod workflow;

@@ -36,6 +36,12 @@ pub struct WorkerArgs {
     /// handler gets between SIGTERM and SIGKILL.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub grace: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics: this worker's attempts by kind
+    /// (completed, failed, retried, dead), handler durations and start latency, with the
+    /// store's job counts and live workers. A non-loopback address is served as given:
+    /// metrics change nothing.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where the jobs are.
     #[command(flatten)]
     pub db: DbArgs,
@@ -58,9 +64,11 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
         )));
     }
     let client = args.db.open().await?;
+    let metrics = args.metrics_addr.map(|_| jobchain::Metrics::new());
     let mut builder = Worker::builder(&client).config(WorkerConfig {
         concurrency: args.concurrency as usize,
         shutdown_timeout: args.grace,
+        metrics: metrics.clone(),
         ..WorkerConfig::default()
     });
     for handler in &handlers {
@@ -82,7 +90,15 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
             },
         );
     }
-    let worker = builder.build()?.start();
+    let worker = builder.build()?;
+    let metrics_server = match args.metrics_addr {
+        Some(addr) => {
+            let router = jobchain_web::metrics_router(client.clone(), metrics);
+            Some(crate::commands::serve::spawn(addr, router, "metrics").await?)
+        }
+        None => None,
+    };
+    let worker = worker.start();
     tracing::info!(
         kinds = ?handlers.iter().map(|h| &h.kind).collect::<Vec<_>>(),
         "worker running; SIGTERM or Ctrl-C stops it"
@@ -100,6 +116,9 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
             .map_err(CliError::from)
     };
     let report = worker.shutdown().await;
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     if report.released > 0 || report.unwritten > 0 {
         tracing::warn!(
             released = report.released,

@@ -38,7 +38,9 @@ pub(crate) async fn run(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemap
     let lease = job.lease();
     let workflow_id = job.workflow_id;
     let metrics = shared.config.metrics.as_ref().map(|m| {
-        let waited = (chrono::Utc::now() - job.run_at).to_std().unwrap_or_default();
+        let waited = (chrono::Utc::now() - job.run_at)
+            .to_std()
+            .unwrap_or_default();
         m.started(&job.kind, waited);
         (m, job.kind.clone(), std::time::Instant::now())
     });
