@@ -513,11 +513,27 @@ function drawGraph(jobs, edges) {
   const height = PAD * 2 + Math.max(1, ...columns.map((c) => c.length)) * (NH + GY) - GY;
   const svg = s("svg", { class: "graph", width, height, viewBox: `0 0 ${width} ${height}`,
     role: "img", "aria-label": "workflow graph" });
+  svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 8 8", refX: 8, refY: 4,
+    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, s("path", { d: "M0,0 L8,4 L0,8 z", class: "arrow" }))));
+  let low = height;
   for (const l of links) {
     const a = pos.get(l.from), b = pos.get(l.to);
-    const x1 = a.x + NW, y1 = a.y + NH / 2, x2 = b.x, y2 = b.y + NH / 2, mx = (x1 + x2) / 2;
+    const x1 = a.x + NW, y1 = a.y + NH / 2, x2 = b.x - 2, y2 = b.y + NH / 2, mx = (x1 + x2) / 2;
+    let d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+    if (layer.get(l.to) - layer.get(l.from) > 1) {
+      // Past the columns between: below the nodes of the rows it spans.
+      const under = Math.max(a.y, b.y) + NH + GY / 2;
+      low = Math.max(low, under + PAD);
+      const h1 = x1 + GX / 2, h2 = x2 - GX / 2;
+      d = `M${x1},${y1} C${h1},${y1} ${h1},${under} ${x1 + GX},${under} L${x2 - GX},${under} ` +
+        `C${h2},${under} ${h2},${y2} ${x2},${y2}`;
+    }
     svg.append(s("path", { class: "edge " + l.kind, "data-from": l.from, "data-to": l.to, "data-policy": l.kind,
-      d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}` }));
+      d, "marker-end": "url(#arrow)" }));
+  }
+  if (low > height) {
+    svg.setAttribute("height", low);
+    svg.setAttribute("viewBox", `0 0 ${width} ${low}`);
   }
   for (const j of jobs) {
     const p = pos.get(j.id);

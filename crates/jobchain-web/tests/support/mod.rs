@@ -1,7 +1,7 @@
 //! What the web tests share: stores, requests through the router, a small JSON Schema
 //! check against the OpenAPI document, and the order workflow with a failing e-mail.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
