@@ -183,6 +183,7 @@ on_both_stores!(
     sigterm_hands_a_running_job_back,
     operator_commands_print_json_that_reads_back,
     declared_steps_read_their_dependencies_and_environment,
+    serve_answers_the_api_and_the_worker_serves_metrics,
 );
 
 fn the_order_workflow_runs_with_python_and_shell_handlers(db: &Db) {
@@ -700,4 +701,129 @@ fn logs_can_be_json_lines() {
         line.contains("\"job.kind\":\"fails\"") && line.contains("exited with status 3"),
         "{line}"
     );
+}
+
+/// Starts `jobchain ARGS` and returns it with the URL it printed on its first line.
+fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jobchain"))
+        .args(args)
+        .env_remove("JOBCHAIN_DATABASE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a first line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .trim_end_matches(',')
+        .to_string();
+    (child, url)
+}
+
+/// One HTTP/1.1 request over a plain socket; returns the status and the body.
+fn http(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host");
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let status = answer[9..12].parse().expect("a status");
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn stop(mut child: std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "exit {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn serve_answers_the_api_and_the_worker_serves_metrics(db: &Db) {
+    let (server, url) = spawn_server(&["serve", "--addr", "127.0.0.1:0", "--database", &db.location]);
+    let (status, body) = http(&url, "POST", "/api/v1/jobs", Some(r#"{"kind": "echo", "payload": {"n": 1}}"#));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(&url, "GET", "/api/v1/stats", None);
+    assert_eq!(status, 200, "{body}");
+    let stats: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(stats["totals"]["pending"], 1);
+    let (status, page) = http(&url, "GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(page.contains("/assets/app.js"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("jobchain.toml");
+    std::fs::write(&config, "[handlers.echo]\ncommand = [\"true\"]\n").expect("config");
+    let (worker, metrics) = spawn_server(&[
+        "worker",
+        "--config",
+        config.to_str().expect("path"),
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--database",
+        &db.location,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http(&url, "GET", "/api/v1/jobs?state=completed", None);
+        let page: Value = serde_json::from_str(&body).expect("json");
+        if page["jobs"].as_array().is_some_and(|j| j.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never completed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, text) = http(&metrics, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(text.contains("jobchain_jobs_completed_total{kind=\"echo\"} 1"), "{text}");
+    assert!(text.contains("jobchain_workers 1"), "{text}");
+    let (status, _) = http(&metrics, "GET", "/api/v1/stats", None);
+    assert_eq!(status, 404, "the metrics port serves only /metrics");
+    stop(worker);
+    stop(server);
+}
+
+#[test]
+fn serve_refuses_unsafe_settings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("jobs.db");
+    let db = db.to_str().expect("path");
+    let short = dir.path().join("short-token");
+    std::fs::write(&short, "abc\n").expect("token");
+    for (args, says) in [
+        (vec!["serve", "--addr", "0.0.0.0:0"], "--token-file"),
+        (vec!["serve", "--token-file", "/nonexistent/token"], "cannot read the token file"),
+        (vec!["serve", "--token-file", short.to_str().expect("path")], "at least 16 characters"),
+        (vec!["serve", "--addr", "localhost"], "invalid value"),
+        (vec!["worker", "--metrics-addr", "nowhere"], "invalid value"),
+    ] {
+        let output = jobchain(&args, Some(db), None);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output.stderr));
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
