@@ -745,7 +745,10 @@ fn http(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read");
     let status = answer[9..12].parse().expect("a status");
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -764,8 +767,14 @@ fn stop(mut child: std::process::Child) {
 }
 
 fn serve_answers_the_api_and_the_worker_serves_metrics(db: &Db) {
-    let (server, url) = spawn_server(&["serve", "--addr", "127.0.0.1:0", "--database", &db.location]);
-    let (status, body) = http(&url, "POST", "/api/v1/jobs", Some(r#"{"kind": "echo", "payload": {"n": 1}}"#));
+    let (server, url) =
+        spawn_server(&["serve", "--addr", "127.0.0.1:0", "--database", &db.location]);
+    let (status, body) = http(
+        &url,
+        "POST",
+        "/api/v1/jobs",
+        Some(r#"{"kind": "echo", "payload": {"n": 1}}"#),
+    );
     assert_eq!(status, 201, "{body}");
     let (status, body) = http(&url, "GET", "/api/v1/stats", None);
     assert_eq!(status, 200, "{body}");
@@ -799,7 +808,10 @@ fn serve_answers_the_api_and_the_worker_serves_metrics(db: &Db) {
     }
     let (status, text) = http(&metrics, "GET", "/metrics", None);
     assert_eq!(status, 200);
-    assert!(text.contains("jobchain_jobs_completed_total{kind=\"echo\"} 1"), "{text}");
+    assert!(
+        text.contains("jobchain_jobs_completed_total{kind=\"echo\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("jobchain_workers 1"), "{text}");
     let (status, _) = http(&metrics, "GET", "/api/v1/stats", None);
     assert_eq!(status, 404, "the metrics port serves only /metrics");
@@ -816,13 +828,24 @@ fn serve_refuses_unsafe_settings() {
     std::fs::write(&short, "abc\n").expect("token");
     for (args, says) in [
         (vec!["serve", "--addr", "0.0.0.0:0"], "--token-file"),
-        (vec!["serve", "--token-file", "/nonexistent/token"], "cannot read the token file"),
-        (vec!["serve", "--token-file", short.to_str().expect("path")], "at least 16 characters"),
+        (
+            vec!["serve", "--token-file", "/nonexistent/token"],
+            "cannot read the token file",
+        ),
+        (
+            vec!["serve", "--token-file", short.to_str().expect("path")],
+            "at least 16 characters",
+        ),
         (vec!["serve", "--addr", "localhost"], "invalid value"),
         (vec!["worker", "--metrics-addr", "nowhere"], "invalid value"),
     ] {
         let output = jobchain(&args, Some(db), None);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
         let stderr = text(&output.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }

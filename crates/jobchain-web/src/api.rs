@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/dlq/retry", post(dlq_retry))
         .route("/dlq/cancel", post(dlq_cancel))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
@@ -59,6 +60,14 @@ async fn not_found() -> Problem {
         StatusCode::NOT_FOUND,
         "Not found",
         "no such API path: see /api/v1/openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        "this path does not take that method: see /api/v1/openapi.json",
     )
 }
 

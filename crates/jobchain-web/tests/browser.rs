@@ -161,6 +161,12 @@ async fn the_dashboard_in_a_real_browser() {
     let worker =
         h.worker()
             .handler("ok", |_: JobContext, p: Value| async move { Ok(p) })
+            .handler("fan_out", |ctx: JobContext, _: Value| async move {
+                for part in ["invoice", "inventory"] {
+                    ctx.enqueue(JobSpec::new("ok", json!({"part": part})))?;
+                }
+                Ok(())
+            })
             .handler_with(
                 "decline",
                 quick_retry(1),
@@ -192,6 +198,13 @@ async fn the_dashboard_in_a_real_browser() {
         .id;
     assert_eq!(finished(&h, failed_mail).await.state, WorkflowState::Failed);
     assert_eq!(finished(&h, declined).await.state, WorkflowState::Failed);
+    let dynamic = h
+        .client
+        .start_workflow(JobSpec::new("fan_out", json!({})))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(finished(&h, dynamic).await.state, WorkflowState::Completed);
     let hostile = h
         .client
         .enqueue(JobSpec::new(
@@ -308,6 +321,68 @@ async fn the_dashboard_in_a_real_browser() {
     )
     .await;
     assert!(tip.as_str().unwrap().contains("cancelled: "), "{tip}");
+
+    // A dynamic workflow: the jobs a handler enqueued sit in the next column, dotted.
+    browser
+        .goto(&format!("{base}/#/workflows/{dynamic}"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "three nodes",
+        "return document.querySelectorAll('svg.graph g.node').length === 3",
+    )
+    .await;
+    let layout = browser
+        .execute(
+            "const xs = [...document.querySelectorAll('svg.graph g.node')].map(g => [g.dataset.step, g.getCTM().e]); \
+             const spawned = [...document.querySelectorAll('svg.graph path.edge')].map(p => [p.dataset.policy, getComputedStyle(p).strokeDasharray]); \
+             return {xs, spawned}",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let xs = layout["xs"].as_array().unwrap();
+    let parent_x = xs.iter().find(|n| n[0] == "fan_out").unwrap()[1]
+        .as_f64()
+        .unwrap();
+    for child in xs.iter().filter(|n| n[0] == "ok") {
+        assert!(
+            child[1].as_f64().unwrap() > parent_x,
+            "children right of their parent: {layout}"
+        );
+    }
+    let spawned = layout["spawned"].as_array().unwrap();
+    assert_eq!(spawned.len(), 2, "{layout}");
+    assert!(
+        spawned.iter().all(|e| e[0] == "spawned" && e[1] != "none"),
+        "{layout}"
+    );
+
+    // Filters survive the page's own refreshes.
+    browser
+        .goto(&format!("{base}/#/jobs?state=dead"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the dead jobs",
+        "return document.querySelectorAll('#jobs-table tbody tr').length === 2",
+    )
+    .await;
+    browser
+        .find(Locator::Css("input[name=kind]"))
+        .await
+        .unwrap()
+        .send_keys("send_")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let kept = browser
+        .execute("return [document.querySelector('select[name=state]').value, document.querySelector('input[name=kind]').value, document.querySelectorAll('#jobs-table tbody tr').length]", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, json!(["dead", "send_", 2]), "after two refreshes");
 
     // The dead-letter page: retry the dead e-mail, and the workflow turns completed.
     mail_up.store(true, Ordering::SeqCst);
