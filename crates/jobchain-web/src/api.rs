@@ -334,7 +334,7 @@ async fn workflow(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
 async fn start_workflow(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-    body: String,
+    body: axum::body::Bytes,
 ) -> ApiResult {
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -347,7 +347,9 @@ async fn start_workflow(
             "send the workflow document as JSON with `Content-Type: application/json`",
         ));
     }
-    let document = WorkflowDocument::from_json(&body).map_err(Problem::bad_request)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| Problem::bad_request(format!("the body is not UTF-8 text: {e}")))?;
+    let document = WorkflowDocument::from_json(text).map_err(Problem::bad_request)?;
     let workflow = document.into_workflow(None).map_err(Problem::bad_request)?;
     let started = state.client.start_workflow(workflow).await?;
     let status = if started.duplicate {
