@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use jobchain::{JobContext, JobError, JobSpec, Step, Workflow, WorkflowState};
-use jobchain_conformance::support::{job, quick_retry};
+use jobchain::{JobContext, JobError, JobSpec, WorkflowState};
+use jobchain_conformance::support::quick_retry;
 use jobchain_web::WebOptions;
 use serde_json::{json, Value};
 
@@ -129,27 +129,6 @@ async fn screenshot(browser: &Browser, name: &str) {
     }
 }
 
-/// The order: payment, then the e-mail; invoice and inventory wait for the e-mail on
-/// optional edges (they run whatever it does); closing the order needs the e-mail sent,
-/// so a dead e-mail fails the workflow until it is retried.
-fn order(order: u32, pay_kind: &str) -> Workflow {
-    let p = json!({"order_id": order, "email": format!("customer{order}@example.com")});
-    Workflow::new("order")
-        .step(Step::untyped("charge_payment", job(pay_kind, &p)))
-        .step(Step::untyped("send_confirmation", job("send_email", &p)).after("charge_payment"))
-        .step(
-            Step::untyped("generate_invoice", job("ok", &p))
-                .after("charge_payment")
-                .after_optional("send_confirmation"),
-        )
-        .step(
-            Step::untyped("sync_inventory", job("ok", &p))
-                .after("charge_payment")
-                .after_optional("send_confirmation"),
-        )
-        .step(Step::untyped("close_order", job("ok", &p)).after("send_confirmation"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_a_real_browser() {
     if !browser_available() {
@@ -189,10 +168,15 @@ async fn the_dashboard_in_a_real_browser() {
                 },
             )
             .started();
-    let failed_mail = h.client.start_workflow(order(1, "ok")).await.unwrap().id;
+    let failed_mail = h
+        .client
+        .start_workflow(order_workflow(1, "ok"))
+        .await
+        .unwrap()
+        .id;
     let declined = h
         .client
-        .start_workflow(order(2, "decline"))
+        .start_workflow(order_workflow(2, "decline"))
         .await
         .unwrap()
         .id;
