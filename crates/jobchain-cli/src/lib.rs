@@ -61,6 +61,9 @@ pub enum Command {
     /// The dead-letter queue: list, retry, purge.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Pauses, resumes and lists queues.
+    #[command(subcommand)]
+    Queue(commands::queue::QueueCommand),
     /// Per queue: jobs by state, the oldest pending job, kinds no live worker handles.
     Stats {
         /// Where the jobs are.
@@ -207,6 +210,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Workflow(command) => commands::workflow::run(command).await,
         Command::Jobs(command) => commands::jobs::run_jobs(command).await,
         Command::Dlq(command) => commands::jobs::run_dlq(command).await,
+        Command::Queue(command) => commands::queue::run(command).await,
         Command::Stats { db, output } => commands::status::stats(db, output).await,
         Command::Workers { db, output } => commands::status::workers(db, output).await,
         Command::Serve(args) => commands::serve::run(args).await,

@@ -184,6 +184,7 @@ on_both_stores!(
     operator_commands_print_json_that_reads_back,
     declared_steps_read_their_dependencies_and_environment,
     serve_answers_the_api_and_the_worker_serves_metrics,
+    queues_pause_and_resume_from_the_command,
 );
 
 fn the_order_workflow_runs_with_python_and_shell_handlers(db: &Db) {
@@ -849,4 +850,25 @@ fn serve_refuses_unsafe_settings() {
         let stderr = text(&output.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+fn queues_pause_and_resume_from_the_command(db: &Db) {
+    db.line(&["enqueue", "k", "{}"]);
+    let paused = db.json(&["queue", "pause", "default", "--json"]);
+    assert_eq!(paused["paused"], true);
+    let listed = db.line(&["queue", "list"]);
+    assert!(
+        listed.contains("default") && listed.contains("paused"),
+        "{listed}"
+    );
+    let line: Value = serde_json::from_str(&db.line(&["queue", "list", "--json"])).expect("json");
+    assert_eq!(line["paused"], true);
+    assert_eq!(line["pending"], 1);
+    assert_eq!(
+        db.line(&["queue", "resume", "default"]),
+        "queue `default` is running"
+    );
+    let output = db.run(&["queue", "pause", ""]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("queue name is empty"));
 }

@@ -9,6 +9,7 @@
 //! user would, so they check the store and the runtime together.
 
 pub mod claims;
+pub mod flow;
 pub mod hostile;
 pub mod leases;
 pub mod processes;
@@ -88,6 +89,9 @@ macro_rules! conformance_suite {
             cleaner_keeps_running_workflows_whole,
             declared_steps_can_chain_dynamically,
             workflow_unique_key_listing_and_counts,
+        );
+        $crate::conformance_suite!(@in flow, $factory;
+            pausing_a_queue_stops_starts_until_resumed,
         );
         $crate::conformance_suite!(@in registry, $factory;
             store_keeps_the_worker_registry,

@@ -218,6 +218,17 @@ pub struct JobFilter {
     pub after: Option<JobId>,
 }
 
+/// A queue's record: whether it is paused. A queue without one runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub name: String,
+    /// No claim takes its jobs while this holds; running jobs finish.
+    pub paused: bool,
+    /// When it was last paused or resumed.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Jobs that ended in one minute, for throughput charts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MinuteCount {
@@ -251,6 +262,9 @@ pub struct QueueStats {
     /// Pending jobs of this queue that no live worker handles, by kind (filled in by the
     /// client from the worker registry; stores leave it empty).
     pub unhandled: Vec<UnhandledKind>,
+    /// Whether the queue is paused (filled in by the client; stores leave it false).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl QueueStats {
@@ -266,6 +280,7 @@ impl QueueStats {
                         counts: crate::workflow::JobCounts::default(),
                         oldest_pending_age: None,
                         unhandled: Vec::new(),
+                        paused: false,
                     };
                     entry.counts.add_n(state, count);
                     stats.push(entry);
@@ -397,6 +412,13 @@ pub trait Store: Send + Sync + 'static {
     /// Pending jobs grouped by queue and kind, with the creation time of the oldest,
     /// ordered by queue and kind.
     async fn pending_kinds(&self) -> StoreResult<Vec<PendingKind>>;
+
+    /// Pauses (`paused`) or resumes a queue, in the store, for every process: from the
+    /// commit on, no claim takes its jobs until it is resumed; running jobs finish.
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> StoreResult<QueueInfo>;
+
+    /// Every queue that has a record (was paused or resumed once), by name.
+    async fn queue_records(&self) -> StoreResult<Vec<QueueInfo>>;
 
     /// Flushes pending writes and closes connections; later calls fail with `Closed`.
     async fn close(&self);

@@ -10,7 +10,7 @@ use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::rules;
 use jobchain_core::store::{
     Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
-    MinuteCount, QueueStats, SettleResult, Settlement, Store,
+    MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement, Store,
 };
 use jobchain_core::workflow::{
     Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
@@ -19,7 +19,7 @@ use jobchain_core::{StoreError, WorkflowId};
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
 
-use crate::queries::{dependency, job, map_err, ops, transition, worker, workflow};
+use crate::queries::{dependency, job, map_err, ops, queue, transition, worker, workflow};
 use crate::PgStore;
 
 impl PgStore {
@@ -256,6 +256,18 @@ impl Store for PgStore {
 
     async fn pending_kinds(&self) -> Result<Vec<PendingKind>, StoreError> {
         worker::pending_kinds(&mut *self.conn().await?, self.sql()).await
+    }
+
+    async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueInfo, StoreError> {
+        let info = queue::set_paused(&mut *self.conn().await?, self.sql(), name, paused).await?;
+        if !paused {
+            self.wake_others();
+        }
+        Ok(info)
+    }
+
+    async fn queue_records(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        queue::all(&mut *self.conn().await?, self.sql()).await
     }
 
     async fn close(&self) {

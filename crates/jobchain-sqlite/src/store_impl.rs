@@ -9,14 +9,14 @@ use jobchain_core::job::{Job, JobId, NewJob};
 use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::store::{
     Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
-    MinuteCount, QueueStats, SettleResult, Settlement, Store,
+    MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement, Store,
 };
 use jobchain_core::workflow::{
     Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
 };
 use jobchain_core::{StoreError, WorkflowId};
 
-use crate::queries::{dependency, duration_ms, job, now_ms, ops, worker, workflow};
+use crate::queries::{dependency, duration_ms, job, now_ms, ops, queue, worker, workflow};
 use crate::SqliteStore;
 
 #[async_trait]
@@ -184,6 +184,16 @@ impl Store for SqliteStore {
 
     async fn pending_kinds(&self) -> Result<Vec<PendingKind>, StoreError> {
         self.read(worker::pending_kinds).await
+    }
+
+    async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueInfo, StoreError> {
+        let name = name.to_string();
+        self.write_statement(move |conn| queue::set_paused(conn, now_ms(), &name, paused))
+            .await
+    }
+
+    async fn queue_records(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.read(queue::all).await
     }
 
     async fn close(&self) {

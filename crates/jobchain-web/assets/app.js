@@ -233,10 +233,18 @@ function mountOverview(root) {
         h("div", { class: "l" }, "live workers")));
     chart.replaceChildren(throughputChart(stats.throughput));
     queues.replaceChildren(stats.queues.length === 0 ? h("p", { class: "muted" }, "No jobs yet.") :
-      table(["Queue", ...STATES, "Oldest pending"], stats.queues.map((q) =>
-        h("tr", {}, h("td", {}, h("a", { href: "#/jobs?queue=" + encodeURIComponent(q.queue) }, q.queue)),
+      table(["Queue", "", ...STATES, "Oldest pending"], stats.queues.map((q) => {
+        const toggle = h("button", { type: "button", class: "secondary pause", "data-queue": q.queue },
+          q.paused ? "Resume" : "Pause");
+        toggle.addEventListener("click", () => act(toggle, q.paused ? "resume" : "pause",
+          () => post(`/queues/${encodeURIComponent(q.queue)}/${q.paused ? "resume" : "pause"}`)));
+        return h("tr", { "data-queue": q.queue, "data-paused": q.paused },
+          h("td", {}, h("a", { href: "#/jobs?queue=" + encodeURIComponent(q.queue) }, q.queue),
+            q.paused ? [" ", h("span", { class: "badge paused" }, "paused")] : null),
+          h("td", {}, toggle),
           STATES.map((st) => h("td", {}, String(q.counts[st]))),
-          h("td", {}, duration(q.oldest_pending_seconds))))));
+          h("td", {}, duration(q.oldest_pending_seconds)));
+      })));
     unhandled.replaceChildren(...stats.unhandled.map((u) => h("div", { class: "notice" },
       `${u.count} pending "${u.kind}" job(s) on queue "${u.queue}", oldest ${duration(u.oldest_seconds)}: `,
       u.handled_on.length ? "handled only on queue(s) " + u.handled_on.join(", ") : "no live worker handles this kind")));

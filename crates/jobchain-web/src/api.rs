@@ -42,6 +42,9 @@ pub fn routes() -> Router<AppState> {
         .route("/workflows", get(list_workflows).post(start_workflow))
         .route("/workflows/{id}", get(workflow))
         .route("/workflows/{id}/cancel", post(cancel_workflow))
+        .route("/queues", get(queues))
+        .route("/queues/{name}/pause", post(pause_queue))
+        .route("/queues/{name}/resume", post(resume_queue))
         .route("/dlq/retry", post(dlq_retry))
         .route("/dlq/cancel", post(dlq_cancel))
         .fallback(not_found)
@@ -99,6 +102,22 @@ async fn stats(State(state): State<AppState>) -> ApiResult {
 async fn workers(State(state): State<AppState>) -> ApiResult {
     let workers = state.client.workers().await?;
     ok(StatusCode::OK, &serde_json::json!({ "workers": workers }))
+}
+
+async fn queues(State(state): State<AppState>) -> ApiResult {
+    let stats = state.client.queue_stats().await?;
+    let queues = Stats::new(stats, Vec::new(), 0).queues;
+    ok(StatusCode::OK, &serde_json::json!({ "queues": queues }))
+}
+
+async fn pause_queue(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let info = state.client.pause_queue(&name).await?;
+    ok(StatusCode::OK, &info)
+}
+
+async fn resume_queue(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let info = state.client.resume_queue(&name).await?;
+    ok(StatusCode::OK, &info)
 }
 
 /// An optional query parameter: absent and empty are the same.

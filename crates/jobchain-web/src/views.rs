@@ -18,6 +18,7 @@ pub struct Stats {
 #[derive(Serialize)]
 pub struct Queue {
     pub queue: String,
+    pub paused: bool,
     pub counts: JobCounts,
     pub oldest_pending_seconds: Option<f64>,
 }
@@ -49,6 +50,7 @@ impl Stats {
             }));
             queues.push(Queue {
                 queue: q.queue,
+                paused: q.paused,
                 counts: q.counts,
                 oldest_pending_seconds: q.oldest_pending_age.map(|a| a.as_secs_f64()),
             });

@@ -470,6 +470,30 @@ async fn dead_letter_queue_in_bulk(h: &Harness) {
     }
 }
 
+async fn queues_pause_and_resume(h: &Harness) {
+    let r = router(h);
+    let doc = openapi();
+    h.client
+        .enqueue(JobSpec::new("k", json!({})))
+        .await
+        .unwrap();
+    let a = post(&r, "/api/v1/queues/default/pause", json!({})).await;
+    check_answer(&doc, "/queues/{name}/pause", "post", &a);
+    assert_eq!(a.body["paused"], true);
+    let a = get(&r, "/api/v1/queues").await;
+    check_answer(&doc, "/queues", "get", &a);
+    assert_eq!(a.body["queues"][0]["paused"], true);
+    assert_eq!(a.body["queues"][0]["counts"]["pending"], 1);
+    let a = get(&r, "/api/v1/stats").await;
+    assert_eq!(a.body["queues"][0]["paused"], true);
+    let a = post(&r, "/api/v1/queues/default/resume", json!({})).await;
+    check_answer(&doc, "/queues/{name}/resume", "post", &a);
+    assert_eq!(a.body["paused"], false);
+    let a = post(&r, "/api/v1/queues/a%00b/pause", json!({})).await;
+    check_answer(&doc, "/queues/{name}/pause", "post", &a);
+    assert!(a.problem(400).contains("NUL"));
+}
+
 async fn metrics_count_the_jobs_that_ran(h: &Harness) {
     let metrics = jobchain::Metrics::new();
     let worker = h
@@ -589,5 +613,6 @@ on_both_stores!(
     one_job_enqueue_retry_and_cancel,
     workflows_start_list_show_and_cancel,
     dead_letter_queue_in_bulk,
+    queues_pause_and_resume,
     metrics_count_the_jobs_that_ran,
 );

@@ -179,7 +179,7 @@ async fn generated_requests_get_documented_answers(h: &Harness) {
     }
     assert_eq!(
         operations.len(),
-        13,
+        16,
         "every operation of the document is exercised"
     );
     let strategy = generated(operations);
@@ -193,7 +193,12 @@ async fn generated_requests_get_documented_answers(h: &Harness) {
             (IdChoice::Missing, true) => jobchain::WorkflowId::new().to_string(),
             (IdChoice::Garbage(text), _) => text.clone(),
         };
-        let mut uri = format!("/api/v1{}", g.path.replace("{id}", &encode(&id)));
+        let mut uri = format!(
+            "/api/v1{}",
+            g.path
+                .replace("{id}", &encode(&id))
+                .replace("{name}", &encode(&format!("q{}", id.len() % 3)))
+        );
         if g.method == "get" && !g.query.is_empty() {
             let q: Vec<String> = g
                 .query

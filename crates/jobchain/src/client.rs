@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jobchain_core::job::{EnqueueOptions, Job, JobId, JobState, NewJob, RunAt, WorkflowId};
 use jobchain_core::registry::{self, WorkerRecord};
-use jobchain_core::store::{Enqueued, JobFilter, QueueStats, Store};
+use jobchain_core::store::{Enqueued, JobFilter, QueueInfo, QueueStats, Store};
 use jobchain_core::workflow::tree::{self, TreeNode};
 use jobchain_core::workflow::{WorkflowFilter, WorkflowInfo, WorkflowStarted, WorkflowState};
 use jobchain_core::StoreError;
@@ -386,10 +386,12 @@ impl Client {
     }
 
     /// Job counts by queue and state, with the pending jobs of each queue that no live
-    /// worker handles (by kind, with the age of the oldest).
+    /// worker handles (by kind, with the age of the oldest), and whether it is paused
+    /// (a paused queue without jobs is listed too).
     pub async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        let mut stats = self.inner.store.queue_stats().await?;
-        let pending = self.inner.store.pending_kinds().await?;
+        let store = &self.inner.store;
+        let mut stats = store.queue_stats().await?;
+        let pending = store.pending_kinds().await?;
         let now = chrono::Utc::now();
         for p in &pending {
             let age = (now - p.oldest).to_std().unwrap_or_default();
@@ -397,22 +399,35 @@ impl Client {
                 entry.oldest_pending_age = entry.oldest_pending_age.max(Some(age));
             }
         }
-        if pending.is_empty() {
-            return Ok(stats);
-        }
-        let workers = self.inner.store.workers().await?;
+        let workers = if pending.is_empty() {
+            Vec::new()
+        } else {
+            store.workers().await?
+        };
         for unhandled in registry::unhandled(&pending, &workers, now) {
-            match stats.iter_mut().find(|s| s.queue == unhandled.queue) {
-                Some(entry) => entry.unhandled.push(unhandled),
-                None => stats.push(QueueStats {
-                    queue: unhandled.queue.clone(),
-                    counts: Default::default(),
-                    oldest_pending_age: None,
-                    unhandled: vec![unhandled],
-                }),
+            queue_entry(&mut stats, &unhandled.queue)
+                .unhandled
+                .push(unhandled);
+        }
+        for record in store.queue_records().await? {
+            if record.paused {
+                queue_entry(&mut stats, &record.name).paused = true;
             }
         }
         Ok(stats)
+    }
+
+    /// Pauses a queue for every worker of the store: none starts its jobs (within one
+    /// poll interval) until it is resumed; running jobs finish.
+    pub async fn pause_queue(&self, queue: &str) -> Result<QueueInfo> {
+        valid_queue(queue)?;
+        Ok(self.inner.store.set_queue_paused(queue, true).await?)
+    }
+
+    /// Resumes a paused queue.
+    pub async fn resume_queue(&self, queue: &str) -> Result<QueueInfo> {
+        valid_queue(queue)?;
+        Ok(self.inner.store.set_queue_paused(queue, false).await?)
     }
 
     /// Pending jobs that no live worker handles, by queue and kind.
@@ -481,5 +496,30 @@ impl Client {
     /// Flushes and closes the store.
     pub async fn close(&self) {
         self.inner.store.close().await;
+    }
+}
+
+/// A queue name that can be stored.
+fn valid_queue(queue: &str) -> Result<()> {
+    if queue.is_empty() {
+        return Err(StoreError::Invalid("the queue name is empty: name a queue".into()).into());
+    }
+    jobchain_core::job::check_name("queue", queue).map_err(|e| Error::Store(StoreError::Invalid(e)))
+}
+
+/// The stats entry of `queue`, added (empty) if it has none yet.
+fn queue_entry<'a>(stats: &'a mut Vec<QueueStats>, queue: &str) -> &'a mut QueueStats {
+    match stats.iter().position(|s| s.queue == queue) {
+        Some(i) => &mut stats[i],
+        None => {
+            stats.push(QueueStats {
+                queue: queue.to_string(),
+                counts: Default::default(),
+                oldest_pending_age: None,
+                unhandled: Vec::new(),
+                paused: false,
+            });
+            stats.last_mut().expect("just pushed")
+        }
     }
 }

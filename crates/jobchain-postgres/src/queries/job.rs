@@ -45,6 +45,7 @@ const FIND_LIVE_UNIQUE: &str = "SELECT id FROM __schema__.jobs WHERE unique_key 
 const CLAIM: &str = "WITH picked AS ( \
         SELECT id FROM __schema__.jobs \
         WHERE state = 'pending' AND queue = $1 AND run_at <= now() AND kind = ANY($2) \
+          AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
         ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
     UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, worker = $4, \
         lease_until = now() + $5 * interval '1 millisecond', started_at = now() \

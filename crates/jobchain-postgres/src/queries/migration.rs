@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_no_foreign_keys.sql"),
     include_str!("../../migrations/0004_workers.sql"),
     include_str!("../../migrations/0005_sql_api.sql"),
+    include_str!("../../migrations/0006_queues.sql"),
 ];
 
 /// The schema version this build writes.

@@ -11,6 +11,7 @@ pub mod dependency;
 pub mod job;
 pub mod migration;
 pub mod ops;
+pub mod queue;
 pub mod transition;
 pub mod worker;
 pub mod workflow;

@@ -35,6 +35,7 @@ const CLAIM: &str = "UPDATE jobchain_jobs SET state = 'running', attempts = atte
     WHERE id IN (SELECT id FROM jobchain_jobs \
         WHERE state = 'pending' AND queue = ?4 AND run_at <= ?3 \
           AND kind IN (SELECT value FROM json_each(?5)) \
+          AND NOT EXISTS (SELECT 1 FROM jobchain_queues q WHERE q.name = ?4 AND q.paused = 1) \
         ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)) \
     RETURNING id, kind, queue, payload, priority, attempts, max_attempts, workflow_id, parent_id, step, run_at";
 

@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_counts_on_read.sql"),
     include_str!("../../migrations/0003_workers.sql"),
+    include_str!("../../migrations/0004_queues.sql"),
 ];
 
 /// The schema version this build writes.
