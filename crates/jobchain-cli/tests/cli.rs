@@ -185,6 +185,7 @@ on_both_stores!(
     declared_steps_read_their_dependencies_and_environment,
     serve_answers_the_api_and_the_worker_serves_metrics,
     queues_pause_and_resume_from_the_command,
+    exit_75_snoozes_without_spending_an_attempt,
 );
 
 fn the_order_workflow_runs_with_python_and_shell_handlers(db: &Db) {
@@ -871,4 +872,21 @@ fn queues_pause_and_resume_from_the_command(db: &Db) {
     let output = db.run(&["queue", "pause", ""]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
     assert!(text(&output.stderr).contains("queue name is empty"));
+}
+
+fn exit_75_snoozes_without_spending_an_attempt(db: &Db) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("jobchain.toml");
+    std::fs::write(
+        &config,
+        "[handlers.busy]\nmax_attempts = 1\ncommand = [\"sh\", \"-c\", \"if [ ! -f marker ]; then touch marker; echo '{\\\"snooze\\\": \\\"10ms\\\"}'; exit 75; fi\"]\n",
+    )
+    .expect("config");
+    let id = db.line(&["enqueue", "busy", "{}", "--max-attempts", "1"]);
+    work_until_idle(db, &config);
+    let job = db.json(&["jobs", "show", &id, "--json"]);
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert_eq!(job["attempts"], 1, "{job:#}");
+    assert_eq!(job["errors"], serde_json::json!([]));
+    assert!(dir.path().join("marker").exists(), "it snoozed once");
 }

@@ -1,13 +1,13 @@
-//! Conformance cases for flow control: pause and resume.
+//! Conformance cases for flow control: pause and resume, snooze.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobchain::{EnqueueOptions, JobContext, JobSpec, JobState, KindOptions};
+use jobchain::{EnqueueOptions, JobContext, JobError, JobSpec, JobState, KindOptions};
 use serde_json::{json, Value};
 
-use crate::support::{in_state, Harness, StartWorker};
+use crate::support::{eventually, in_state, Harness, StartWorker};
 
 /// A paused queue's jobs are not started by any worker, its running job finishes, other
 /// queues run on; the pause is in the store (a second client sees it); resuming starts
@@ -100,4 +100,70 @@ pub async fn pausing_a_queue_stops_starts_until_resumed(h: &Harness) {
         let err = h.client.pause_queue(bad).await.expect_err("refused");
         assert!(err.to_string().contains("queue"), "{err}");
     }
+}
+
+/// A snoozing handler puts its job back for later without spending an attempt: a job
+/// allowed one attempt snoozes three times and still completes, with `attempts` back where
+/// it was after each snooze and no error recorded.
+pub async fn snooze_leaves_attempts_unchanged(h: &Harness) {
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (r, s) = (runs.clone(), seen.clone());
+    let worker = h
+        .worker()
+        .handler_with(
+            "busy",
+            KindOptions::new().max_attempts(1),
+            move |ctx: JobContext, _: Value| {
+                let (r, s) = (r.clone(), s.clone());
+                async move {
+                    s.lock().expect("lock").push(ctx.attempt());
+                    if r.fetch_add(1, Ordering::SeqCst) < 3 {
+                        return Err(JobError::snooze(Duration::from_millis(30)));
+                    }
+                    Ok(json!("done"))
+                }
+            },
+        )
+        .started();
+    let id = h
+        .client
+        .enqueue(JobSpec::new("busy", json!({})))
+        .await
+        .expect("enqueue")
+        .id;
+    let job = in_state(&h.client, id, JobState::Completed).await;
+    worker.shutdown().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        vec![1, 1, 1, 1],
+        "every run is attempt 1"
+    );
+    assert_eq!(job.attempts, 1);
+    assert!(job.errors.is_empty(), "{:?}", job.errors);
+    assert_eq!(job.output, Some(json!("done")));
+
+    // Between runs the job waits pending with its attempt given back.
+    let worker = h
+        .worker()
+        .handler("later", |_: JobContext, _: Value| async move {
+            Err::<(), _>(JobError::snooze(Duration::from_secs(3600)))
+        })
+        .started();
+    let id = h
+        .client
+        .enqueue(JobSpec::new("later", json!({})))
+        .await
+        .expect("enqueue")
+        .id;
+    let job = eventually("the snooze", || async {
+        let job = h.client.job(id).await.expect("job");
+        (job.state == JobState::Pending && job.started_at.is_some()).then_some(job)
+    })
+    .await;
+    worker.shutdown().await;
+    assert_eq!(job.attempts, 0);
+    assert!(job.run_at > chrono::Utc::now() + chrono::Duration::minutes(59));
+    assert!(job.errors.is_empty());
 }

@@ -92,6 +92,7 @@ macro_rules! conformance_suite {
         );
         $crate::conformance_suite!(@in flow, $factory;
             pausing_a_queue_stops_starts_until_resumed,
+            snooze_leaves_attempts_unchanged,
         );
         $crate::conformance_suite!(@in registry, $factory;
             store_keeps_the_worker_registry,

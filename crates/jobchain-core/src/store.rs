@@ -132,6 +132,12 @@ pub enum Outcome {
         /// Back-off before the next attempt.
         delay: Duration,
     },
+    /// Not now: the job waits `delay` and runs again without spending an attempt (its
+    /// attempt count goes back to what it was before this claim). Records no error.
+    Snooze {
+        /// How long it waits.
+        delay: Duration,
+    },
     /// A failed attempt after which the job is dead (permanent error or no attempts left).
     Dead {
         /// What went wrong.

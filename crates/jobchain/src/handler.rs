@@ -36,6 +36,7 @@ use crate::context::JobContext;
 pub struct JobError {
     error: anyhow::Error,
     permanent: bool,
+    snooze: Option<std::time::Duration>,
 }
 
 impl JobError {
@@ -44,7 +45,25 @@ impl JobError {
         JobError {
             error: anyhow::Error::msg(message.to_string()),
             permanent: false,
+            snooze: None,
         }
+    }
+
+    /// Not a failure: "not now, again in `delay`". The job goes back to pending and runs
+    /// after `delay` without spending an attempt (its attempt count is what it was before
+    /// this run); nothing is recorded as an error. For a resource that is busy, a rate
+    /// limit of someone else's API, a dependency not ready yet.
+    pub fn snooze(delay: std::time::Duration) -> Self {
+        JobError {
+            error: anyhow::Error::msg(format!("snoozed for {delay:?}")),
+            permanent: false,
+            snooze: Some(delay),
+        }
+    }
+
+    /// The delay of a snooze ([`JobError::snooze`]).
+    pub fn snoozed_for(&self) -> Option<std::time::Duration> {
+        self.snooze
     }
 
     /// A failure that retrying cannot fix: the job goes straight to `dead`.
@@ -52,12 +71,14 @@ impl JobError {
         JobError {
             error: anyhow::Error::msg(message.to_string()),
             permanent: true,
+            snooze: None,
         }
     }
 
     /// This error, marked permanent.
     pub fn into_permanent(mut self) -> Self {
         self.permanent = true;
+        self.snooze = None;
         self
     }
 
@@ -104,6 +125,7 @@ impl<E: Into<anyhow::Error>> From<E> for JobError {
         JobError {
             error: err.into(),
             permanent: false,
+            snooze: None,
         }
     }
 }

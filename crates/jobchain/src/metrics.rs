@@ -54,6 +54,7 @@ struct Inner {
     failed: Family<KindLabels, Counter>,
     retried: Family<KindLabels, Counter>,
     dead: Family<KindLabels, Counter>,
+    snoozed: Family<KindLabels, Counter>,
     duration: Histograms,
     wait: Histograms,
 }
@@ -89,6 +90,7 @@ impl Metrics {
         let failed = Family::default();
         let retried = Family::default();
         let dead = Family::default();
+        let snoozed = Family::default();
         let duration: Histograms = Family::new_with_constructor(seconds_histogram);
         let wait: Histograms = Family::new_with_constructor(seconds_histogram);
         registry.register(
@@ -112,6 +114,11 @@ impl Metrics {
             dead.clone(),
         );
         registry.register(
+            "jobs_snoozed",
+            "Attempts that snoozed (run again later without spending an attempt), by kind",
+            snoozed.clone(),
+        );
+        registry.register(
             "handler_duration_seconds",
             "How long handlers ran, by kind",
             duration.clone(),
@@ -128,6 +135,7 @@ impl Metrics {
                 failed,
                 retried,
                 dead,
+                snoozed,
                 duration,
                 wait,
             }),
@@ -158,6 +166,9 @@ impl Metrics {
             Outcome::Dead { .. } => {
                 i.failed.get_or_create(&labels).inc();
                 i.dead.get_or_create(&labels).inc();
+            }
+            Outcome::Snooze { .. } => {
+                i.snoozed.get_or_create(&labels).inc();
             }
             Outcome::Released => return,
         }

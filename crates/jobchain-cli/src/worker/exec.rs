@@ -5,7 +5,9 @@
 //! with dependencies, `JOBCHAIN_DEPENDENCIES` (a JSON file of their states and outputs)
 //! go to its environment, with `PATH` and the handler's configured variables and nothing
 //! else. Exit 0 is success, and stdout may then hold one JSON object
-//! `{"output": ..., "enqueue": [...]}`; exit 65 is a permanent failure; anything else
+//! `{"output": ..., "enqueue": [...]}`; exit 65 is a permanent failure; exit 75 snoozes
+//! ("not now": the job runs again after 30 s, or after stdout's `{"snooze": "10s"}`,
+//! without spending an attempt); anything else
 //! (another status, a signal, a timeout, stdout that is not such an object) is a failed
 //! attempt. The last 4 KiB of stderr become the attempt's error; stderr's lines go to the
 //! worker's log. On timeout or cancel the process group gets SIGTERM, then SIGKILL after
@@ -29,6 +31,12 @@ use super::config::HandlerConfig;
 
 /// The exit status that means "do not retry".
 pub const PERMANENT_EXIT: i32 = 65;
+
+/// The exit status that means "not now, again later" (EX_TEMPFAIL): a snooze.
+pub const SNOOZE_EXIT: i32 = 75;
+
+/// How long a snooze waits when stdout does not say.
+pub const DEFAULT_SNOOZE: Duration = Duration::from_secs(30);
 
 /// How much of stderr becomes the attempt's error.
 const STDERR_TAIL: usize = 4096;
@@ -186,6 +194,14 @@ impl ExecHandler {
                     &tail,
                 )))
             }
+            Some(SNOOZE_EXIT) => {
+                let delay = snooze_delay(&stdout).map_err(|e| {
+                    JobError::retryable(format!(
+                        "`{program}` snoozed (exit {SNOOZE_EXIT}) but {e}: print nothing, or {{\"snooze\": \"10s\"}}"
+                    ))
+                })?;
+                return Err(JobError::snooze(delay));
+            }
             Some(code) => {
                 return Err(JobError::retryable(with_stderr(
                     format!("`{program}` exited with status {code}"),
@@ -310,6 +326,23 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
     }
+}
+
+/// The delay of a snooze: stdout's `{"snooze": "10s"}`, or [`DEFAULT_SNOOZE`] when
+/// stdout is empty.
+fn snooze_delay(stdout: &[u8]) -> std::result::Result<Duration, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Snooze {
+        snooze: String,
+    }
+    let text = String::from_utf8_lossy(stdout);
+    if text.trim().is_empty() {
+        return Ok(DEFAULT_SNOOZE);
+    }
+    let snooze: Snooze = serde_json::from_str(text.trim())
+        .map_err(|e| format!("its stdout is not a snooze ({e})"))?;
+    jobchain::document::parse_duration(&snooze.snooze)
 }
 
 #[cfg(test)]

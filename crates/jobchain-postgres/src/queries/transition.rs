@@ -77,6 +77,15 @@ const DEAD: &str = "UPDATE __schema__.jobs j SET state = 'dead', finished_at = n
     RETURNING j.id, j.workflow_id, \
         EXISTS (SELECT 1 FROM __schema__.dependencies d WHERE d.depends_on = j.id)";
 
+const SNOOZE: &str = "UPDATE __schema__.jobs j SET state = 'pending', \
+        run_at = now() + t.delay_ms * interval '1 millisecond', attempts = j.attempts - 1, \
+        lease_until = NULL, worker = NULL \
+    FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::bool[]) \
+        AS t(id, attempt, delay_ms, expired_only) \
+    WHERE j.id = t.id AND j.attempts = t.attempt AND j.state = 'running' \
+        AND (NOT t.expired_only OR j.lease_until <= now()) \
+    RETURNING j.id";
+
 const RELEASE: &str = "UPDATE __schema__.jobs j SET state = 'pending', run_at = now(), \
         max_attempts = j.max_attempts + 1, lease_until = NULL, worker = NULL \
     FROM unnest($1::int8[], $2::int4[], $3::bool[]) AS t(id, attempt, expired_only) \
@@ -248,6 +257,32 @@ pub async fn retry_later(
         .bind(ids)
         .bind(attempts)
         .bind(errors)
+        .bind(delays)
+        .bind(expired_only)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(applied.into_iter().map(JobId).collect())
+}
+
+/// Puts the jobs of `batch` (snoozes) that are still held back to pending after their
+/// delay, giving their attempt back; returns those.
+pub async fn snooze(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    batch: &[&Settlement],
+) -> Result<Vec<JobId>, StoreError> {
+    let (ids, attempts, expired_only) = fences(batch);
+    let delays: Vec<i64> = batch
+        .iter()
+        .map(|s| match &s.outcome {
+            Outcome::Snooze { delay } => ms(*delay),
+            _ => 0,
+        })
+        .collect();
+    let applied: Vec<i64> = sqlx::query_scalar(sql.get(SNOOZE))
+        .bind(ids)
+        .bind(attempts)
         .bind(delays)
         .bind(expired_only)
         .fetch_all(conn)

@@ -31,6 +31,10 @@ const RETRY: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?4 + ?
     errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
     WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?6 = 0 OR lease_until <= ?4)";
 
+const SNOOZE: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?3 + ?4, \
+    attempts = attempts - 1, lease_until = NULL, worker = NULL \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?5 = 0 OR lease_until <= ?3)";
+
 const DEAD: &str = "UPDATE jobchain_jobs SET state = 'dead', finished_at = ?4, \
     errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
     WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?5 = 0 OR lease_until <= ?4) \
@@ -153,6 +157,30 @@ pub fn retry_later(
                 id.0,
                 attempt,
                 error_json(attempt, now, error),
+                now,
+                duration_ms(delay),
+                expired_only
+            ])
+        })
+        .map_err(map_err)?;
+    Ok(changed > 0)
+}
+
+/// Puts a job still held under `lease` back to pending after `delay`, giving its attempt
+/// back.
+pub fn snooze(
+    conn: &Connection,
+    now: i64,
+    lease: Lease,
+    delay: std::time::Duration,
+    expired_only: bool,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(SNOOZE)
+        .and_then(|mut s| {
+            s.execute(params![
+                lease.id.0,
+                lease.attempt,
                 now,
                 duration_ms(delay),
                 expired_only

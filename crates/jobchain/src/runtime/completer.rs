@@ -61,7 +61,7 @@ pub(crate) async fn run(completer: Completer, mut rx: mpsc::UnboundedReceiver<Pe
         write(completer.store.as_ref(), &batch).await;
         completer.running.remove_settled(&batch);
         for s in &batch {
-            if let Outcome::Retry { delay, .. } = s.outcome {
+            if let Outcome::Retry { delay, .. } | Outcome::Snooze { delay } = s.outcome {
                 completer.notifier.schedule_in(delay);
             }
         }

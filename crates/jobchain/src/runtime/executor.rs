@@ -101,7 +101,13 @@ async fn execute(shared: &Arc<Shared>, job: ClaimedJob, cancel: CancellationToke
                 follow_ups: ctx.take_staged(),
             }
         }
-        Ended::Finished(Err(e)) => failure(shared, &job, e.message().to_string(), e.is_permanent()),
+        Ended::Finished(Err(e)) => match e.snoozed_for() {
+            Some(delay) => {
+                tracing::debug!(snooze = ?delay, "job snoozed");
+                Outcome::Snooze { delay }
+            }
+            None => failure(shared, &job, e.message().to_string(), e.is_permanent()),
+        },
         Ended::Panicked(message) => {
             failure(shared, &job, format!("handler panicked: {message}"), false)
         }

@@ -86,6 +86,11 @@ pub async fn settle(
         let applied = transition::retry_later(conn, sql, &group).await?;
         mark(&indexes, &group, &applied, &mut batch);
     }
+    let (indexes, group) = of(|o| matches!(o, Outcome::Snooze { .. }));
+    if !group.is_empty() {
+        let applied = transition::snooze(conn, sql, &group).await?;
+        mark(&indexes, &group, &applied, &mut batch);
+    }
     let (indexes, group) = of(|o| matches!(o, Outcome::Dead { .. }));
     kill(conn, sql, &indexes, &group, &mut batch).await?;
     let (indexes, group) = of(|o| matches!(o, Outcome::Released));

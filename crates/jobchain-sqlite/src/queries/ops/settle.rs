@@ -50,6 +50,13 @@ fn settle_one(conn: &Connection, now: i64, s: &Settlement) -> Result<SettleResul
             *delay,
             expired_only,
         )?)),
+        Outcome::Snooze { delay } => Ok(stale_unless(transition::snooze(
+            conn,
+            now,
+            s.lease,
+            *delay,
+            expired_only,
+        )?)),
         Outcome::Dead { error } => {
             let Some(dead) = transition::kill(conn, now, s.lease, error, expired_only)? else {
                 return Ok(SettleResult::Stale);
