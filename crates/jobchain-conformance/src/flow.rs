@@ -1,4 +1,4 @@
-//! Conformance cases for flow control: pause and resume, snooze.
+//! Conformance cases for flow control: pause and resume, snooze, debounce.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -166,4 +166,66 @@ pub async fn snooze_leaves_attempts_unchanged(h: &Harness) {
     assert_eq!(job.attempts, 0);
     assert!(job.run_at > chrono::Utc::now() + chrono::Duration::minutes(59));
     assert!(job.errors.is_empty());
+}
+
+/// Debounce: 100 enqueues of one key collapse into one job that runs once, with the last
+/// payload, after the quiet time; once it started (or was cancelled) the key is free for
+/// the next job. Debounce is refused on workflow steps and together with a unique key.
+pub async fn debounce_collapses_enqueues_into_one_run(h: &Harness) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let worker = h
+        .worker()
+        .handler("summarize", move |_: JobContext, p: Value| {
+            let s = s.clone();
+            async move {
+                s.lock().expect("lock").push(p);
+                Ok(())
+            }
+        })
+        .started();
+    let debounced = |i: u32| {
+        JobSpec::new("summarize", json!({"n": i}))
+            .options(EnqueueOptions::new().debounce("report-7", Duration::from_secs(2)))
+    };
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let e = h.client.enqueue(debounced(i)).await.expect("enqueue");
+        assert_eq!(e.duplicate, i > 0, "enqueue {i}");
+        ids.push(e.id);
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "one job");
+    let pending = h.client.job(ids[0]).await.expect("job");
+    assert_eq!(pending.payload, json!({"n": 99}));
+    assert!(pending.run_at > chrono::Utc::now() + chrono::Duration::milliseconds(500));
+    in_state(&h.client, ids[0], JobState::Completed).await;
+    assert_eq!(*seen.lock().expect("lock"), vec![json!({"n": 99})]);
+    // The key is free again: a new enqueue is a new job.
+    let next = h.client.enqueue(debounced(100)).await.expect("enqueue");
+    assert!(!next.duplicate);
+    assert_ne!(next.id, ids[0]);
+    h.client.cancel(next.id).await.expect("cancel");
+    let after_cancel = h.client.enqueue(debounced(101)).await.expect("enqueue");
+    assert!(
+        !after_cancel.duplicate,
+        "a cancelled job does not hold the key"
+    );
+    h.client.cancel(after_cancel.id).await.expect("cancel");
+    worker.shutdown().await;
+    assert_eq!(seen.lock().expect("lock").len(), 1);
+
+    let both = JobSpec::new("summarize", json!({})).options(
+        EnqueueOptions::new()
+            .debounce("k", Duration::from_secs(1))
+            .unique_key("u"),
+    );
+    let err = h.client.enqueue(both).await.expect_err("refused");
+    assert!(err.to_string().contains("debounced or unique"), "{err}");
+    let step = jobchain::Workflow::new("w").step(jobchain::Step::untyped(
+        "s",
+        JobSpec::new("summarize", json!({}))
+            .options(EnqueueOptions::new().debounce("k", Duration::from_secs(1))),
+    ));
+    let err = h.client.start_workflow(step).await.expect_err("refused");
+    assert!(err.to_string().contains("debounce"), "{err}");
 }

@@ -93,6 +93,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@in flow, $factory;
             pausing_a_queue_stops_starts_until_resumed,
             snooze_leaves_attempts_unchanged,
+            debounce_collapses_enqueues_into_one_run,
         );
         $crate::conformance_suite!(@in registry, $factory;
             store_keeps_the_worker_registry,

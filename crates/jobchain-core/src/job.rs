@@ -236,6 +236,9 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// Why it was cancelled, when it was.
     pub cancel_reason: Option<String>,
+    /// Its concurrency key.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 impl Job {
@@ -280,6 +283,24 @@ pub struct EnqueueOptions {
     pub workflow_id: Option<WorkflowId>,
     /// Its failure is tolerated by its workflow (nice-to-have).
     pub optional: bool,
+    /// Collapse enqueues: see [`EnqueueOptions::debounce`].
+    #[serde(default)]
+    pub debounce: Option<Debounce>,
+    /// The job's concurrency key: a kind's `max_running_per_key` limits how many jobs of
+    /// one key run at once, and claims go round-robin across keys.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+}
+
+/// Collapses enqueues of one key: while a job with `key` waits pending (not yet started),
+/// enqueueing again replaces its payload and moves its start to `window` from now, so one
+/// job runs, with the latest payload, once enqueues stop for `window`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Debounce {
+    /// What identifies the enqueues to collapse.
+    pub key: String,
+    /// The quiet time after the last enqueue before the job runs.
+    pub window: Duration,
 }
 
 impl EnqueueOptions {
@@ -327,6 +348,20 @@ impl EnqueueOptions {
         self.optional = true;
         self
     }
+    /// Debounces on `key` with a quiet time of `window` (see [`Debounce`]); the job runs
+    /// `window` after the last enqueue of the key.
+    pub fn debounce(mut self, key: impl Into<String>, window: Duration) -> Self {
+        self.debounce = Some(Debounce {
+            key: key.into(),
+            window,
+        });
+        self
+    }
+    /// Sets the concurrency key.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
 }
 
 /// Default attempt limit when neither the enqueue nor the handler sets one.
@@ -359,6 +394,13 @@ pub struct NewJob {
     pub step: Option<String>,
     /// Its failure is tolerated by its workflow.
     pub optional: bool,
+    /// Collapses with the pending job of the same key (see [`Debounce`]); `run_at` holds
+    /// the window.
+    #[serde(default)]
+    pub debounce_key: Option<String>,
+    /// Its concurrency key.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 impl NewJob {
@@ -369,13 +411,18 @@ impl NewJob {
             queue: options.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
             payload,
             priority: options.priority.unwrap_or_default(),
-            run_at: options.run_at,
+            run_at: match &options.debounce {
+                Some(d) => RunAt::After(d.window),
+                None => options.run_at,
+            },
             max_attempts: options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             unique_key: options.unique_key,
             workflow_id: options.workflow_id,
             parent_id: None,
             step: None,
             optional: options.optional,
+            debounce_key: options.debounce.map(|d| d.key),
+            concurrency_key: options.concurrency_key,
         }
     }
 
@@ -403,6 +450,24 @@ impl NewJob {
         }
         if let Some(step) = &self.step {
             check_name("step name", step)?;
+        }
+        if let Some(key) = &self.concurrency_key {
+            check_name("concurrency key", key)?;
+        }
+        if let Some(key) = &self.debounce_key {
+            check_name("debounce key", key)?;
+            if self.unique_key.is_some() {
+                return Err(format!(
+                    "job kind `{}`: a job is either debounced or unique, not both: drop one of the keys",
+                    self.kind
+                ));
+            }
+            if self.workflow_id.is_some() || self.step.is_some() || self.parent_id.is_some() {
+                return Err(format!(
+                    "job kind `{}`: debounce applies to jobs enqueued on their own, not to workflow steps or follow-ups",
+                    self.kind
+                ));
+            }
         }
         check_payload(&self.payload)
             .map_err(|e| format!("the payload of job kind `{}` {e}", shorten(&self.kind)))

@@ -172,6 +172,12 @@ impl JobContext {
             .client
             .resolve_job(spec)
             .map_err(|e| JobError::permanent(e.to_string()))?;
+        if job.debounce_key.is_some() {
+            return Err(JobError::permanent(format!(
+                "job kind `{}`: debounce applies to jobs enqueued by a client, not to follow-ups",
+                job.kind
+            )));
+        }
         job.parent_id = Some(self.inner.job.id);
         if job.workflow_id.is_none() {
             job.workflow_id = self.inner.job.workflow_id;

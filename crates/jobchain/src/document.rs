@@ -132,6 +132,16 @@ impl WorkflowDocument {
     }
 }
 
+/// A debounce as data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebounceOptions {
+    /// What identifies the enqueues to collapse.
+    pub key: String,
+    /// The quiet time (`500ms`, `10s`, `5m`).
+    pub window: String,
+}
+
 /// A job's options as data: what an exec handler's follow-ups carry under `"options"`
 /// and `POST /api/v1/jobs` takes. Every field may be left out.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -155,6 +165,13 @@ pub struct JobOptions {
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// Concurrency key (see [`EnqueueOptions::concurrency_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// Debounce: `{"key": "...", "window": "10s"}` (see [`EnqueueOptions::debounce`]);
+    /// for enqueues from a client, not follow-ups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<DebounceOptions>,
 }
 
 impl JobOptions {
@@ -180,6 +197,10 @@ impl JobOptions {
         }
         options.max_attempts = self.max_attempts;
         options.unique_key = self.unique_key;
+        options.concurrency_key = self.concurrency_key;
+        if let Some(d) = self.debounce {
+            options = options.debounce(d.key, parse_duration(&d.window)?);
+        }
         Ok(options)
     }
 }

@@ -239,5 +239,7 @@ fn merge(step: EnqueueOptions, job: EnqueueOptions) -> EnqueueOptions {
         unique_key: None,
         workflow_id: None,
         optional: step.optional || job.optional,
+        debounce: step.debounce.or(job.debounce),
+        concurrency_key: step.concurrency_key.or(job.concurrency_key),
     }
 }

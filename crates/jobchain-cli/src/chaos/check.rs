@@ -269,6 +269,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             cancel_reason: None,
+            concurrency_key: None,
         }
     }
 

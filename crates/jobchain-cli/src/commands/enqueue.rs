@@ -35,6 +35,17 @@ pub struct EnqueueArgs {
     /// Idempotency key: while a live job holds it, this enqueue names that job instead.
     #[arg(long)]
     pub unique_key: Option<String>,
+    /// Concurrency key: a kind's `max_running_per_key` bounds how many jobs of one key run
+    /// at once.
+    #[arg(long)]
+    pub concurrency_key: Option<String>,
+    /// Debounce key: while a job with this key waits to start, this enqueue replaces its
+    /// payload and moves its start to --debounce-window from now (one job runs).
+    #[arg(long, requires = "debounce_window", conflicts_with_all = ["unique_key", "delay", "run_at"])]
+    pub debounce: Option<String>,
+    /// With --debounce: the quiet time after the last enqueue before the job runs.
+    #[arg(long, value_parser = parse_duration, requires = "debounce")]
+    pub debounce_window: Option<Duration>,
     /// Adds the job to this workflow.
     #[arg(long)]
     #[arg(value_parser = crate::common::parse_workflow_id)]
@@ -62,6 +73,10 @@ pub async fn run(args: EnqueueArgs) -> Result<(), CliError> {
     options.max_attempts = args.max_attempts;
     options.unique_key = args.unique_key;
     options.workflow_id = args.workflow;
+    options.concurrency_key = args.concurrency_key;
+    if let (Some(key), Some(window)) = (args.debounce, args.debounce_window) {
+        options = options.debounce(key, window);
+    }
     let client = args.db.open().await?;
     let result = async {
         let enqueued = client

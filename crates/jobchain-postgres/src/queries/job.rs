@@ -22,22 +22,37 @@ use uuid::Uuid;
 use super::{encode_payload, map_err, ms, split_run_at, to_i32, Sql};
 
 const INSERT_MANY: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, state, \
-    run_at, max_attempts, attempt_budget, workflow_id, step, parent_id, optional, waiting_for) \
+    run_at, max_attempts, attempt_budget, workflow_id, step, parent_id, optional, waiting_for, \
+    concurrency_key) \
     SELECT kind, queue, payload::jsonb, priority, state, \
         coalesce(run_at, now() + coalesce(delay_ms, 0) * interval '1 millisecond'), \
-        max_attempts, max_attempts, workflow_id, step, parent_id, optional, waiting_for \
+        max_attempts, max_attempts, workflow_id, step, parent_id, optional, waiting_for, \
+        concurrency_key \
     FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::timestamptz[], \
-        $7::int8[], $8::int4[], $9::uuid[], $10::text[], $11::int8[], $12::bool[], $13::int4[]) \
+        $7::int8[], $8::int4[], $9::uuid[], $10::text[], $11::int8[], $12::bool[], $13::int4[], \
+        $14::text[]) \
         WITH ORDINALITY AS t(kind, queue, payload, priority, state, run_at, delay_ms, \
-        max_attempts, workflow_id, step, parent_id, optional, waiting_for, ord) \
+        max_attempts, workflow_id, step, parent_id, optional, waiting_for, concurrency_key, ord) \
     ORDER BY ord RETURNING id";
 
 const INSERT_UNIQUE: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, state, \
-    run_at, max_attempts, attempt_budget, workflow_id, step, parent_id, unique_key, optional) \
+    run_at, max_attempts, attempt_budget, workflow_id, step, parent_id, unique_key, optional, \
+    concurrency_key) \
     VALUES ($1, $2, $3::jsonb, $4, 'pending', \
-        coalesce($5, now() + coalesce($6, 0) * interval '1 millisecond'), $7, $7, $8, $9, $10, $11, $12) \
+        coalesce($5, now() + coalesce($6, 0) * interval '1 millisecond'), $7, $7, $8, $9, $10, $11, $12, \
+        $13) \
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('blocked', 'pending', 'running') \
     DO NOTHING RETURNING id";
+
+/// A debounced job: inserted, or collapsed into the pending job holding its key (the key
+/// is cleared when that job starts or is cancelled). `xmax <> 0` tells an update.
+const INSERT_DEBOUNCED: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, \
+    state, run_at, max_attempts, attempt_budget, optional, debounce_key, concurrency_key) \
+    VALUES ($1, $2, $3::jsonb, $4, 'pending', now() + $5 * interval '1 millisecond', $6, $6, \
+        $7, $8, $9) \
+    ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL \
+    DO UPDATE SET payload = excluded.payload, run_at = excluded.run_at, priority = excluded.priority \
+    RETURNING id, xmax <> 0";
 
 const FIND_LIVE_UNIQUE: &str = "SELECT id FROM __schema__.jobs WHERE unique_key = $1 \
     AND state IN ('blocked', 'pending', 'running')";
@@ -48,7 +63,8 @@ const CLAIM: &str = "WITH picked AS ( \
           AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
         ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
     UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, worker = $4, \
-        lease_until = now() + $5 * interval '1 millisecond', started_at = now() \
+        lease_until = now() + $5 * interval '1 millisecond', started_at = now(), \
+        debounce_key = NULL \
     FROM picked WHERE j.id = picked.id \
     RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
         j.workflow_id, j.parent_id, j.step, j.run_at";
@@ -82,6 +98,7 @@ pub(crate) struct Columns {
     parent_id: Vec<Option<i64>>,
     optional: Vec<bool>,
     waiting_for: Vec<i32>,
+    concurrency_key: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -106,6 +123,7 @@ impl Columns {
         self.optional.push(job.optional);
         self.waiting_for
             .push(i32::try_from(waiting_for).unwrap_or(i32::MAX));
+        self.concurrency_key.push(job.concurrency_key.clone());
         Ok(())
     }
 
@@ -137,11 +155,43 @@ impl Columns {
             .bind(self.parent_id)
             .bind(self.optional)
             .bind(self.waiting_for)
+            .bind(self.concurrency_key)
             .fetch_all(conn)
             .await
             .map_err(map_err)?;
         Ok(ids.into_iter().map(JobId).collect())
     }
+}
+
+/// Inserts a debounced job, or collapses it into the pending job holding its key (then
+/// `duplicate` is true and that job now has this payload and start).
+pub async fn insert_debounced(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    job: &NewJob,
+    key: &str,
+) -> Result<Enqueued, StoreError> {
+    let delay = match job.run_at {
+        jobchain_core::job::RunAt::After(d) => ms(d),
+        _ => 0,
+    };
+    let row = sqlx::query(sql.get(INSERT_DEBOUNCED))
+        .bind(&job.kind)
+        .bind(&job.queue)
+        .bind(encode_payload(&job.kind, &job.payload)?)
+        .bind(job.priority.0)
+        .bind(delay)
+        .bind(to_i32(job.max_attempts))
+        .bind(job.optional)
+        .bind(key)
+        .bind(&job.concurrency_key)
+        .fetch_one(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(Enqueued {
+        id: JobId(row.try_get(0).map_err(map_err)?),
+        duplicate: row.try_get(1).map_err(map_err)?,
+    })
 }
 
 /// Inserts a pending job with a unique key, unless a live job holds the key: then
@@ -170,6 +220,7 @@ pub async fn insert_unique(
             .bind(job.parent_id.map(|p| p.0))
             .bind(key)
             .bind(job.optional)
+            .bind(&job.concurrency_key)
             .fetch_optional(&mut *conn)
             .await
             .map_err(map_err)?;
@@ -361,19 +412,19 @@ pub async fn get(conn: &mut PgConnection, sql: &Sql, id: JobId) -> Result<Option
 
 const GET: &str = "SELECT id, kind, queue, payload, priority, state, run_at, attempts, \
     max_attempts, errors, output, workflow_id, step, parent_id, unique_key, optional, worker, \
-    lease_until, created_at, started_at, finished_at, cancel_reason \
+    lease_until, created_at, started_at, finished_at, cancel_reason, concurrency_key \
     FROM __schema__.jobs WHERE id = $1";
 
 const LIST_ASC: &str = "SELECT id, kind, queue, payload, priority, state, run_at, attempts, \
     max_attempts, errors, output, workflow_id, step, parent_id, unique_key, optional, worker, \
-    lease_until, created_at, started_at, finished_at, cancel_reason \
+    lease_until, created_at, started_at, finished_at, cancel_reason, concurrency_key \
     FROM __schema__.jobs WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
     AND ($3::text IS NULL OR queue = $3) AND ($4::uuid IS NULL OR workflow_id = $4) \
     AND ($7::bigint IS NULL OR id > $7) ORDER BY id ASC LIMIT $5 OFFSET $6";
 
 const LIST_DESC: &str = "SELECT id, kind, queue, payload, priority, state, run_at, attempts, \
     max_attempts, errors, output, workflow_id, step, parent_id, unique_key, optional, worker, \
-    lease_until, created_at, started_at, finished_at, cancel_reason \
+    lease_until, created_at, started_at, finished_at, cancel_reason, concurrency_key \
     FROM __schema__.jobs WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
     AND ($3::text IS NULL OR queue = $3) AND ($4::uuid IS NULL OR workflow_id = $4) \
     AND ($7::bigint IS NULL OR id < $7) ORDER BY id DESC LIMIT $5 OFFSET $6";
@@ -485,6 +536,7 @@ pub fn job_from_row(r: &PgRow) -> Result<Job, StoreError> {
             started_at: r.try_get(19)?,
             finished_at: r.try_get(20)?,
             cancel_reason: r.try_get(21)?,
+            concurrency_key: r.try_get(22)?,
         })
     };
     read().map_err(|e| StoreError::corrupt(format!("a job row does not decode: {e}")).caused_by(e))

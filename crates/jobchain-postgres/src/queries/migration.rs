@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_workers.sql"),
     include_str!("../../migrations/0005_sql_api.sql"),
     include_str!("../../migrations/0006_queues.sql"),
+    include_str!("../../migrations/0007_keys.sql"),
 ];
 
 /// The schema version this build writes.

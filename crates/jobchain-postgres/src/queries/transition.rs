@@ -446,7 +446,8 @@ pub async fn mark_cancelled(
 ) -> Result<(), StoreError> {
     let statement = sql.get(
         "UPDATE __schema__.jobs SET state = 'cancelled', cancel_reason = $2, finished_at = now(), \
-         lease_until = NULL WHERE id = $1 AND state IN ('blocked', 'pending', 'running')",
+         lease_until = NULL, debounce_key = NULL \
+         WHERE id = $1 AND state IN ('blocked', 'pending', 'running')",
     );
     sqlx::query(statement)
         .bind(id.0)

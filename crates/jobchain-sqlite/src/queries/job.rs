@@ -19,11 +19,17 @@ use crate::map_err;
 /// The columns [`job_from_row`] reads, in order.
 pub const JOB_COLUMNS: &str = "id, kind, queue, payload, priority, state, run_at, attempts, \
     max_attempts, errors, output, workflow_id, step, parent_id, unique_key, optional, worker, \
-    lease_until, created_at, started_at, finished_at, cancel_reason";
+    lease_until, created_at, started_at, finished_at, cancel_reason, concurrency_key";
 
 const INSERT: &str = "INSERT INTO jobchain_jobs (kind, queue, payload, priority, state, run_at, \
-    max_attempts, attempt_budget, workflow_id, step, parent_id, unique_key, optional, waiting_for, created_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+    max_attempts, attempt_budget, workflow_id, step, parent_id, unique_key, optional, waiting_for, created_at, \
+    debounce_key, concurrency_key) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+
+/// Collapses a debounced enqueue into the pending job holding its key (the key is cleared
+/// when the job starts, so only a job that has not started holds it).
+const DEBOUNCE: &str = "UPDATE jobchain_jobs SET payload = ?2, run_at = ?3, priority = ?4 \
+    WHERE debounce_key = ?1 AND state = 'pending' RETURNING id";
 
 const FIND_LIVE_UNIQUE: &str = "SELECT id FROM jobchain_jobs WHERE unique_key = ?1 \
     AND state IN ('blocked', 'pending', 'running')";
@@ -31,7 +37,7 @@ const FIND_LIVE_UNIQUE: &str = "SELECT id FROM jobchain_jobs WHERE unique_key = 
 // `LIMIT CAST(?6 AS INTEGER)`, not `LIMIT ?6`: a bare parameter in the subquery's LIMIT
 // makes SQLite re-prepare the statement on every execution.
 const CLAIM: &str = "UPDATE jobchain_jobs SET state = 'running', attempts = attempts + 1, \
-    worker = ?1, lease_until = ?2, started_at = ?3 \
+    worker = ?1, lease_until = ?2, started_at = ?3, debounce_key = NULL \
     WHERE id IN (SELECT id FROM jobchain_jobs \
         WHERE state = 'pending' AND queue = ?4 AND run_at <= ?3 \
           AND kind IN (SELECT value FROM json_each(?5)) \
@@ -77,6 +83,26 @@ pub fn insert(
             });
         }
     }
+    if let Some(key) = &job.debounce_key {
+        let payload = serde_json::to_string(&job.payload)
+            .map_err(|e| StoreError::Invalid(format!("payload: {e}")))?;
+        let existing: Option<i64> = conn
+            .prepare_cached(DEBOUNCE)
+            .and_then(|mut s| {
+                s.query_row(
+                    params![key, payload, run_at_ms(job.run_at, now), job.priority.0],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .map_err(map_err)?;
+        if let Some(id) = existing {
+            return Ok(Enqueued {
+                id: JobId(id),
+                duplicate: true,
+            });
+        }
+    }
     let payload = serde_json::to_string(&job.payload)
         .map_err(|e| StoreError::Invalid(format!("payload of kind `{}`: {e}", job.kind)))?;
     let mut stmt = conn.prepare_cached(INSERT).map_err(map_err)?;
@@ -95,6 +121,8 @@ pub fn insert(
         job.optional,
         waiting_for as i64,
         now,
+        job.debounce_key,
+        job.concurrency_key,
     ])
     .map_err(map_err)?;
     Ok(Enqueued {
@@ -378,5 +406,6 @@ pub fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         started_at: r.get::<_, Option<i64>>(19)?.map(to_time),
         finished_at: r.get::<_, Option<i64>>(20)?.map(to_time),
         cancel_reason: r.get(21)?,
+        concurrency_key: r.get(22)?,
     })
 }

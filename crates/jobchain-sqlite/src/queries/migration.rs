@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_counts_on_read.sql"),
     include_str!("../../migrations/0003_workers.sql"),
     include_str!("../../migrations/0004_queues.sql"),
+    include_str!("../../migrations/0005_keys.sql"),
 ];
 
 /// The schema version this build writes.

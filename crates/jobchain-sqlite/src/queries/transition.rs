@@ -244,7 +244,7 @@ pub fn cancel_live(
     let changed = conn
         .prepare_cached(
             "UPDATE jobchain_jobs SET state = 'cancelled', cancel_reason = ?2, cancelled_by = ?3, \
-             finished_at = ?4, lease_until = NULL \
+             finished_at = ?4, lease_until = NULL, debounce_key = NULL \
              WHERE id = ?1 AND state IN ('blocked', 'pending', 'running')",
         )
         .and_then(|mut s| s.execute(params![id.0, reason, cancelled_by.map(|c| c.0), now]))

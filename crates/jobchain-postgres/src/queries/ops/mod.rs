@@ -42,9 +42,12 @@ pub(crate) async fn insert_into(
     let mut bulk = job::Columns::default();
     let mut bulk_index = Vec::new();
     for (i, new) in jobs.iter().enumerate() {
-        match &new.unique_key {
-            Some(key) => results[i] = Some(job::insert_unique(conn, sql, new, key).await?),
-            None => {
+        match (&new.unique_key, &new.debounce_key) {
+            (Some(key), _) => results[i] = Some(job::insert_unique(conn, sql, new, key).await?),
+            (None, Some(key)) => {
+                results[i] = Some(job::insert_debounced(conn, sql, new, key).await?)
+            }
+            (None, None) => {
                 bulk.push(new, JobState::Pending, 0)?;
                 bulk_index.push(i);
             }
