@@ -103,7 +103,7 @@ pub enum WorkflowCommand {
 /// What `workflow start` starts.
 enum Start {
     Declared(jobchain::Workflow),
-    Dynamic(JobSpec),
+    Dynamic(Box<JobSpec>),
 }
 
 /// A workflow with its jobs, as `workflow show --json` prints it.
@@ -137,10 +137,10 @@ pub async fn run(command: WorkflowCommand) -> Result<(), CliError> {
                     };
                     Start::Declared(super::flow::load(&file, input)?)
                 }
-                (None, Some(kind), Some(payload)) => Start::Dynamic(JobSpec::new(
+                (None, Some(kind), Some(payload)) => Start::Dynamic(Box::new(JobSpec::new(
                     &kind,
                     parse_json_arg(&payload, "the payload")?,
-                )),
+                ))),
                 _ => {
                     return Err(CliError::usage(
                         "give KIND and PAYLOAD_JSON, or --file FLOW.toml",
@@ -150,7 +150,7 @@ pub async fn run(command: WorkflowCommand) -> Result<(), CliError> {
             with_client(&db, |client| async move {
                 let started = match workflow {
                     Start::Declared(w) => client.start_workflow(w).await?,
-                    Start::Dynamic(job) => client.start_workflow(job).await?,
+                    Start::Dynamic(job) => client.start_workflow(*job).await?,
                 };
                 if output.json {
                     out_json(&serde_json::json!({
