@@ -1,4 +1,5 @@
-//! Conformance cases for flow control: pause and resume, snooze, debounce.
+//! Conformance cases for flow control: pause and resume, snooze, debounce, and limits
+//! (max running, rate, concurrency keys with fairness) across several workers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -228,4 +229,205 @@ pub async fn debounce_collapses_enqueues_into_one_run(h: &Harness) {
     ));
     let err = h.client.start_workflow(step).await.expect_err("refused");
     assert!(err.to_string().contains("debounce"), "{err}");
+}
+
+/// A log of handler runs: kind or key, start and end, from every worker of a case.
+type Runs = Arc<std::sync::Mutex<Vec<(String, std::time::Instant, std::time::Instant)>>>;
+
+/// Three workers whose handler records its run and sleeps `hold`.
+fn limited_workers(
+    h: &Harness,
+    kind: &str,
+    options: KindOptions,
+    hold: Duration,
+    runs: &Runs,
+) -> Vec<jobchain::WorkerHandle> {
+    (0..3)
+        .map(|_| {
+            let runs = runs.clone();
+            h.worker()
+                .handler_with(kind, options.clone(), move |_: JobContext, p: Value| {
+                    let runs = runs.clone();
+                    async move {
+                        let start = std::time::Instant::now();
+                        tokio::time::sleep(hold).await;
+                        let key = p["key"].as_str().unwrap_or("").to_string();
+                        runs.lock()
+                            .expect("lock")
+                            .push((key, start, std::time::Instant::now()));
+                        Ok(())
+                    }
+                })
+                .started()
+        })
+        .collect()
+}
+
+async fn enqueue_keyed(h: &Harness, kind: &str, key: &str, n: usize) -> Vec<jobchain::JobId> {
+    let jobs: Vec<JobSpec> = (0..n)
+        .map(|i| {
+            JobSpec::new(kind, json!({"key": key, "i": i}))
+                .options(EnqueueOptions::new().concurrency_key(key))
+        })
+        .collect();
+    h.client
+        .enqueue_many(jobs)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+async fn all_completed(h: &Harness, ids: &[jobchain::JobId]) {
+    for id in ids {
+        in_state(&h.client, *id, JobState::Completed).await;
+    }
+}
+
+/// The most runs that overlap at one instant.
+fn most_at_once(runs: &[(String, std::time::Instant, std::time::Instant)]) -> usize {
+    let mut edges: Vec<(std::time::Instant, i32)> = runs
+        .iter()
+        .flat_map(|(_, s, e)| [(*s, 1), (*e, -1)])
+        .collect();
+    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// `max_running = 2` on a kind holds across three workers: never more than two of its
+/// jobs run at once, and all of them run.
+pub async fn max_running_bounds_a_kind_across_workers(h: &Harness) {
+    let runs: Runs = Default::default();
+    let workers = limited_workers(
+        h,
+        "bounded",
+        KindOptions::new().max_running(2),
+        Duration::from_millis(20),
+        &runs,
+    );
+    let ids = enqueue_keyed(h, "bounded", "", 24).await;
+    all_completed(h, &ids).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    let runs = runs.lock().expect("lock").clone();
+    assert_eq!(runs.len(), 24);
+    assert!(
+        most_at_once(&runs) <= 2,
+        "{} ran at once",
+        most_at_once(&runs)
+    );
+    assert_eq!(most_at_once(&runs), 2, "the limit is used, not undershot");
+}
+
+/// A rate limit of 5 starts per 400 ms on a kind holds across three workers: no window of
+/// 400 ms holds more than 5 starts (by the store's start times, and by the handlers'
+/// clocks within a few milliseconds of scheduling), and the jobs still all run.
+pub async fn rate_limit_bounds_starts_in_every_window(h: &Harness) {
+    let runs: Runs = Default::default();
+    let period = Duration::from_millis(400);
+    let workers = limited_workers(
+        h,
+        "paced",
+        KindOptions::new().rate_limit(jobchain::RateLimit { count: 5, period }),
+        Duration::from_millis(1),
+        &runs,
+    );
+    let ids = enqueue_keyed(h, "paced", "", 16).await;
+    all_completed(h, &ids).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    let mut stored = Vec::new();
+    for id in &ids {
+        stored.push(
+            h.client
+                .job(*id)
+                .await
+                .expect("job")
+                .started_at
+                .expect("started"),
+        );
+    }
+    stored.sort();
+    let window = chrono::Duration::from_std(period).expect("duration");
+    for (i, start) in stored.iter().enumerate() {
+        let within = stored[i..]
+            .iter()
+            .take_while(|s| **s - *start < window)
+            .count();
+        assert!(
+            within <= 5,
+            "{within} starts within {period:?} from {start}: {stored:?}"
+        );
+    }
+    let mut starts: Vec<std::time::Instant> =
+        runs.lock().expect("lock").iter().map(|r| r.1).collect();
+    starts.sort();
+    let tolerance = Duration::from_millis(40);
+    for (i, start) in starts.iter().enumerate() {
+        let within = starts[i..]
+            .iter()
+            .take_while(|s| s.duration_since(*start) + tolerance < period)
+            .count();
+        assert!(within <= 5, "{within} handler starts within {period:?}");
+    }
+    let span = *stored.last().expect("starts") - stored[0];
+    assert!(
+        span >= window * 3 - chrono::Duration::milliseconds(5),
+        "16 starts at 5 per window need 3 windows: {span}"
+    );
+}
+
+/// With `max_running_per_key = 1` across three workers, no two jobs of one key overlap,
+/// and claims are fair: with one hot key of 1,000 waiting jobs and 20 cold keys of one
+/// job each, enqueued after the hot ones, every cold job starts before the hot key's 50th.
+pub async fn concurrency_keys_never_overlap_and_claims_are_fair(h: &Harness) {
+    let runs: Runs = Default::default();
+    let workers = limited_workers(
+        h,
+        "per_customer",
+        KindOptions::new().max_running_per_key(1),
+        Duration::ZERO,
+        &runs,
+    );
+    let mut ids = enqueue_keyed(h, "per_customer", "hot", 1000).await;
+    for c in 0..20 {
+        ids.extend(enqueue_keyed(h, "per_customer", &format!("cold-{c}"), 1).await);
+    }
+    all_completed(h, &ids).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    let mut runs = runs.lock().expect("lock").clone();
+    assert_eq!(runs.len(), 1020);
+    runs.sort_by_key(|r| r.1);
+    let mut by_key: std::collections::HashMap<&str, Vec<(std::time::Instant, std::time::Instant)>> =
+        Default::default();
+    for (key, s, e) in &runs {
+        by_key.entry(key.as_str()).or_default().push((*s, *e));
+    }
+    for (key, spans) in &by_key {
+        for pair in spans.windows(2) {
+            assert!(pair[0].1 <= pair[1].0, "two jobs of key {key} overlapped");
+        }
+    }
+    let hot_50th = runs
+        .iter()
+        .filter(|r| r.0 == "hot")
+        .nth(49)
+        .map(|r| r.1)
+        .expect("50 hot runs");
+    for (key, s, _) in runs.iter().filter(|r| r.0.starts_with("cold")) {
+        assert!(
+            *s < hot_50th,
+            "cold key {key} started after the hot key's 50th job"
+        );
+    }
 }

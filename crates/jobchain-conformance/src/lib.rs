@@ -94,6 +94,9 @@ macro_rules! conformance_suite {
             pausing_a_queue_stops_starts_until_resumed,
             snooze_leaves_attempts_unchanged,
             debounce_collapses_enqueues_into_one_run,
+            max_running_bounds_a_kind_across_workers,
+            rate_limit_bounds_starts_in_every_window,
+            concurrency_keys_never_overlap_and_claims_are_fair,
         );
         $crate::conformance_suite!(@in registry, $factory;
             store_keeps_the_worker_registry,

@@ -266,11 +266,5 @@ pub fn claim_request(
     kind: &str,
     lease: Duration,
 ) -> jobchain::core::store::ClaimRequest {
-    jobchain::core::store::ClaimRequest {
-        queue: "default".into(),
-        kinds: vec![kind.into()],
-        limit: 10,
-        worker: worker.into(),
-        lease,
-    }
+    jobchain::core::store::ClaimRequest::new("default", vec![kind.into()], 10, worker, lease)
 }

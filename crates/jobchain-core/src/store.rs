@@ -52,6 +52,117 @@ pub struct ClaimRequest {
     pub worker: String,
     /// How long the claim holds unless extended by a heartbeat.
     pub lease: Duration,
+    /// Limits the store enforces on this claim, exactly, across every process that shares
+    /// it: no more running jobs, and no more starts in any window, than they allow.
+    pub limits: Vec<ScopeLimit>,
+    /// At most this many running jobs per concurrency key, with claims going round-robin
+    /// across the keys that have waiting jobs (`kinds` then names one kind). Jobs without
+    /// a key are claimed after the keyed ones, without this limit.
+    pub per_key: Option<u32>,
+}
+
+impl ClaimRequest {
+    /// A claim without limits.
+    pub fn new(
+        queue: &str,
+        kinds: Vec<String>,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Self {
+        ClaimRequest {
+            queue: queue.to_string(),
+            kinds,
+            limit,
+            worker: worker.to_string(),
+            lease,
+            limits: Vec::new(),
+            per_key: None,
+        }
+    }
+
+    /// Whether the store must take the limited path.
+    pub fn is_limited(&self) -> bool {
+        !self.limits.is_empty() || self.per_key.is_some()
+    }
+}
+
+/// What a limit counts: the jobs of one kind, or of one queue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LimitScope {
+    /// Jobs of this kind.
+    Kind(String),
+    /// Jobs of this queue.
+    Queue(String),
+}
+
+impl LimitScope {
+    /// The scope's name in the store (`kind:NAME`, `queue:NAME`).
+    pub fn key(&self) -> String {
+        match self {
+            LimitScope::Kind(k) => format!("kind:{k}"),
+            LimitScope::Queue(q) => format!("queue:{q}"),
+        }
+    }
+}
+
+/// At most `count` handler starts in any window of `period`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Starts per window.
+    pub count: u32,
+    /// The window.
+    pub period: Duration,
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+    /// `100/s`, `10/min`, `5/2s`, `1000/h`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let wrong = || {
+            format!("`{text}` is not a rate: write COUNT/PERIOD, e.g. 100/s, 10/min, 5/2s, 1000/h")
+        };
+        let (count, period) = text.trim().split_once('/').ok_or_else(wrong)?;
+        let count: u32 = count.trim().parse().map_err(|_| wrong())?;
+        let period = match period.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            "d" | "day" => Duration::from_secs(86_400),
+            other => {
+                let split = other
+                    .find(|c: char| !c.is_ascii_digit())
+                    .ok_or_else(wrong)?;
+                let (n, unit) = other.split_at(split);
+                let n: u64 = n.parse().map_err(|_| wrong())?;
+                let unit = match unit {
+                    "ms" => Duration::from_millis(1),
+                    "s" => Duration::from_secs(1),
+                    "m" | "min" => Duration::from_secs(60),
+                    "h" => Duration::from_secs(3600),
+                    _ => return Err(wrong()),
+                };
+                unit * u32::try_from(n).map_err(|_| wrong())?
+            }
+        };
+        if count == 0 || period.is_zero() {
+            return Err(format!(
+                "`{text}`: a rate needs a count and a period above zero"
+            ));
+        }
+        Ok(RateLimit { count, period })
+    }
+}
+
+/// The limits of one scope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeLimit {
+    /// What is counted.
+    pub scope: LimitScope,
+    /// At most this many running at once.
+    pub max_running: Option<u32>,
+    /// At most this many starts per window.
+    pub rate: Option<RateLimit>,
 }
 
 /// A claimed job, with what its handler needs.

@@ -72,7 +72,18 @@ impl Store for PgStore {
         if request.limit == 0 || request.kinds.is_empty() {
             return Ok(Vec::new());
         }
-        job::claim(&mut *self.conn().await?, self.sql(), &request).await
+        if request.is_limited() {
+            let mut tx = self.begin().await?;
+            let claimed = ops::claim_limited(&mut tx, self.sql(), &request).await?;
+            return commit(tx, claimed).await;
+        }
+        job::claim(
+            &mut *self.conn().await?,
+            self.sql(),
+            &request,
+            job::Pick::Due,
+        )
+        .await
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<SettleResult>, StoreError> {

@@ -53,7 +53,12 @@ impl Store for SqliteStore {
         if request.limit == 0 || request.kinds.is_empty() {
             return Ok(Vec::new());
         }
-        self.write_statement(move |conn| job::claim(conn, now_ms(), &request))
+        if request.is_limited() {
+            return self
+                .write(move |conn| ops::claim_limited(conn, now_ms(), &request))
+                .await;
+        }
+        self.write_statement(move |conn| job::claim(conn, now_ms(), &request, job::Pick::Due))
             .await
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use jobchain_core::job::Priority;
 use jobchain_core::retry::RetryPolicy;
+use jobchain_core::store::RateLimit;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -162,6 +163,14 @@ pub struct KindOptions {
     pub queue: Option<String>,
     /// Default priority of jobs of this kind.
     pub priority: Option<Priority>,
+    /// At most this many starts of this kind in any window, across every worker of the
+    /// store (counted in the store). Jobs over it wait pending; no attempt is spent.
+    pub rate_limit: Option<RateLimit>,
+    /// At most this many jobs of this kind running at once, across every worker.
+    pub max_running: Option<u32>,
+    /// At most this many jobs of one concurrency key running at once, across every
+    /// worker; claims go round-robin across the keys with waiting jobs.
+    pub max_running_per_key: Option<u32>,
 }
 
 impl KindOptions {
@@ -193,6 +202,27 @@ impl KindOptions {
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = Some(priority);
         self
+    }
+    /// Limits starts per window (`"100/s".parse()?`, or a [`RateLimit`]).
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.rate_limit = Some(rate);
+        self
+    }
+    /// Limits how many run at once, across every worker.
+    pub fn max_running(mut self, max: u32) -> Self {
+        self.max_running = Some(max);
+        self
+    }
+    /// Limits how many of one concurrency key run at once, across every worker.
+    pub fn max_running_per_key(mut self, max: u32) -> Self {
+        self.max_running_per_key = Some(max);
+        self
+    }
+    /// Whether any limit is set.
+    pub(crate) fn is_limited(&self) -> bool {
+        self.rate_limit.is_some()
+            || self.max_running.is_some()
+            || self.max_running_per_key.is_some()
     }
 }
 

@@ -87,14 +87,14 @@ pub use jobchain_core::job::{
 };
 pub use jobchain_core::registry::{UnhandledKind, WorkerRecord};
 pub use jobchain_core::retry::RetryPolicy;
-pub use jobchain_core::store::{Enqueued, JobFilter, QueueStats, Store};
+pub use jobchain_core::store::{Enqueued, JobFilter, QueueStats, RateLimit, Store};
 pub use jobchain_core::workflow::tree::TreeNode;
 pub use jobchain_core::workflow::{
     EdgePolicy, JobCounts, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted, WorkflowState,
 };
 pub use jobchain_core::{self as core, StoreError};
 pub use metrics::Metrics;
-pub use runtime::{ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
+pub use runtime::{QueueLimits, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
 pub use workflow::{IntoWorkflow, Step, Workflow};
 
 #[cfg(feature = "sqlite")]

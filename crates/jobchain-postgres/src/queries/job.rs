@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use jobchain_core::job::{AttemptError, Job, JobId, JobState, NewJob, Priority};
 use jobchain_core::store::{
-    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, MinuteCount,
-    QueueStats,
+    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, LimitScope,
+    MinuteCount, QueueStats,
 };
 use jobchain_core::{StoreError, WorkflowId};
 use serde_json::Value;
@@ -57,17 +57,95 @@ const INSERT_DEBOUNCED: &str = "INSERT INTO __schema__.jobs (kind, queue, payloa
 const FIND_LIVE_UNIQUE: &str = "SELECT id FROM __schema__.jobs WHERE unique_key = $1 \
     AND state IN ('blocked', 'pending', 'running')";
 
-const CLAIM: &str = "WITH picked AS ( \
-        SELECT id FROM __schema__.jobs \
+/// A claim statement: marks the jobs `$pick` selects running under the claim, started at
+/// `$at` (an SQL expression).
+macro_rules! claim_statement {
+    ($pick:literal, $at:literal) => {
+        concat!(
+            "WITH picked AS (",
+            $pick,
+            ") UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, \
+             worker = $4, lease_until = ",
+            $at,
+            " + $5 * interval '1 millisecond', started_at = ",
+            $at,
+            ", debounce_key = NULL \
+             FROM picked WHERE j.id = picked.id \
+             RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
+             j.workflow_id, j.parent_id, j.step, j.run_at"
+        )
+    };
+}
+
+const CLAIM: &str = claim_statement!(
+    "SELECT id FROM __schema__.jobs \
         WHERE state = 'pending' AND queue = $1 AND run_at <= now() AND kind = ANY($2) \
           AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
-        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-    UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, worker = $4, \
-        lease_until = now() + $5 * interval '1 millisecond', started_at = now(), \
-        debounce_key = NULL \
-    FROM picked WHERE j.id = picked.id \
-    RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
-        j.workflow_id, j.parent_id, j.step, j.run_at";
+        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    "now()"
+);
+
+/// [`CLAIM`] under limits: at `$6`, the instant the limits were counted at.
+const CLAIM_AT: &str = claim_statement!(
+    "SELECT id FROM __schema__.jobs \
+        WHERE state = 'pending' AND queue = $1 AND run_at <= $6 AND kind = ANY($2) \
+          AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
+        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    "$6::timestamptz"
+);
+
+/// [`CLAIM_AT`] of jobs without a concurrency key.
+const CLAIM_UNKEYED_AT: &str = claim_statement!(
+    "SELECT id FROM __schema__.jobs \
+        WHERE state = 'pending' AND queue = $1 AND run_at <= $6 AND kind = ANY($2) \
+          AND concurrency_key IS NULL \
+          AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
+        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    "$6::timestamptz"
+);
+
+/// The jobs `$7` that are still pending, at `$6`.
+const CLAIM_IDS_AT: &str = claim_statement!(
+    "SELECT id FROM __schema__.jobs WHERE id = ANY($7) AND state = 'pending' \
+        AND $1::text IS NOT NULL AND $2::text[] IS NOT NULL AND $3::int8 IS NOT NULL \
+        FOR UPDATE SKIP LOCKED",
+    "$6::timestamptz"
+);
+
+/// One due job of each concurrency key of kind $1 on queue $2 that has fewer than $5
+/// running, the keys least recently claimed first (round-robin), at most $6: pairs of key
+/// and job id. The keys are found by skipping through the keyed-pending index, one probe
+/// per key, not by reading every waiting job.
+const KEYED_PICK: &str = "WITH RECURSIVE keys(k) AS ( \
+        SELECT (SELECT concurrency_key FROM __schema__.jobs WHERE state = 'pending' AND kind = $1 \
+            AND queue = $2 AND concurrency_key IS NOT NULL ORDER BY concurrency_key LIMIT 1) \
+        UNION ALL \
+        SELECT (SELECT concurrency_key FROM __schema__.jobs WHERE state = 'pending' AND kind = $1 \
+            AND queue = $2 AND concurrency_key IS NOT NULL AND concurrency_key > keys.k \
+            ORDER BY concurrency_key LIMIT 1) FROM keys WHERE keys.k IS NOT NULL), \
+    picks AS (SELECT keys.k AS k, \
+        (SELECT id FROM __schema__.jobs j WHERE j.state = 'pending' AND j.kind = $1 AND j.queue = $2 \
+            AND j.concurrency_key = keys.k AND j.run_at <= $3 \
+            ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) AS job, \
+        coalesce(lk.last_claim, 0) AS last_claim \
+        FROM keys LEFT JOIN __schema__.limit_keys lk ON lk.scope = $4 AND lk.key = keys.k \
+        WHERE keys.k IS NOT NULL) \
+    SELECT k, job FROM picks WHERE job IS NOT NULL \
+        AND (SELECT count(*) FROM __schema__.jobs r WHERE r.state = 'running' AND r.kind = $1 \
+            AND r.concurrency_key = picks.k) < $5 \
+    ORDER BY last_claim, job LIMIT $6";
+
+/// Which jobs a claim takes.
+pub enum Pick<'a> {
+    /// Due jobs of the request's kinds.
+    Due,
+    /// Due jobs of the request's kinds at this instant (under limits).
+    DueAt(DateTime<Utc>),
+    /// Due jobs of the request's kinds without a concurrency key, at this instant.
+    UnkeyedAt(DateTime<Utc>),
+    /// These jobs if still pending, at this instant.
+    IdsAt(&'a [i64], DateTime<Utc>),
+}
 
 const HEARTBEAT: &str = "WITH held AS (SELECT j.id FROM __schema__.jobs j \
         JOIN unnest($1::int8[], $2::int4[]) AS t(id, attempt) \
@@ -253,17 +331,27 @@ pub async fn claim(
     conn: &mut PgConnection,
     sql: &Sql,
     request: &ClaimRequest,
+    pick: Pick<'_>,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let statement = sql.get(CLAIM);
-    let rows = sqlx::query(statement)
+    let (statement, at, ids) = match pick {
+        Pick::Due => (CLAIM, None, None),
+        Pick::DueAt(at) => (CLAIM_AT, Some(at), None),
+        Pick::UnkeyedAt(at) => (CLAIM_UNKEYED_AT, Some(at), None),
+        Pick::IdsAt(ids, at) => (CLAIM_IDS_AT, Some(at), Some(ids)),
+    };
+    let mut query = sqlx::query(sql.get(statement))
         .bind(&request.queue)
         .bind(&request.kinds)
         .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
         .bind(&request.worker)
-        .bind(ms(request.lease))
-        .fetch_all(conn)
-        .await
-        .map_err(map_err)?;
+        .bind(ms(request.lease));
+    if let Some(at) = at {
+        query = query.bind(at);
+    }
+    if let Some(ids) = ids {
+        query = query.bind(ids);
+    }
+    let rows = query.fetch_all(conn).await.map_err(map_err)?;
     let jobs = rows
         .iter()
         .map(|r| {
@@ -284,6 +372,62 @@ pub async fn claim(
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(map_err)?;
     Ok(in_claim_order(jobs))
+}
+
+/// For a claim with a per-key limit: one due job per key that has room, round-robin
+/// across keys; returns (key, job id) pairs.
+pub async fn keyed_pick(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    request: &ClaimRequest,
+    at: DateTime<Utc>,
+    scope: &str,
+    per_key: u32,
+    limit: usize,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let kind = request
+        .kinds
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
+    let rows = sqlx::query(sql.get(KEYED_PICK))
+        .bind(kind)
+        .bind(&request.queue)
+        .bind(at)
+        .bind(scope)
+        .bind(i64::from(per_key))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(map_err)
+}
+
+/// Running jobs of a kind or a queue.
+pub async fn running_in(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    scope: &LimitScope,
+) -> Result<u64, StoreError> {
+    let (statement, name) = match scope {
+        LimitScope::Kind(k) => (
+            "SELECT count(*) FROM __schema__.jobs WHERE state = 'running' AND kind = $1",
+            k,
+        ),
+        LimitScope::Queue(q) => (
+            "SELECT count(*) FROM __schema__.jobs WHERE state = 'running' AND queue = $1",
+            q,
+        ),
+    };
+    let n: i64 = sqlx::query_scalar(sql.get(statement))
+        .bind(name)
+        .fetch_one(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(n as u64)
 }
 
 /// Deletes up to `limit` dead jobs outside workflows that died `older_than` ago, of

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_sql_api.sql"),
     include_str!("../../migrations/0006_queues.sql"),
     include_str!("../../migrations/0007_keys.sql"),
+    include_str!("../../migrations/0008_limits.sql"),
 ];
 
 /// The schema version this build writes.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use jobchain_core::job::{Job, JobId, JobState, NewJob, Priority, RunAt};
 use jobchain_core::store::{
-    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, MinuteCount,
-    QueueStats,
+    in_claim_order, ClaimRequest, ClaimedJob, Enqueued, ExpiredJob, JobFilter, Lease, LimitScope,
+    MinuteCount, QueueStats,
 };
 use jobchain_core::{StoreError, WorkflowId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -36,14 +36,76 @@ const FIND_LIVE_UNIQUE: &str = "SELECT id FROM jobchain_jobs WHERE unique_key = 
 
 // `LIMIT CAST(?6 AS INTEGER)`, not `LIMIT ?6`: a bare parameter in the subquery's LIMIT
 // makes SQLite re-prepare the statement on every execution.
-const CLAIM: &str = "UPDATE jobchain_jobs SET state = 'running', attempts = attempts + 1, \
-    worker = ?1, lease_until = ?2, started_at = ?3, debounce_key = NULL \
-    WHERE id IN (SELECT id FROM jobchain_jobs \
+/// A claim statement: marks the jobs `$pick` selects running under the claim.
+macro_rules! claim_statement {
+    ($pick:literal) => {
+        concat!(
+            "UPDATE jobchain_jobs SET state = 'running', attempts = attempts + 1, \
+             worker = ?1, lease_until = ?2, started_at = ?3, debounce_key = NULL \
+             WHERE id IN (",
+            $pick,
+            ") RETURNING id, kind, queue, payload, priority, attempts, max_attempts, \
+             workflow_id, parent_id, step, run_at"
+        )
+    };
+}
+
+/// The due jobs of the kinds, by priority, then run_at, then id.
+const CLAIM: &str = claim_statement!(
+    "SELECT id FROM jobchain_jobs \
         WHERE state = 'pending' AND queue = ?4 AND run_at <= ?3 \
           AND kind IN (SELECT value FROM json_each(?5)) \
           AND NOT EXISTS (SELECT 1 FROM jobchain_queues q WHERE q.name = ?4 AND q.paused = 1) \
-        ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)) \
-    RETURNING id, kind, queue, payload, priority, attempts, max_attempts, workflow_id, parent_id, step, run_at";
+        ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)"
+);
+
+/// [`CLAIM`] of jobs without a concurrency key.
+const CLAIM_UNKEYED: &str = claim_statement!(
+    "SELECT id FROM jobchain_jobs \
+        WHERE state = 'pending' AND queue = ?4 AND run_at <= ?3 \
+          AND kind IN (SELECT value FROM json_each(?5)) AND concurrency_key IS NULL \
+          AND NOT EXISTS (SELECT 1 FROM jobchain_queues q WHERE q.name = ?4 AND q.paused = 1) \
+        ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)"
+);
+
+/// The jobs named in ?5 (a JSON array of ids) that are still pending; ?4 and ?6 unused.
+const CLAIM_IDS: &str = claim_statement!(
+    "SELECT id FROM jobchain_jobs WHERE id IN (SELECT value FROM json_each(?5)) \
+        AND state = 'pending' AND ?4 IS NOT NULL AND ?6 IS NOT NULL"
+);
+
+/// One due job of each concurrency key of kind ?1 on queue ?2 that has fewer than ?5
+/// running, the keys least recently claimed first (round-robin), at most ?6: pairs of
+/// key and job id. The keys are found by skipping through the keyed-pending index, one
+/// probe per key, not by reading every waiting job.
+const KEYED_PICK: &str = "WITH RECURSIVE keys(k) AS ( \
+        SELECT (SELECT concurrency_key FROM jobchain_jobs WHERE state = 'pending' AND kind = ?1 \
+            AND queue = ?2 AND concurrency_key IS NOT NULL ORDER BY concurrency_key LIMIT 1) \
+        UNION ALL \
+        SELECT (SELECT concurrency_key FROM jobchain_jobs WHERE state = 'pending' AND kind = ?1 \
+            AND queue = ?2 AND concurrency_key IS NOT NULL AND concurrency_key > keys.k \
+            ORDER BY concurrency_key LIMIT 1) FROM keys WHERE keys.k IS NOT NULL), \
+    picks AS (SELECT keys.k AS k, \
+        (SELECT id FROM jobchain_jobs j WHERE j.state = 'pending' AND j.kind = ?1 AND j.queue = ?2 \
+            AND j.concurrency_key = keys.k AND j.run_at <= ?3 \
+            ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) AS job, \
+        coalesce(lk.last_claim, 0) AS last_claim \
+        FROM keys LEFT JOIN jobchain_limit_keys lk ON lk.scope = ?4 AND lk.key = keys.k \
+        WHERE keys.k IS NOT NULL) \
+    SELECT k, job FROM picks WHERE job IS NOT NULL \
+        AND (SELECT count(*) FROM jobchain_jobs r WHERE r.state = 'running' AND r.kind = ?1 \
+            AND r.concurrency_key = picks.k) < ?5 \
+    ORDER BY last_claim, job LIMIT CAST(?6 AS INTEGER)";
+
+/// Which jobs a claim statement takes.
+pub enum Pick<'a> {
+    /// Due jobs of the request's kinds.
+    Due,
+    /// Due jobs of the request's kinds without a concurrency key.
+    Unkeyed,
+    /// These jobs, if still pending.
+    Ids(&'a [i64]),
+}
 
 const HEARTBEAT: &str = "UPDATE jobchain_jobs SET lease_until = ?3 \
     WHERE id = ?1 AND attempts = ?2 AND state = 'running'";
@@ -136,10 +198,15 @@ pub fn claim(
     conn: &Connection,
     now: i64,
     request: &ClaimRequest,
+    pick: Pick<'_>,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let kinds = serde_json::to_string(&request.kinds)
-        .map_err(|e| StoreError::Invalid(format!("kinds: {e}")))?;
-    let mut stmt = conn.prepare_cached(CLAIM).map_err(map_err)?;
+    let (statement, kinds) = match pick {
+        Pick::Due => (CLAIM, serde_json::to_string(&request.kinds)),
+        Pick::Unkeyed => (CLAIM_UNKEYED, serde_json::to_string(&request.kinds)),
+        Pick::Ids(ids) => (CLAIM_IDS, serde_json::to_string(ids)),
+    };
+    let kinds = kinds.map_err(|e| StoreError::Invalid(format!("kinds: {e}")))?;
+    let mut stmt = conn.prepare_cached(statement).map_err(map_err)?;
     let rows = stmt
         .query_map(
             params![
@@ -169,6 +236,49 @@ pub fn claim(
         .map_err(map_err)?;
     let jobs = rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?;
     Ok(in_claim_order(jobs))
+}
+
+/// For a claim with a per-key limit: one due job per key that has room, round-robin
+/// across keys; returns (key, job id) pairs.
+pub fn keyed_pick(
+    conn: &Connection,
+    now: i64,
+    request: &ClaimRequest,
+    scope: &str,
+    per_key: u32,
+    limit: usize,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let kind = request
+        .kinds
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
+    let mut stmt = conn.prepare_cached(KEYED_PICK).map_err(map_err)?;
+    let rows = stmt
+        .query_map(
+            params![kind, request.queue, now, scope, per_key, limit as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(map_err)?;
+    rows.collect::<Result<_, _>>().map_err(map_err)
+}
+
+/// Running jobs of a kind or a queue.
+pub fn running_in(conn: &Connection, scope: &LimitScope) -> Result<u64, StoreError> {
+    let (sql, name) = match scope {
+        LimitScope::Kind(k) => (
+            "SELECT count(*) FROM jobchain_jobs WHERE state = 'running' AND kind = ?1",
+            k,
+        ),
+        LimitScope::Queue(q) => (
+            "SELECT count(*) FROM jobchain_jobs WHERE state = 'running' AND queue = ?1",
+            q,
+        ),
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_row([name], |r| r.get::<_, i64>(0)))
+        .map(|n| n as u64)
+        .map_err(map_err)
 }
 
 /// Extends held leases; returns the jobs no longer held.

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_workers.sql"),
     include_str!("../../migrations/0004_queues.sql"),
     include_str!("../../migrations/0005_keys.sql"),
+    include_str!("../../migrations/0006_limits.sql"),
 ];
 
 /// The schema version this build writes.

@@ -5,6 +5,7 @@
 
 pub mod dependency;
 pub mod job;
+pub mod limit;
 pub mod migration;
 pub mod ops;
 pub mod queue;

@@ -24,4 +24,4 @@ pub(crate) mod registry;
 pub(crate) mod shared;
 pub mod worker;
 
-pub use worker::{ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
+pub use worker::{QueueLimits, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};

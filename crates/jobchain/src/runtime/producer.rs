@@ -8,14 +8,78 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobchain_core::store::ClaimRequest;
+use jobchain_core::store::{ClaimRequest, ClaimedJob, LimitScope, ScopeLimit};
+use jobchain_core::StoreError;
 use tokio::sync::Semaphore;
 
 use super::executor;
 use super::notifier::sleep_or_stop;
 use super::shared::Shared;
 
+/// The claims one round of a producer makes: the kinds without limits together, and each
+/// kind with limits on its own (the store enforces those per claim); the queue's own
+/// limits go with every one of them.
+fn plans(shared: &Shared, queue: &str) -> Vec<ClaimRequest> {
+    let config = &shared.config;
+    let queue_limit = config.queue_limits.get(queue).map(|l| ScopeLimit {
+        scope: LimitScope::Queue(queue.to_string()),
+        max_running: l.max_running,
+        rate: l.rate_limit,
+    });
+    let request = |kinds: Vec<String>| {
+        let mut r = ClaimRequest::new(queue, kinds, 0, &config.id, config.lease);
+        r.limits.extend(queue_limit.clone());
+        r
+    };
+    let (limited, free): (Vec<&String>, Vec<&String>) = shared
+        .kinds
+        .iter()
+        .partition(|k| shared.handlers[*k].options.is_limited());
+    let mut plans = Vec::new();
+    if !free.is_empty() {
+        plans.push(request(free.into_iter().cloned().collect()));
+    }
+    for kind in limited {
+        let options = &shared.handlers[kind].options;
+        let mut r = request(vec![kind.clone()]);
+        if options.rate_limit.is_some() || options.max_running.is_some() {
+            r.limits.push(ScopeLimit {
+                scope: LimitScope::Kind(kind.clone()),
+                max_running: options.max_running,
+                rate: options.rate_limit,
+            });
+        }
+        r.per_key = options.max_running_per_key;
+        plans.push(r);
+    }
+    plans
+}
+
+/// Claims up to `want` jobs through the plans, starting at `first` (rotated each round so
+/// that no plan always comes last).
+async fn claim(
+    shared: &Shared,
+    plans: &mut [ClaimRequest],
+    first: usize,
+    want: usize,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let mut jobs = Vec::with_capacity(want);
+    let n = plans.len();
+    for i in 0..n {
+        let left = want - jobs.len();
+        if left == 0 {
+            break;
+        }
+        let plan = &mut plans[(first + i) % n];
+        plan.limit = left;
+        jobs.extend(shared.client.store().claim(plan.clone()).await?);
+    }
+    Ok(jobs)
+}
+
 pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
+    let mut plans = plans(&shared, &queue);
+    let mut round = 0usize;
     let semaphore = Arc::new(Semaphore::new(slots));
     let mut wakeups = shared.client.notifier().subscribe();
     let stop = shared.stop_claiming.clone();
@@ -47,17 +111,9 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
         // not lost.
         wakeups.borrow_and_update();
         let requested = permits.len();
-        let claimed = shared
-            .client
-            .store()
-            .claim(ClaimRequest {
-                queue: queue.clone(),
-                kinds: shared.kinds.clone(),
-                limit: requested,
-                worker: shared.config.id.clone(),
-                lease: shared.config.lease,
-            })
-            .await;
+        round = round.wrapping_add(1);
+        let first = round % plans.len().max(1);
+        let claimed = claim(&shared, &mut plans, first, requested).await;
         let jobs = match claimed {
             Ok(jobs) => {
                 backoff = Duration::from_millis(50);

@@ -62,6 +62,17 @@ pub struct WorkerConfig {
     /// Where this worker counts its attempts for Prometheus (see [`Metrics`]); none by
     /// default.
     pub metrics: Option<Metrics>,
+    /// Limits on whole queues (every kind), enforced in the store across every worker.
+    pub queue_limits: BTreeMap<String, QueueLimits>,
+}
+
+/// Limits on one queue, across every worker of the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// At most this many starts from the queue in any window.
+    pub rate_limit: Option<jobchain_core::store::RateLimit>,
+    /// At most this many of its jobs running at once.
+    pub max_running: Option<u32>,
 }
 
 impl Default for WorkerConfig {
@@ -88,6 +99,7 @@ impl Default for WorkerConfig {
             registry_ttl: Duration::from_secs(30),
             unhandled_check: Duration::from_secs(60),
             metrics: None,
+            queue_limits: BTreeMap::new(),
         }
     }
 }
@@ -187,6 +199,12 @@ impl WorkerBuilder {
     /// Subscribes to `queue` with `slots` concurrent jobs.
     pub fn queue(mut self, queue: &str, slots: usize) -> Self {
         self.config.queues.insert(queue.to_string(), slots);
+        self
+    }
+
+    /// Limits a whole queue (every kind of it), across every worker of the store.
+    pub fn queue_limits(mut self, queue: &str, limits: QueueLimits) -> Self {
+        self.config.queue_limits.insert(queue.to_string(), limits);
         self
     }
 

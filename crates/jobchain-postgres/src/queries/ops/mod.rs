@@ -1,6 +1,6 @@
 //! The transactions that span tables: inserting jobs with their workflow records,
-//! starting declared workflows, settling ([`settle`]), retrying and cancelling, and
-//! cleaning. Each runs on the caller's transaction; what both backends decide is in
+//! starting declared workflows, claiming under limits, settling ([`settle`]), retrying
+//! and cancelling, and cleaning. Each runs on the caller's transaction; what both backends decide is in
 //! [`jobchain_core::rules`], so what is here is the order of statements and their locks.
 
 mod cascade;
@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use jobchain_core::job::{Job, JobId, JobState, NewJob};
 use jobchain_core::rules::{self, WorkflowPlan};
-use jobchain_core::store::{CleanReport, Enqueued};
+use jobchain_core::store::{ClaimRequest, ClaimedJob, CleanReport, Enqueued, LimitScope};
 use jobchain_core::workflow::{NewWorkflow, WorkflowInfo, WorkflowStarted};
 use jobchain_core::{StoreError, WorkflowId};
 
-use super::{dependency, job, transition, workflow, Sql};
+use super::{dependency, job, limit, transition, workflow, Sql};
 use sqlx::PgConnection;
 
 pub use settle::settle;
@@ -175,4 +175,68 @@ async fn reread(conn: &mut PgConnection, sql: &Sql, id: JobId) -> Result<Job, St
     job::get(conn, sql, id)
         .await?
         .ok_or_else(|| rules::job_not_found(id))
+}
+
+/// A claim under limits, in one transaction: the rows of its scopes are locked first, so
+/// claims of one scope take turns across every process and the counts read here hold
+/// until the commit; then how many the scopes allow, the jobs (round-robin across keys
+/// under a per-key limit, then unkeyed ones), and the starts and the keys' turn.
+pub async fn claim_limited(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let key_scope = match (request.per_key, request.kinds.first()) {
+        (Some(_), Some(kind)) => Some(LimitScope::Kind(kind.clone()).key()),
+        _ => None,
+    };
+    let mut scopes: Vec<String> = request.limits.iter().map(|l| l.scope.key()).collect();
+    scopes.extend(key_scope.clone());
+    let at = limit::lock_scopes(conn, sql, &scopes).await?;
+    let mut allowance = request.limit as u64;
+    for l in &request.limits {
+        if let Some(max) = l.max_running {
+            let running = job::running_in(conn, sql, &l.scope).await?;
+            allowance = allowance.min(u64::from(max).saturating_sub(running));
+        }
+        if let Some(rate) = l.rate {
+            let started = limit::starts_within(conn, sql, &l.scope.key(), at, rate.period).await?;
+            allowance = allowance.min(u64::from(rate.count).saturating_sub(started));
+        }
+    }
+    if allowance == 0 {
+        return Ok(Vec::new());
+    }
+    let allowance = allowance as usize;
+    let limited = ClaimRequest {
+        limit: allowance,
+        ..request.clone()
+    };
+    let mut claimed = Vec::new();
+    match (request.per_key, key_scope) {
+        (Some(per_key), Some(scope)) => {
+            let picks = job::keyed_pick(conn, sql, request, at, &scope, per_key, allowance).await?;
+            let ids: Vec<i64> = picks.iter().map(|(_, id)| *id).collect();
+            if !ids.is_empty() {
+                claimed = job::claim(conn, sql, &limited, job::Pick::IdsAt(&ids, at)).await?;
+                let keys: Vec<String> = picks.into_iter().map(|(k, _)| k).collect();
+                limit::touch_keys(conn, sql, &scope, &keys).await?;
+            }
+            let left = allowance - claimed.len();
+            if left > 0 {
+                let unkeyed = ClaimRequest {
+                    limit: left,
+                    ..request.clone()
+                };
+                claimed.extend(job::claim(conn, sql, &unkeyed, job::Pick::UnkeyedAt(at)).await?);
+            }
+        }
+        _ => claimed = job::claim(conn, sql, &limited, job::Pick::DueAt(at)).await?,
+    }
+    for l in &request.limits {
+        if let Some(rate) = l.rate {
+            limit::record_starts(conn, sql, &l.scope.key(), at, claimed.len(), rate.period).await?;
+        }
+    }
+    Ok(jobchain_core::store::in_claim_order(claimed))
 }

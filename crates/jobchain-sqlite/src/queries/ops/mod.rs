@@ -1,6 +1,6 @@
 //! The transactions that span tables: inserting jobs with their workflow records,
-//! starting declared workflows, settling ([`settle`]), retrying and cancelling, and
-//! cleaning. Each runs inside the writer's transaction; what both backends decide is in
+//! starting declared workflows, claiming under limits, settling ([`settle`]), retrying
+//! and cancelling, and cleaning. Each runs inside the writer's transaction; what both backends decide is in
 //! [`jobchain_core::rules`], so what is here is the order of statements.
 
 mod cascade;
@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use jobchain_core::job::{Job, JobId, JobState, NewJob};
 use jobchain_core::rules::{self, WorkflowPlan};
-use jobchain_core::store::{CleanReport, Enqueued};
+use jobchain_core::store::{ClaimRequest, ClaimedJob, CleanReport, Enqueued, LimitScope};
 use jobchain_core::workflow::{NewWorkflow, WorkflowInfo, WorkflowStarted};
 use jobchain_core::{StoreError, WorkflowId};
 use rusqlite::Connection;
 
-use super::{dependency, duration_ms, job, transition, workflow};
+use super::{dependency, duration_ms, job, limit, transition, workflow};
 
 pub use settle::settle;
 
@@ -134,4 +134,65 @@ pub fn clean(
 
 fn reread(conn: &Connection, id: JobId) -> Result<Job, StoreError> {
     job::get(conn, id)?.ok_or_else(|| rules::job_not_found(id))
+}
+
+/// A claim under limits, inside the writer's transaction (the writer serializes every
+/// claim of the store, so the counts read here hold until the commit): how many the
+/// scopes allow, then the jobs (round-robin across keys under a per-key limit, then
+/// unkeyed ones), then the starts and the keys' turn are recorded.
+pub fn claim_limited(
+    conn: &Connection,
+    now: i64,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let mut allowance = request.limit as u64;
+    for l in &request.limits {
+        if let Some(max) = l.max_running {
+            let running = job::running_in(conn, &l.scope)?;
+            allowance = allowance.min(u64::from(max).saturating_sub(running));
+        }
+        if let Some(rate) = l.rate {
+            let since = now - duration_ms(rate.period);
+            let started = limit::starts_since(conn, &l.scope.key(), since)?;
+            allowance = allowance.min(u64::from(rate.count).saturating_sub(started));
+        }
+    }
+    if allowance == 0 {
+        return Ok(Vec::new());
+    }
+    let allowance = allowance as usize;
+    let mut claimed = Vec::new();
+    match (request.per_key, request.kinds.first()) {
+        (Some(per_key), Some(kind)) => {
+            let scope = LimitScope::Kind(kind.clone()).key();
+            let picks = job::keyed_pick(conn, now, request, &scope, per_key, allowance)?;
+            let ids: Vec<i64> = picks.iter().map(|(_, id)| *id).collect();
+            if !ids.is_empty() {
+                claimed = job::claim(conn, now, request, job::Pick::Ids(&ids))?;
+                let keys: Vec<String> = picks.into_iter().map(|(k, _)| k).collect();
+                limit::touch_keys(conn, &scope, &keys)?;
+            }
+            let left = allowance - claimed.len();
+            if left > 0 {
+                let unkeyed = ClaimRequest {
+                    limit: left,
+                    ..request.clone()
+                };
+                claimed.extend(job::claim(conn, now, &unkeyed, job::Pick::Unkeyed)?);
+            }
+        }
+        _ => {
+            let limited = ClaimRequest {
+                limit: allowance,
+                ..request.clone()
+            };
+            claimed = job::claim(conn, now, &limited, job::Pick::Due)?;
+        }
+    }
+    for l in &request.limits {
+        if let Some(rate) = l.rate {
+            limit::record_starts(conn, &l.scope.key(), now, claimed.len(), rate.period)?;
+        }
+    }
+    Ok(jobchain_core::store::in_claim_order(claimed))
 }

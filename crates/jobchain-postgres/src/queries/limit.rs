@@ -1,0 +1,106 @@
+//! SQL of the limit tables: a lock row per limited scope, the starts of rate-limited
+//! scopes, and the round-robin order of concurrency keys.
+
+use chrono::{DateTime, Utc};
+use jobchain_core::StoreError;
+use sqlx::PgConnection;
+
+use super::{map_err, ms, Sql};
+
+/// Locks the scopes' rows (created on first use), in name order so that two claims never
+/// wait on each other crosswise; returns the instant after the locks, which the claim
+/// counts and records at.
+pub async fn lock_scopes(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    scopes: &[String],
+) -> Result<DateTime<Utc>, StoreError> {
+    let mut sorted = scopes.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    sqlx::query(sql.get(
+        "INSERT INTO __schema__.limit_scopes (scope) SELECT unnest($1::text[]) \
+         ON CONFLICT DO NOTHING",
+    ))
+    .bind(&sorted)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    sqlx::query(sql.get(
+        "SELECT scope FROM __schema__.limit_scopes WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
+    ))
+    .bind(&sorted)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(conn)
+        .await
+        .map_err(map_err)
+}
+
+/// Starts recorded for `scope` within `period` before `at`.
+pub async fn starts_within(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    scope: &str,
+    at: DateTime<Utc>,
+    period: std::time::Duration,
+) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar(sql.get(
+        "SELECT coalesce(sum(count), 0)::int8 FROM __schema__.limit_starts \
+         WHERE scope = $1 AND at > $2 - $3 * interval '1 millisecond'",
+    ))
+    .bind(scope)
+    .bind(at)
+    .bind(ms(period))
+    .fetch_one(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(n as u64)
+}
+
+/// Records `count` starts of `scope` at `at`, and forgets those older than `period`.
+pub async fn record_starts(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    scope: &str,
+    at: DateTime<Utc>,
+    count: usize,
+    period: std::time::Duration,
+) -> Result<(), StoreError> {
+    sqlx::query(sql.get(
+        "WITH gone AS (DELETE FROM __schema__.limit_starts \
+             WHERE scope = $1 AND at <= $2 - $3 * interval '1 millisecond') \
+         INSERT INTO __schema__.limit_starts (scope, at, count) SELECT $1, $2, $4 WHERE $4 > 0",
+    ))
+    .bind(scope)
+    .bind(at)
+    .bind(ms(period))
+    .bind(i32::try_from(count).unwrap_or(i32::MAX))
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Moves the claimed keys to the back of the round-robin order of `scope`.
+pub async fn touch_keys(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    scope: &str,
+    keys: &[String],
+) -> Result<(), StoreError> {
+    sqlx::query(sql.get(
+        "INSERT INTO __schema__.limit_keys (scope, key, last_claim) \
+         SELECT $1, k, (SELECT coalesce(max(last_claim), 0) FROM __schema__.limit_keys WHERE scope = $1) + n \
+         FROM unnest($2::text[]) WITH ORDINALITY AS t(k, n) \
+         ON CONFLICT (scope, key) DO UPDATE SET last_claim = excluded.last_claim",
+    ))
+    .bind(scope)
+    .bind(keys)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}

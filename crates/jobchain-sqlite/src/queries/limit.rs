@@ -1,0 +1,54 @@
+//! SQL of the limit tables: the starts of rate-limited scopes, and the round-robin order
+//! of concurrency keys.
+
+use jobchain_core::StoreError;
+use rusqlite::{params, Connection};
+
+use super::duration_ms;
+use crate::map_err;
+
+/// Starts recorded for `scope` after `since` (milliseconds).
+pub fn starts_since(conn: &Connection, scope: &str, since: i64) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "SELECT coalesce(sum(count), 0) FROM jobchain_limit_starts WHERE scope = ?1 AND at > ?2",
+    )
+    .and_then(|mut s| s.query_row(params![scope, since], |r| r.get::<_, i64>(0)))
+    .map(|n| n as u64)
+    .map_err(map_err)
+}
+
+/// Records `count` starts of `scope` at `now`, and forgets those older than `period`.
+pub fn record_starts(
+    conn: &Connection,
+    scope: &str,
+    now: i64,
+    count: usize,
+    period: std::time::Duration,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM jobchain_limit_starts WHERE scope = ?1 AND at <= ?2")
+        .and_then(|mut s| s.execute(params![scope, now - duration_ms(period)]))
+        .map_err(map_err)?;
+    if count > 0 {
+        conn.prepare_cached(
+            "INSERT INTO jobchain_limit_starts (scope, at, count) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![scope, now, count as i64]))
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Moves the claimed keys to the back of the round-robin order of `scope`.
+pub fn touch_keys(conn: &Connection, scope: &str, keys: &[String]) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO jobchain_limit_keys (scope, key, last_claim) VALUES (?1, ?2, \
+               (SELECT coalesce(max(last_claim), 0) + 1 FROM jobchain_limit_keys WHERE scope = ?1)) \
+             ON CONFLICT (scope, key) DO UPDATE SET last_claim = excluded.last_claim",
+        )
+        .map_err(map_err)?;
+    for key in keys {
+        stmt.execute(params![scope, key]).map_err(map_err)?;
+    }
+    Ok(())
+}
