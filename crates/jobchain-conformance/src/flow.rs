@@ -431,3 +431,132 @@ pub async fn concurrency_keys_never_overlap_and_claims_are_fair(h: &Harness) {
         );
     }
 }
+
+/// A periodic job every second, declared on three workers: each tick gets exactly one
+/// job (its unique key names the tick), ticks are consecutive, and missed ticks follow
+/// the catch-up rule (`all`: every one; `latest`: one).
+pub async fn periodic_jobs_run_once_per_tick_across_workers(h: &Harness) {
+    use jobchain::periodic::{CatchUp, Periodic, Schedule};
+    let every_second = || {
+        Periodic::new(
+            "heartbeat-report",
+            Schedule::new("* * * * * *", "UTC").expect("schedule"),
+            JobSpec::new("report", json!({"scope": "all"})),
+        )
+    };
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            h.worker()
+                .periodic(every_second())
+                .handler("report", |_: JobContext, _: Value| async move { Ok(()) })
+                .started()
+        })
+        .collect();
+    let reports = |h: &Harness| {
+        let client = h.client.clone();
+        async move {
+            let mut jobs = client
+                .jobs(jobchain::JobFilter {
+                    kind: Some("report".into()),
+                    limit: Some(10_000),
+                    ..Default::default()
+                })
+                .await
+                .expect("jobs");
+            jobs.sort_by_key(|j| j.unique_key.clone());
+            jobs
+        }
+    };
+    eventually("five ticks", || async {
+        (reports(h).await.len() >= 5).then_some(())
+    })
+    .await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    let jobs = reports(h).await;
+    let ticks: Vec<chrono::DateTime<chrono::Utc>> = jobs
+        .iter()
+        .map(|j| {
+            let key = j.unique_key.as_deref().expect("a tick key");
+            key.trim_start_matches("periodic:heartbeat-report:")
+                .parse()
+                .expect("a tick")
+        })
+        .collect();
+    for pair in ticks.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(1),
+            "one job per tick: {ticks:?}"
+        );
+    }
+    assert!(jobs.iter().all(|j| j.payload == json!({"scope": "all"})));
+    let last = h
+        .client
+        .store()
+        .periodic_last("heartbeat-report")
+        .await
+        .expect("last");
+    assert_eq!(last, ticks.last().copied());
+
+    // Ten seconds without a worker: `all` runs each missed tick, `latest` one.
+    for (name, catch_up, expected) in [
+        ("missed-all", CatchUp::All, 10),
+        ("missed-latest", CatchUp::Latest, 1),
+    ] {
+        let now = chrono::Utc::now();
+        let whole = now - chrono::Duration::milliseconds(now.timestamp_subsec_millis().into());
+        let start = whole - chrono::Duration::seconds(10);
+        h.client
+            .store()
+            .take_tick(name, start, None)
+            .await
+            .expect("baseline");
+        let kind = format!("k-{name}");
+        let worker = h
+            .worker()
+            .periodic(
+                Periodic::new(
+                    name,
+                    Schedule::new("* * * * * *", "UTC").expect("schedule"),
+                    JobSpec::new(&kind, json!({})),
+                )
+                .catch_up(catch_up),
+            )
+            .handler(&kind, |_: JobContext, _: Value| async move { Ok(()) })
+            .started();
+        let count = || async {
+            h.client
+                .jobs(jobchain::JobFilter {
+                    kind: Some(kind.clone()),
+                    limit: Some(1000),
+                    ..Default::default()
+                })
+                .await
+                .expect("jobs")
+                .into_iter()
+                .filter(|j| {
+                    let key = j.unique_key.as_deref().unwrap_or_default();
+                    let tick = key.trim_start_matches(&format!("periodic:{name}:"));
+                    tick.parse::<chrono::DateTime<chrono::Utc>>()
+                        .is_ok_and(|t| t <= whole)
+                })
+                .count()
+        };
+        eventually("the catch-up", || async {
+            (count().await >= expected).then_some(())
+        })
+        .await;
+        worker.shutdown().await;
+        assert_eq!(count().await, expected, "{name}");
+    }
+    let err = h
+        .worker()
+        .periodic(every_second())
+        .periodic(every_second())
+        .handler("report", |_: JobContext, _: Value| async move { Ok(()) })
+        .build()
+        .expect_err("a duplicate name");
+    assert!(err.to_string().contains("two periodic jobs"), "{err}");
+}

@@ -537,6 +537,22 @@ pub trait Store: Send + Sync + 'static {
     /// Every queue that has a record (was paused or resumed once), by name.
     async fn queue_records(&self) -> StoreResult<Vec<QueueInfo>>;
 
+    /// The last tick of the periodic job `name` that some worker took, if any.
+    async fn periodic_last(&self, name: &str)
+        -> StoreResult<Option<chrono::DateTime<chrono::Utc>>>;
+
+    /// Takes tick `tick` of the periodic job `name` for this caller: if no worker took it
+    /// or a later one yet, records it as the last tick and writes `job` (if given) in the
+    /// same transaction, so each tick has exactly one job however many workers race;
+    /// returns the written job, or `None` when the tick was already taken (or no job was
+    /// given).
+    async fn take_tick(
+        &self,
+        name: &str,
+        tick: chrono::DateTime<chrono::Utc>,
+        job: Option<NewJob>,
+    ) -> StoreResult<Option<Enqueued>>;
+
     /// Flushes pending writes and closes connections; later calls fail with `Closed`.
     async fn close(&self);
 }

@@ -19,7 +19,7 @@ use jobchain_core::{StoreError, WorkflowId};
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
 
-use crate::queries::{dependency, job, map_err, ops, queue, transition, worker, workflow};
+use crate::queries::{dependency, job, limit, map_err, ops, queue, transition, worker, workflow};
 use crate::PgStore;
 
 impl PgStore {
@@ -279,6 +279,32 @@ impl Store for PgStore {
 
     async fn queue_records(&self) -> Result<Vec<QueueInfo>, StoreError> {
         queue::all(&mut *self.conn().await?, self.sql()).await
+    }
+
+    async fn periodic_last(
+        &self,
+        name: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        limit::periodic_last(&mut *self.conn().await?, self.sql(), name).await
+    }
+
+    async fn take_tick(
+        &self,
+        name: &str,
+        tick: chrono::DateTime<chrono::Utc>,
+        job: Option<NewJob>,
+    ) -> Result<Option<Enqueued>, StoreError> {
+        let mut tx = self.begin().await?;
+        if !limit::advance_tick(&mut tx, self.sql(), name, tick).await? {
+            return Ok(None);
+        }
+        let enqueued = match job {
+            Some(job) => ops::insert_many(&mut tx, self.sql(), &[job]).await?.pop(),
+            None => None,
+        };
+        let enqueued = commit(tx, enqueued).await?;
+        self.wake_others();
+        Ok(enqueued)
     }
 
     async fn close(&self) {

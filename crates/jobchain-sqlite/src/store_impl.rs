@@ -16,7 +16,7 @@ use jobchain_core::workflow::{
 };
 use jobchain_core::{StoreError, WorkflowId};
 
-use crate::queries::{dependency, duration_ms, job, now_ms, ops, queue, worker, workflow};
+use crate::queries::{dependency, duration_ms, job, limit, now_ms, ops, queue, worker, workflow};
 use crate::SqliteStore;
 
 #[async_trait]
@@ -199,6 +199,33 @@ impl Store for SqliteStore {
 
     async fn queue_records(&self) -> Result<Vec<QueueInfo>, StoreError> {
         self.read(queue::all).await
+    }
+
+    async fn periodic_last(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let name = name.to_string();
+        let last = self
+            .read(move |conn| limit::periodic_last(conn, &name))
+            .await?;
+        Ok(last.map(crate::queries::to_time))
+    }
+
+    async fn take_tick(
+        &self,
+        name: &str,
+        tick: DateTime<Utc>,
+        job: Option<NewJob>,
+    ) -> Result<Option<Enqueued>, StoreError> {
+        let name = name.to_string();
+        self.write(move |conn| {
+            if !limit::advance_tick(conn, &name, tick.timestamp_millis())? {
+                return Ok(None);
+            }
+            match job {
+                Some(job) => Ok(ops::insert_many(conn, now_ms(), &[job])?.pop()),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 
     async fn close(&self) {

@@ -71,6 +71,7 @@ pub mod error;
 pub mod handler;
 mod maintenance;
 pub mod metrics;
+pub mod periodic;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod runtime;

@@ -104,3 +104,37 @@ pub async fn touch_keys(
     .map_err(map_err)?;
     Ok(())
 }
+
+/// The last tick taken of periodic job `name`.
+pub async fn periodic_last(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    sqlx::query_scalar(sql.get("SELECT last_tick FROM __schema__.periodic WHERE name = $1"))
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)
+}
+
+/// Records `tick` as the last of periodic job `name` if it is later than the last one;
+/// returns whether it was. The row lock makes racing workers take turns.
+pub async fn advance_tick(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    name: &str,
+    tick: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(sql.get(
+        "INSERT INTO __schema__.periodic (name, last_tick) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick \
+         WHERE periodic.last_tick < excluded.last_tick",
+    ))
+    .bind(name)
+    .bind(tick)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(done.rows_affected() > 0)
+}

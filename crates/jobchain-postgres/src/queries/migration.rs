@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_queues.sql"),
     include_str!("../../migrations/0007_keys.sql"),
     include_str!("../../migrations/0008_limits.sql"),
+    include_str!("../../migrations/0009_periodic.sql"),
 ];
 
 /// The schema version this build writes.

@@ -52,3 +52,25 @@ pub fn touch_keys(conn: &Connection, scope: &str, keys: &[String]) -> Result<(),
     }
     Ok(())
 }
+
+/// The last tick taken of periodic job `name` (milliseconds).
+pub fn periodic_last(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT last_tick FROM jobchain_periodic WHERE name = ?1")
+        .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+        .map_err(map_err)
+}
+
+/// Records `tick` as the last of periodic job `name` if it is later than the last one;
+/// returns whether it was.
+pub fn advance_tick(conn: &Connection, name: &str, tick: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO jobchain_periodic (name, last_tick) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick \
+             WHERE jobchain_periodic.last_tick < excluded.last_tick",
+        )
+        .and_then(|mut s| s.execute(params![name, tick]))
+        .map_err(map_err)?;
+    Ok(changed > 0)
+}

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_queues.sql"),
     include_str!("../../migrations/0005_keys.sql"),
     include_str!("../../migrations/0006_limits.sql"),
+    include_str!("../../migrations/0007_periodic.sql"),
 ];
 
 /// The schema version this build writes.

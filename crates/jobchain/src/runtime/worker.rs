@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::handler::{erase, ErasedHandler, Handler, KindOptions};
 use crate::maintenance;
 use crate::metrics::Metrics;
+use crate::periodic::Periodic;
 
 /// Settings of a worker; every field has a default.
 #[derive(Clone, Debug)]
@@ -64,6 +65,9 @@ pub struct WorkerConfig {
     pub metrics: Option<Metrics>,
     /// Limits on whole queues (every kind), enforced in the store across every worker.
     pub queue_limits: BTreeMap<String, QueueLimits>,
+    /// Periodic jobs this worker enqueues at their ticks (one job per tick however many
+    /// workers declare them).
+    pub periodic: Vec<Periodic>,
 }
 
 /// Limits on one queue, across every worker of the store.
@@ -100,6 +104,7 @@ impl Default for WorkerConfig {
             unhandled_check: Duration::from_secs(60),
             metrics: None,
             queue_limits: BTreeMap::new(),
+            periodic: Vec::new(),
         }
     }
 }
@@ -202,6 +207,12 @@ impl WorkerBuilder {
         self
     }
 
+    /// Enqueues `periodic`'s job at every tick of its schedule.
+    pub fn periodic(mut self, periodic: Periodic) -> Self {
+        self.config.periodic.push(periodic);
+        self
+    }
+
     /// Limits a whole queue (every kind of it), across every worker of the store.
     pub fn queue_limits(mut self, queue: &str, limits: QueueLimits) -> Self {
         self.config.queue_limits.insert(queue.to_string(), limits);
@@ -250,6 +261,14 @@ impl WorkerBuilder {
                 .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
             config.queues.entry(queue).or_insert(config.concurrency);
             self.client.register_kind(kind, registered.options.clone());
+        }
+        let mut names: Vec<&str> = config.periodic.iter().map(|p| p.name()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Config(format!(
+                "two periodic jobs are named `{}`: give each its own name",
+                pair[0]
+            )));
         }
         if let Some((queue, _)) = config.queues.iter().find(|(_, slots)| **slots == 0) {
             return Err(Error::Config(format!(
@@ -381,6 +400,14 @@ impl Worker {
                 store,
                 retention,
                 config.clean_interval,
+                finished.clone(),
+            )));
+        }
+        if !config.periodic.is_empty() {
+            services.push(tokio::spawn(maintenance::periodic::run(
+                shared.client.clone(),
+                config.periodic.clone(),
+                config.poll_interval,
                 finished.clone(),
             )));
         }
