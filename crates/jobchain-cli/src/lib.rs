@@ -61,6 +61,9 @@ pub enum Command {
     /// The dead-letter queue: list, retry, purge.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Lists the periodic jobs of a config file with their last and next runs.
+    #[command(subcommand)]
+    Periodic(commands::periodic::PeriodicCommand),
     /// Pauses, resumes and lists queues.
     #[command(subcommand)]
     Queue(commands::queue::QueueCommand),
@@ -211,6 +214,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Jobs(command) => commands::jobs::run_jobs(command).await,
         Command::Dlq(command) => commands::jobs::run_dlq(command).await,
         Command::Queue(command) => commands::queue::run(command).await,
+        Command::Periodic(command) => commands::periodic::run(command).await,
         Command::Stats { db, output } => commands::status::stats(db, output).await,
         Command::Workers { db, output } => commands::status::workers(db, output).await,
         Command::Serve(args) => commands::serve::run(args).await,

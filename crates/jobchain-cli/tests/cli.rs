@@ -186,6 +186,7 @@ on_both_stores!(
     serve_answers_the_api_and_the_worker_serves_metrics,
     queues_pause_and_resume_from_the_command,
     exit_75_snoozes_without_spending_an_attempt,
+    periodic_jobs_and_limits_from_the_config,
 );
 
 fn the_order_workflow_runs_with_python_and_shell_handlers(db: &Db) {
@@ -889,4 +890,92 @@ fn exit_75_snoozes_without_spending_an_attempt(db: &Db) {
     assert_eq!(job["attempts"], 1, "{job:#}");
     assert_eq!(job["errors"], serde_json::json!([]));
     assert!(dir.path().join("marker").exists(), "it snoozed once");
+}
+
+fn periodic_jobs_and_limits_from_the_config(db: &Db) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("jobchain.toml");
+    std::fs::write(
+        &config,
+        "[handlers.tick]\ncommand = [\"true\"]\nmax_running = 1\nrate_limit = \"100/s\"\n\
+         [handlers.keyed]\ncommand = [\"true\"]\nmax_running_per_key = 1\n\
+         [queues.default]\nmax_running = 4\n\
+         [periodic.every_second]\nschedule = \"* * * * * *\"\nkind = \"tick\"\npayload = { n = 1 }\n",
+    )
+    .expect("config");
+    for i in 0..3 {
+        db.line(&[
+            "enqueue",
+            "keyed",
+            &format!("{{\"i\": {i}}}"),
+            "--concurrency-key",
+            "c1",
+        ]);
+    }
+    let (worker, _) = spawn_server(&[
+        "worker",
+        "--config",
+        config.to_str().expect("path"),
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--database",
+        &db.location,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ticks = db.run(&[
+            "jobs",
+            "list",
+            "--kind",
+            "tick",
+            "--state",
+            "completed",
+            "--json",
+        ]);
+        let keyed = db.run(&[
+            "jobs",
+            "list",
+            "--kind",
+            "keyed",
+            "--state",
+            "completed",
+            "--json",
+        ]);
+        if text(&ticks.stdout).lines().count() >= 2 && text(&keyed.stdout).lines().count() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the periodic and keyed jobs did not run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(worker);
+    let listed: Value = serde_json::from_str(
+        db.line(&[
+            "periodic",
+            "list",
+            "--config",
+            config.to_str().expect("path"),
+            "--json",
+        ])
+        .lines()
+        .next()
+        .expect("a line"),
+    )
+    .expect("json");
+    assert_eq!(listed["name"], "every_second");
+    assert_eq!(listed["kind"], "tick");
+    assert!(
+        listed["last"].is_string() && listed["next"].is_string(),
+        "{listed}"
+    );
+    let job: Value = serde_json::from_str(
+        db.line(&["jobs", "list", "--kind", "keyed", "--json"])
+            .lines()
+            .next()
+            .expect("a job"),
+    )
+    .expect("json");
+    assert_eq!(job["concurrency_key"], "c1");
 }

@@ -3,6 +3,7 @@
 pub mod enqueue;
 pub mod flow;
 pub mod jobs;
+pub mod periodic;
 pub mod queue;
 pub mod serve;
 pub mod status;

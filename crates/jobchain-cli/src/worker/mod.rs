@@ -73,6 +73,9 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
     });
     for handler in &handlers {
         let mut options = KindOptions::new().queue(handler.queue.clone());
+        options.rate_limit = handler.rate_limit;
+        options.max_running = handler.max_running;
+        options.max_running_per_key = handler.max_running_per_key;
         if let Some(max) = handler.max_attempts {
             options = options.retry(RetryPolicy {
                 max_attempts: max,
@@ -89,6 +92,12 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
                 exec.clone().run(ctx, payload)
             },
         );
+    }
+    for (queue, limits) in &config.queues {
+        builder = builder.queue_limits(queue, *limits);
+    }
+    for periodic in &config.periodic {
+        builder = builder.periodic(periodic.periodic());
     }
     let worker = builder.build()?;
     let metrics_server = match args.metrics_addr {
