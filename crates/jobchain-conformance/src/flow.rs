@@ -266,8 +266,14 @@ fn limited_workers(
 async fn enqueue_keyed(h: &Harness, kind: &str, key: &str, n: usize) -> Vec<jobchain::JobId> {
     let jobs: Vec<JobSpec> = (0..n)
         .map(|i| {
-            JobSpec::new(kind, json!({"key": key, "i": i}))
-                .options(EnqueueOptions::new().concurrency_key(key))
+            let mut options = EnqueueOptions::new();
+            if !key.is_empty() {
+                options = options.concurrency_key(key);
+            }
+            if kind == "fc_pausable" {
+                options = options.queue("fc_paused");
+            }
+            JobSpec::new(kind, json!({"key": key, "i": i})).options(options)
         })
         .collect();
     h.client
@@ -559,4 +565,238 @@ pub async fn periodic_jobs_run_once_per_tick_across_workers(h: &Harness) {
         .build()
         .expect_err("a duplicate name");
     assert!(err.to_string().contains("two periodic jobs"), "{err}");
+}
+
+/// Three worker processes on one store (`jobchain-test-worker`, handlers of
+/// [`crate::processes::register_flow`]). Every handler reports its run as its output
+/// (start and end on its worker's clock):
+/// - `max_running = 2`: never more than two runs overlap;
+/// - a rate of 5 per 400 ms: no window holds more than 5 starts (the store's start times
+///   exactly; the handlers' within a few milliseconds of scheduling);
+/// - `max_running_per_key = 1`: no two runs of one key overlap; one hot key of 1,000 jobs
+///   and 20 cold keys of one: every cold job starts before the hot key's 50th;
+/// - a periodic job every second: one job per tick for 5 ticks;
+/// - pause stops starts on its queue, resume restarts them;
+/// - 100 debounced enqueues run once, with the last payload;
+/// - a snooze leaves `attempts` as it was.
+pub async fn flow_control_holds_across_three_processes(h: &Harness, worker_bin: &str) {
+    let mut children: Vec<std::process::Child> =
+        (0..3).map(|_| spawn_flow_worker(h, worker_bin)).collect();
+    h.client.pause_queue("fc_paused").await.expect("pause");
+    let paused = enqueue_keyed(h, "fc_pausable", "", 3).await;
+    let bounded = enqueue_keyed(h, "fc_bounded", "", 24).await;
+    let paced = enqueue_keyed(h, "fc_paced", "", 16).await;
+    let mut keyed = enqueue_keyed(h, "fc_keyed", "hot", 1000).await;
+    for c in 0..20 {
+        keyed.extend(enqueue_keyed(h, "fc_keyed", &format!("cold-{c}"), 1).await);
+    }
+    let mut debounced = None;
+    for i in 0..100 {
+        let job = JobSpec::new("fc_debounced", json!({"n": i}))
+            .options(EnqueueOptions::new().debounce("fc-report", Duration::from_millis(1500)));
+        debounced = Some(h.client.enqueue(job).await.expect("enqueue").id);
+    }
+    let marker = std::env::temp_dir().join(format!(
+        "jobchain-snooze-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    ));
+    let snoozy = h
+        .client
+        .enqueue(
+            JobSpec::new("fc_snoozy", json!({"marker": marker}))
+                .options(EnqueueOptions::new().max_attempts(1)),
+        )
+        .await
+        .expect("enqueue")
+        .id;
+
+    all_completed(h, &bounded).await;
+    all_completed(h, &paced).await;
+    all_completed(h, &keyed).await;
+    let debounced = debounced.expect("enqueued");
+    let done = in_state(&h.client, debounced, JobState::Completed).await;
+    assert_eq!(done.output, Some(json!({"n": 99})), "the last payload");
+    let snoozed = in_state(&h.client, snoozy, JobState::Completed).await;
+    assert_eq!(snoozed.attempts, 1, "the snooze spent no attempt");
+    assert!(marker.exists());
+    let _ = std::fs::remove_file(&marker);
+    let debounced_runs = h
+        .client
+        .jobs(jobchain::JobFilter {
+            kind: Some("fc_debounced".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("jobs");
+    assert_eq!(debounced_runs.len(), 1, "100 enqueues, one job");
+    for id in &paused {
+        let job = h.client.job(*id).await.expect("job");
+        assert_eq!(
+            (job.state, job.attempts),
+            (JobState::Pending, 0),
+            "ran while paused"
+        );
+    }
+    h.client.resume_queue("fc_paused").await.expect("resume");
+    all_completed(h, &paused).await;
+
+    // max running
+    let runs = outputs(h, &bounded).await;
+    assert!(
+        most_at_once(&runs) <= 2,
+        "{} ran at once",
+        most_at_once(&runs)
+    );
+    // rate: the store's start times exactly, the handlers' within a tolerance
+    let period = crate::processes::FC_RATE.period;
+    let mut stored = Vec::new();
+    for id in &paced {
+        stored.push(
+            h.client
+                .job(*id)
+                .await
+                .expect("job")
+                .started_at
+                .expect("started"),
+        );
+    }
+    stored.sort();
+    let window = chrono::Duration::from_std(period).expect("duration");
+    for (i, s) in stored.iter().enumerate() {
+        let within = stored[i..].iter().take_while(|t| **t - *s < window).count();
+        assert!(within <= 5, "{within} starts within {period:?} from {s}");
+    }
+    let mut starts: Vec<std::time::Instant> =
+        outputs(h, &paced).await.iter().map(|r| r.1).collect();
+    starts.sort();
+    for (i, s) in starts.iter().enumerate() {
+        let within = starts[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*s) + Duration::from_millis(40) < period)
+            .count();
+        assert!(within <= 5, "{within} handler starts within {period:?}");
+    }
+    // keys: no overlap within a key, and the cold keys are not starved
+    let mut runs = outputs(h, &keyed).await;
+    runs.sort_by_key(|r| r.1);
+    for key in runs
+        .iter()
+        .map(|r| r.0.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let spans: Vec<_> = runs.iter().filter(|r| r.0 == key).collect();
+        for pair in spans.windows(2) {
+            assert!(pair[0].2 <= pair[1].1, "two runs of key {key} overlapped");
+        }
+    }
+    let hot_50th = runs
+        .iter()
+        .filter(|r| r.0 == "hot")
+        .nth(49)
+        .expect("hot runs")
+        .1;
+    for (key, s, _) in runs.iter().filter(|r| r.0.starts_with("cold")) {
+        assert!(
+            *s < hot_50th,
+            "cold key {key} started after the hot key's 50th run"
+        );
+    }
+
+    // periodic, in three fresh processes that declare it
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut children: Vec<std::process::Child> = (0..3)
+        .map(|_| spawn_flow_worker_with(h, worker_bin, &[("JOBCHAIN_TEST_PERIODIC", "1")]))
+        .collect();
+    let ticks = eventually("five ticks", || async {
+        let jobs = h
+            .client
+            .jobs(jobchain::JobFilter {
+                kind: Some("fc_tick".into()),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
+        (jobs.len() >= 5).then_some(jobs)
+    })
+    .await;
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut keys: Vec<String> = ticks.iter().filter_map(|j| j.unique_key.clone()).collect();
+    keys.sort();
+    let before = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), before, "two jobs for one tick");
+    let parsed: Vec<chrono::DateTime<chrono::Utc>> = keys
+        .iter()
+        .map(|k| {
+            k.trim_start_matches("periodic:fc_every_second:")
+                .parse()
+                .expect("a tick")
+        })
+        .collect();
+    for pair in parsed.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(1),
+            "ticks {parsed:?}"
+        );
+    }
+}
+
+fn spawn_flow_worker(h: &Harness, worker_bin: &str) -> std::process::Child {
+    spawn_flow_worker_with(h, worker_bin, &[])
+}
+
+fn spawn_flow_worker_with(
+    h: &Harness,
+    worker_bin: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(worker_bin);
+    command
+        .arg(&h.location)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("spawn a worker process");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the child's first line");
+    assert_eq!(line.trim(), "ready", "the worker process did not start");
+    child
+}
+
+/// The runs the handlers reported, as (key, start, end) on a common monotonic scale.
+async fn outputs(
+    h: &Harness,
+    ids: &[jobchain::JobId],
+) -> Vec<(String, std::time::Instant, std::time::Instant)> {
+    let base = std::time::Instant::now();
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let at = |us: i64| {
+        let back = Duration::from_micros((now_us - us).max(0) as u64);
+        base.checked_sub(back).expect("a representable instant")
+    };
+    let mut runs = Vec::new();
+    for id in ids {
+        let job = h.client.job(*id).await.expect("job");
+        let out = job.output.expect("a run report");
+        runs.push((
+            out["key"].as_str().unwrap_or("").to_string(),
+            at(out["start"].as_i64().expect("start")),
+            at(out["end"].as_i64().expect("end")),
+        ));
+    }
+    runs
 }

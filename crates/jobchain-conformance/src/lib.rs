@@ -109,6 +109,16 @@ macro_rules! conformance_suite {
             registry_lists_live_workers_and_reports_unhandled_kinds,
         );
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn flow_control_holds_across_three_processes() {
+            let Some(harness) = $factory().await else { return };
+            $crate::flow::flow_control_holds_across_three_processes(
+                &harness,
+                env!("CARGO_BIN_EXE_jobchain-test-worker"),
+            )
+            .await;
+            harness.close().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn random_workflows_reach_terminal_states() {
             let Some(harness) = $factory().await else { return };
             $crate::properties::random_workflows_reach_terminal_states(&harness).await;

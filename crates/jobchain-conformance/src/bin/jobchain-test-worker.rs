@@ -28,7 +28,8 @@ async fn main() {
         c.rescue_interval = Duration::from_millis(200);
         c.registry_ttl = jobchain_conformance::processes::CHILD_REGISTRY_TTL;
     });
-    let worker = match jobchain_conformance::processes::register(builder).build() {
+    let builder = jobchain_conformance::processes::register(builder);
+    let worker = match jobchain_conformance::processes::register_flow(builder).build() {
         Ok(w) => w.start(),
         Err(e) => {
             eprintln!("jobchain-test-worker: {e}");
