@@ -15,5 +15,9 @@ CREATE TABLE __schema__.limit_keys (
     last_claim bigint NOT NULL,
     PRIMARY KEY (scope, key)
 );
-CREATE INDEX jobs_keyed ON __schema__.jobs (kind, queue, concurrency_key, priority DESC, run_at, id)
+CREATE INDEX jobs_keyed ON __schema__.jobs (kind, concurrency_key, queue, priority DESC, run_at, id)
     WHERE state = 'pending' AND concurrency_key IS NOT NULL;
+-- Whether a key still has a blocked job (a workflow step), before it leaves the order.
+CREATE INDEX jobs_keyed_blocked ON __schema__.jobs (kind, concurrency_key)
+    WHERE state = 'blocked' AND concurrency_key IS NOT NULL;
+CREATE INDEX limit_keys_turn ON __schema__.limit_keys (scope, last_claim, key);

@@ -13,5 +13,9 @@ CREATE TABLE jobchain_limit_keys (
     last_claim INTEGER NOT NULL,
     PRIMARY KEY (scope, key)
 );
-CREATE INDEX jobchain_jobs_keyed ON jobchain_jobs (kind, queue, concurrency_key, priority DESC, run_at, id)
+CREATE INDEX jobchain_jobs_keyed ON jobchain_jobs (kind, concurrency_key, queue, priority DESC, run_at, id)
     WHERE state = 'pending' AND concurrency_key IS NOT NULL;
+-- Whether a key still has a blocked job (a workflow step), before it leaves the order.
+CREATE INDEX jobchain_jobs_keyed_blocked ON jobchain_jobs (kind, concurrency_key)
+    WHERE state = 'blocked' AND concurrency_key IS NOT NULL;
+CREATE INDEX jobchain_limit_keys_turn ON jobchain_limit_keys (scope, last_claim, key);

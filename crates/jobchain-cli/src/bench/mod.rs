@@ -11,6 +11,7 @@ mod w2;
 mod w3;
 mod w4;
 mod w7;
+mod w9;
 pub mod worker;
 
 use std::time::Duration;
@@ -28,7 +29,8 @@ use crate::CliError;
 #[derive(Clone, Debug, Args)]
 pub struct BenchArgs {
     /// Workloads to run, comma-separated: W1 drain, W2 latency, W3 orders, W4 fan-in,
-    /// W5 backlog, W6 memory, W7 single enqueue.
+    /// W5 backlog, W6 memory, W7 single enqueue, W9 flow control (keys and a rate limit
+    /// beside plain W1; not in the default set: it runs W1 nine times).
     #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7")]
     pub workload: Vec<String>,
     /// PostgreSQL URL to measure on (a schema of its own is created and dropped);
@@ -95,7 +97,7 @@ pub struct BenchResult {
 
 /// Runs the selected workloads and prints their figures.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
-    const KNOWN: [&str; 7] = ["W1", "W2", "W3", "W4", "W5", "W6", "W7"];
+    const KNOWN: [&str; 8] = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9"];
     if let Some(bad) = args
         .workload
         .iter()
@@ -147,8 +149,9 @@ async fn run_one(
         "W5" => w1::backlog_workload(args.database.as_deref(), args.backlog, 10_000).await,
         "W6" => w1::memory_workload(target, args.backlog).await,
         "W7" => w7::run(target, args.jobs.min(20_000)).await,
+        "W9" => w9::run(args.database.as_deref(), args.jobs.min(50_000)).await,
         other => Err(CliError::failed(format!(
-            "unknown workload `{other}`: choose from W1, W2, W3, W4, W5, W6, W7"
+            "unknown workload `{other}`: choose from W1, W2, W3, W4, W5, W6, W7, W9"
         ))),
     }
 }

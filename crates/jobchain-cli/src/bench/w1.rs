@@ -17,14 +17,23 @@ use crate::CliError;
 
 /// Enqueues `jobs` no-op jobs in batches of 5,000; returns the seconds it took.
 async fn enqueue_backlog(client: &Client, jobs: u64) -> Result<f64, CliError> {
+    enqueue_backlog_of(client, jobs, |i| JobSpec::new("noop", json!({ "i": i }))).await
+}
+
+/// Enqueues `jobs` jobs made by `job(i)` in batches of 5,000; returns the seconds it took.
+pub(crate) async fn enqueue_backlog_of(
+    client: &Client,
+    jobs: u64,
+    job: impl Fn(u64) -> JobSpec,
+) -> Result<f64, CliError> {
     let bar = progress(jobs, "enqueue");
     let started = Instant::now();
-    let mut left = jobs;
-    while left > 0 {
-        let n = left.min(5000);
-        let batch = (0..n).map(|i| JobSpec::new("noop", json!({ "i": i })));
+    let mut done = 0;
+    while done < jobs {
+        let n = (jobs - done).min(5000);
+        let batch: Vec<JobSpec> = (done..done + n).map(&job).collect();
         client.enqueue_many(batch).await?;
-        left -= n;
+        done += n;
         bar.inc(n);
     }
     bar.finish_and_clear();
@@ -33,25 +42,38 @@ async fn enqueue_backlog(client: &Client, jobs: u64) -> Result<f64, CliError> {
 
 /// Drains `jobs` with one worker in this process; returns the seconds it took.
 async fn drain_here(client: &Client, jobs: u64) -> Result<f64, CliError> {
+    drain_here_with(client, jobs, jobchain::KindOptions::new()).await
+}
+
+/// [`drain_here`] with the handler's options (its limits).
+pub(crate) async fn drain_here_with(
+    client: &Client,
+    jobs: u64,
+    options: jobchain::KindOptions,
+) -> Result<f64, CliError> {
     let bar = progress(jobs, "drain");
     let done = Arc::new(AtomicU64::new(0));
     let all_done = Arc::new(Notify::new());
     let (d, a, b) = (done.clone(), all_done.clone(), bar.clone());
     let started = Instant::now();
     let worker = Worker::builder(client)
-        .handler("noop", move |_: JobContext, _: serde_json::Value| {
-            let (d, a, b) = (d.clone(), a.clone(), b.clone());
-            async move {
-                let n = d.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 1000 == 0 {
-                    b.set_position(n);
+        .handler_with(
+            "noop",
+            options,
+            move |_: JobContext, _: serde_json::Value| {
+                let (d, a, b) = (d.clone(), a.clone(), b.clone());
+                async move {
+                    let n = d.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n % 1000 == 0 {
+                        b.set_position(n);
+                    }
+                    if n == jobs {
+                        a.notify_one();
+                    }
+                    Ok(())
                 }
-                if n == jobs {
-                    a.notify_one();
-                }
-                Ok(())
-            }
-        })
+            },
+        )
         .build()?
         .start();
     all_done.notified().await;
@@ -144,7 +166,11 @@ async fn completed(client: &Client) -> Result<u64, CliError> {
         .sum())
 }
 
-async fn check_all_completed(client: &Client, jobs: u64, workload: &str) -> Result<(), CliError> {
+pub(crate) async fn check_all_completed(
+    client: &Client,
+    jobs: u64,
+    workload: &str,
+) -> Result<(), CliError> {
     let done = completed(client).await?;
     if done != jobs {
         return Err(CliError::failed(format!(

@@ -112,28 +112,50 @@ const CLAIM_IDS_AT: &str = claim_statement!(
     "$6::timestamptz"
 );
 
-/// One due job of each concurrency key of kind $1 on queue $2 that has fewer than $5
-/// running, the keys least recently claimed first (round-robin), at most $6: pairs of key
-/// and job id. The keys are found by skipping through the keyed-pending index, one probe
-/// per key, not by reading every waiting job.
-const KEYED_PICK: &str = "WITH RECURSIVE keys(k) AS ( \
-        SELECT (SELECT concurrency_key FROM __schema__.jobs WHERE state = 'pending' AND kind = $1 \
-            AND queue = $2 AND concurrency_key IS NOT NULL ORDER BY concurrency_key LIMIT 1) \
-        UNION ALL \
-        SELECT (SELECT concurrency_key FROM __schema__.jobs WHERE state = 'pending' AND kind = $1 \
-            AND queue = $2 AND concurrency_key IS NOT NULL AND concurrency_key > keys.k \
-            ORDER BY concurrency_key LIMIT 1) FROM keys WHERE keys.k IS NOT NULL), \
-    picks AS (SELECT keys.k AS k, \
-        (SELECT id FROM __schema__.jobs j WHERE j.state = 'pending' AND j.kind = $1 AND j.queue = $2 \
-            AND j.concurrency_key = keys.k AND j.run_at <= $3 \
-            ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) AS job, \
-        coalesce(lk.last_claim, 0) AS last_claim \
-        FROM keys LEFT JOIN __schema__.limit_keys lk ON lk.scope = $4 AND lk.key = keys.k \
-        WHERE keys.k IS NOT NULL) \
-    SELECT k, job FROM picks WHERE job IS NOT NULL \
-        AND (SELECT count(*) FROM __schema__.jobs r WHERE r.state = 'running' AND r.kind = $1 \
-            AND r.concurrency_key = picks.k) < $5 \
-    ORDER BY last_claim, job LIMIT $6";
+/// A page of the keys of scope $4 in round-robin order (least recently claimed first)
+/// after ($5, $6), each with its first due job of kind $1 on queue $2 (or NULL). The
+/// ORDER BY of the inner pick is the keyed index's own, so that index serves it.
+const KEY_PAGE: &str = "SELECT lk.key, lk.last_claim, \
+        (SELECT id FROM __schema__.jobs j WHERE j.state = 'pending' AND j.kind = $1 \
+            AND j.concurrency_key = lk.key AND j.queue = $2 AND j.run_at <= $3 \
+            ORDER BY j.kind, j.concurrency_key, j.queue, j.priority DESC, j.run_at, j.id LIMIT 1) \
+    FROM __schema__.limit_keys lk WHERE lk.scope = $4 AND (lk.last_claim, lk.key) > ($5, $6) \
+    ORDER BY lk.last_claim, lk.key LIMIT 200";
+
+/// Whether key $2 of kind $1 still has a job that may run (blocked or pending).
+const KEY_LIVE: &str = "SELECT EXISTS (SELECT 1 FROM __schema__.jobs WHERE kind = $1 \
+        AND concurrency_key = $2 AND state = 'pending') \
+    OR EXISTS (SELECT 1 FROM __schema__.jobs WHERE kind = $1 \
+        AND concurrency_key = $2 AND state = 'blocked')";
+
+/// Registers concurrency keys ($2) of kinds ($1) in their kind's round-robin order.
+const REGISTER_KEYS: &str = "INSERT INTO __schema__.limit_keys (scope, key, last_claim) \
+    SELECT DISTINCT 'kind:' || k, c, 0 FROM unnest($1::text[], $2::text[]) AS t(k, c) \
+    WHERE c IS NOT NULL ON CONFLICT DO NOTHING";
+
+/// Registers the concurrency keys of jobs just written (new keys first in the order).
+pub async fn register_keys(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    kinds: &[String],
+    keys: &[Option<String>],
+) -> Result<(), StoreError> {
+    if keys.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    sqlx::query(sql.get(REGISTER_KEYS))
+        .bind(kinds)
+        .bind(keys)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Keys of kind $1 with at least $2 running jobs.
+const FULL_KEYS: &str = "SELECT concurrency_key FROM __schema__.jobs \
+    WHERE state = 'running' AND kind = $1 AND concurrency_key IS NOT NULL \
+    GROUP BY concurrency_key HAVING count(*) >= $2";
 
 /// Which jobs a claim takes.
 pub enum Pick<'a> {
@@ -218,6 +240,12 @@ impl Columns {
         if self.is_empty() {
             return Ok(Vec::new());
         }
+        let keyed = self.concurrency_key.iter().any(Option::is_some);
+        let (kinds, keys) = if keyed {
+            (self.kind.clone(), self.concurrency_key.clone())
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let statement = sql.get(INSERT_MANY);
         let ids: Vec<i64> = sqlx::query_scalar(statement)
             .bind(self.kind)
@@ -234,9 +262,12 @@ impl Columns {
             .bind(self.optional)
             .bind(self.waiting_for)
             .bind(self.concurrency_key)
-            .fetch_all(conn)
+            .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
+        if keyed {
+            register_keys(conn, sql, &kinds, &keys).await?;
+        }
         Ok(ids.into_iter().map(JobId).collect())
     }
 }
@@ -253,6 +284,13 @@ pub async fn insert_debounced(
         jobchain_core::job::RunAt::After(d) => ms(d),
         _ => 0,
     };
+    register_keys(
+        conn,
+        sql,
+        std::slice::from_ref(&job.kind),
+        std::slice::from_ref(&job.concurrency_key),
+    )
+    .await?;
     let row = sqlx::query(sql.get(INSERT_DEBOUNCED))
         .bind(&job.kind)
         .bind(&job.queue)
@@ -282,6 +320,13 @@ pub async fn insert_unique(
 ) -> Result<Enqueued, StoreError> {
     let (run_at, delay) = split_run_at(job.run_at);
     let payload = encode_payload(&job.kind, &job.payload)?;
+    register_keys(
+        conn,
+        sql,
+        std::slice::from_ref(&job.kind),
+        std::slice::from_ref(&job.concurrency_key),
+    )
+    .await?;
     // The live job holding the key may finish between the insert and the lookup: try again.
     for _ in 0..3 {
         let statement = sql.get(INSERT_UNIQUE);
@@ -374,8 +419,9 @@ pub async fn claim(
     Ok(in_claim_order(jobs))
 }
 
-/// For a claim with a per-key limit: one due job per key that has room, round-robin
-/// across keys; returns (key, job id) pairs.
+/// For a claim with a per-key limit: one due job per key that has room, walking the
+/// kind's keys least recently claimed first (round-robin), until `limit` are found; keys
+/// with no job left that may run leave the order. Returns (key, job id) pairs.
 pub async fn keyed_pick(
     conn: &mut PgConnection,
     sql: &Sql,
@@ -390,20 +436,65 @@ pub async fn keyed_pick(
         .first()
         .map(String::as_str)
         .unwrap_or_default();
-    let rows = sqlx::query(sql.get(KEYED_PICK))
+    let full: std::collections::HashSet<String> = sqlx::query_scalar(sql.get(FULL_KEYS))
         .bind(kind)
-        .bind(&request.queue)
-        .bind(at)
-        .bind(scope)
         .bind(i64::from(per_key))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(map_err)?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(map_err)
+        .map_err(map_err)?
+        .into_iter()
+        .collect();
+    let mut picks = Vec::new();
+    let mut after: (i64, String) = (i64::MIN, String::new());
+    loop {
+        let page = sqlx::query(sql.get(KEY_PAGE))
+            .bind(kind)
+            .bind(&request.queue)
+            .bind(at)
+            .bind(scope)
+            .bind(after.0)
+            .bind(&after.1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        let exhausted = page.len() < 200;
+        for row in &page {
+            let key: String = row.try_get(0).map_err(map_err)?;
+            let last: i64 = row.try_get(1).map_err(map_err)?;
+            let job: Option<i64> = row.try_get(2).map_err(map_err)?;
+            after = (last, key.clone());
+            match job {
+                Some(_) if full.contains(&key) => {}
+                Some(id) => {
+                    picks.push((key, id));
+                    if picks.len() == limit {
+                        return Ok(picks);
+                    }
+                }
+                None => {
+                    let live: bool = sqlx::query_scalar(sql.get(KEY_LIVE))
+                        .bind(kind)
+                        .bind(&key)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(map_err)?;
+                    if !live {
+                        sqlx::query(sql.get(
+                            "DELETE FROM __schema__.limit_keys WHERE scope = $1 AND key = $2",
+                        ))
+                        .bind(scope)
+                        .bind(&key)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_err)?;
+                    }
+                }
+            }
+        }
+        if exhausted {
+            return Ok(picks);
+        }
+    }
 }
 
 /// Running jobs of a kind or a queue.

@@ -74,28 +74,29 @@ const CLAIM_IDS: &str = claim_statement!(
         AND state = 'pending' AND ?4 IS NOT NULL AND ?6 IS NOT NULL"
 );
 
-/// One due job of each concurrency key of kind ?1 on queue ?2 that has fewer than ?5
-/// running, the keys least recently claimed first (round-robin), at most ?6: pairs of
-/// key and job id. The keys are found by skipping through the keyed-pending index, one
-/// probe per key, not by reading every waiting job.
-const KEYED_PICK: &str = "WITH RECURSIVE keys(k) AS ( \
-        SELECT (SELECT concurrency_key FROM jobchain_jobs WHERE state = 'pending' AND kind = ?1 \
-            AND queue = ?2 AND concurrency_key IS NOT NULL ORDER BY concurrency_key LIMIT 1) \
-        UNION ALL \
-        SELECT (SELECT concurrency_key FROM jobchain_jobs WHERE state = 'pending' AND kind = ?1 \
-            AND queue = ?2 AND concurrency_key IS NOT NULL AND concurrency_key > keys.k \
-            ORDER BY concurrency_key LIMIT 1) FROM keys WHERE keys.k IS NOT NULL), \
-    picks AS (SELECT keys.k AS k, \
+/// A page of the keys of scope ?4 in round-robin order (least recently claimed first)
+/// after (?5, ?6), each with its first due job of kind ?1 on queue ?2 (or NULL).
+const KEY_PAGE: &str = "SELECT lk.key, lk.last_claim, \
         (SELECT id FROM jobchain_jobs j WHERE j.state = 'pending' AND j.kind = ?1 AND j.queue = ?2 \
-            AND j.concurrency_key = keys.k AND j.run_at <= ?3 \
-            ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) AS job, \
-        coalesce(lk.last_claim, 0) AS last_claim \
-        FROM keys LEFT JOIN jobchain_limit_keys lk ON lk.scope = ?4 AND lk.key = keys.k \
-        WHERE keys.k IS NOT NULL) \
-    SELECT k, job FROM picks WHERE job IS NOT NULL \
-        AND (SELECT count(*) FROM jobchain_jobs r WHERE r.state = 'running' AND r.kind = ?1 \
-            AND r.concurrency_key = picks.k) < ?5 \
-    ORDER BY last_claim, job LIMIT CAST(?6 AS INTEGER)";
+            AND j.concurrency_key = lk.key AND j.run_at <= ?3 \
+            ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) \
+    FROM jobchain_limit_keys lk WHERE lk.scope = ?4 AND (lk.last_claim, lk.key) > (?5, ?6) \
+    ORDER BY lk.last_claim, lk.key LIMIT 200";
+
+/// Keys of kind ?1 with at least ?2 running jobs.
+const FULL_KEYS: &str = "SELECT concurrency_key FROM jobchain_jobs \
+    WHERE state = 'running' AND kind = ?1 AND concurrency_key IS NOT NULL \
+    GROUP BY concurrency_key HAVING count(*) >= ?2";
+
+/// Whether key ?2 of kind ?1 still has a job that may run (blocked or pending).
+const KEY_LIVE: &str = "SELECT EXISTS (SELECT 1 FROM jobchain_jobs WHERE kind = ?1 \
+        AND concurrency_key = ?2 AND state = 'pending') \
+    OR EXISTS (SELECT 1 FROM jobchain_jobs WHERE kind = ?1 \
+        AND concurrency_key = ?2 AND state = 'blocked')";
+
+/// Registers a job's concurrency key in its kind's round-robin order (new keys first).
+const REGISTER_KEY: &str = "INSERT OR IGNORE INTO jobchain_limit_keys (scope, key, last_claim) \
+    VALUES ('kind:' || ?1, ?2, 0)";
 
 /// Which jobs a claim statement takes.
 pub enum Pick<'a> {
@@ -187,8 +188,15 @@ pub fn insert(
         job.concurrency_key,
     ])
     .map_err(map_err)?;
+    // Read before the key's own insert moves it.
+    let id = JobId(conn.last_insert_rowid());
+    if let Some(key) = &job.concurrency_key {
+        conn.prepare_cached(REGISTER_KEY)
+            .and_then(|mut s| s.execute(params![job.kind, key]))
+            .map_err(map_err)?;
+    }
     Ok(Enqueued {
-        id: JobId(conn.last_insert_rowid()),
+        id,
         duplicate: false,
     })
 }
@@ -238,8 +246,9 @@ pub fn claim(
     Ok(in_claim_order(jobs))
 }
 
-/// For a claim with a per-key limit: one due job per key that has room, round-robin
-/// across keys; returns (key, job id) pairs.
+/// For a claim with a per-key limit: one due job per key that has room, walking the
+/// kind's keys least recently claimed first (round-robin), until `limit` are found; keys
+/// with no job left that may run leave the order. Returns (key, job id) pairs.
 pub fn keyed_pick(
     conn: &Connection,
     now: i64,
@@ -253,14 +262,56 @@ pub fn keyed_pick(
         .first()
         .map(String::as_str)
         .unwrap_or_default();
-    let mut stmt = conn.prepare_cached(KEYED_PICK).map_err(map_err)?;
-    let rows = stmt
-        .query_map(
-            params![kind, request.queue, now, scope, per_key, limit as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+    let full: std::collections::HashSet<String> = conn
+        .prepare_cached(FULL_KEYS)
+        .and_then(|mut s| {
+            s.query_map(params![kind, per_key], |r| r.get(0))?
+                .collect::<Result<_, _>>()
+        })
         .map_err(map_err)?;
-    rows.collect::<Result<_, _>>().map_err(map_err)
+    let mut picks = Vec::new();
+    let mut after: (i64, String) = (i64::MIN, String::new());
+    loop {
+        let page: Vec<(String, i64, Option<i64>)> = conn
+            .prepare_cached(KEY_PAGE)
+            .and_then(|mut s| {
+                s.query_map(
+                    params![kind, request.queue, now, scope, after.0, after.1],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?
+                .collect::<Result<_, _>>()
+            })
+            .map_err(map_err)?;
+        let exhausted = page.len() < 200;
+        for (key, last, job) in page {
+            after = (last, key.clone());
+            match job {
+                Some(_) if full.contains(&key) => {}
+                Some(id) => {
+                    picks.push((key, id));
+                    if picks.len() == limit {
+                        return Ok(picks);
+                    }
+                }
+                None => {
+                    let live: bool = conn
+                        .prepare_cached(KEY_LIVE)
+                        .and_then(|mut s| s.query_row(params![kind, key], |r| r.get(0)))
+                        .map_err(map_err)?;
+                    if !live {
+                        conn.prepare_cached(
+                            "DELETE FROM jobchain_limit_keys WHERE scope = ?1 AND key = ?2",
+                        )
+                        .and_then(|mut s| s.execute(params![scope, key]))
+                        .map_err(map_err)?;
+                    }
+                }
+            }
+        }
+        if exhausted {
+            return Ok(picks);
+        }
+    }
 }
 
 /// Running jobs of a kind or a queue.

@@ -38,18 +38,20 @@ pub fn record_starts(
     Ok(())
 }
 
-/// Moves the claimed keys to the back of the round-robin order of `scope`.
+/// Moves the claimed keys to the back of the round-robin order of `scope`, in the order
+/// given, in one statement.
 pub fn touch_keys(conn: &Connection, scope: &str, keys: &[String]) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "INSERT INTO jobchain_limit_keys (scope, key, last_claim) VALUES (?1, ?2, \
-               (SELECT coalesce(max(last_claim), 0) + 1 FROM jobchain_limit_keys WHERE scope = ?1)) \
-             ON CONFLICT (scope, key) DO UPDATE SET last_claim = excluded.last_claim",
-        )
-        .map_err(map_err)?;
-    for key in keys {
-        stmt.execute(params![scope, key]).map_err(map_err)?;
-    }
+    let keys =
+        serde_json::to_string(keys).map_err(|e| StoreError::Invalid(format!("keys: {e}")))?;
+    conn.prepare_cached(
+        "INSERT INTO jobchain_limit_keys (scope, key, last_claim) \
+         SELECT ?1, k.value, \
+           (SELECT coalesce(max(last_claim), 0) FROM jobchain_limit_keys WHERE scope = ?1) + k.key + 1 \
+         FROM json_each(?2) AS k WHERE true \
+         ON CONFLICT (scope, key) DO UPDATE SET last_claim = excluded.last_claim",
+    )
+    .and_then(|mut s| s.execute(params![scope, keys]))
+    .map_err(map_err)?;
     Ok(())
 }
 
