@@ -104,29 +104,60 @@ const CLAIM_UNKEYED_AT: &str = claim_statement!(
     "$6::timestamptz"
 );
 
-/// The jobs `$7` that are still pending, at `$6`.
-const CLAIM_IDS_AT: &str = claim_statement!(
-    "SELECT id FROM __schema__.jobs WHERE id = ANY($7) AND state = 'pending' \
-        AND $1::text IS NOT NULL AND $2::text[] IS NOT NULL AND $3::int8 IS NOT NULL \
-        FOR UPDATE SKIP LOCKED",
-    "$6::timestamptz"
-);
-
-/// A page of the keys of scope $4 in round-robin order (least recently claimed first)
-/// after ($5, $6), each with its first due job of kind $1 on queue $2 (or NULL). The
-/// ORDER BY of the inner pick is the keyed index's own, so that index serves it.
-const KEY_PAGE: &str = "SELECT lk.key, lk.last_claim, \
-        (SELECT id FROM __schema__.jobs j WHERE j.state = 'pending' AND j.kind = $1 \
-            AND j.concurrency_key = lk.key AND j.queue = $2 AND j.run_at <= $3 \
-            ORDER BY j.kind, j.concurrency_key, j.queue, j.priority DESC, j.run_at, j.id LIMIT 1) \
-    FROM __schema__.limit_keys lk WHERE lk.scope = $4 AND (lk.last_claim, lk.key) > ($5, $6) \
-    ORDER BY lk.last_claim, lk.key LIMIT 200";
-
-/// Whether key $2 of kind $1 still has a job that may run (blocked or pending).
-const KEY_LIVE: &str = "SELECT EXISTS (SELECT 1 FROM __schema__.jobs WHERE kind = $1 \
-        AND concurrency_key = $2 AND state = 'pending') \
-    OR EXISTS (SELECT 1 FROM __schema__.jobs WHERE kind = $1 \
-        AND concurrency_key = $2 AND state = 'blocked')";
+/// A claim under a per-key limit, in one statement: the kind's registered keys in
+/// round-robin order (least recently visited first) that are not at their limit of
+/// running jobs, each with its first due job (through the keyed index, whose order the
+/// inner ORDER BY is; the queue is compared with IS NOT DISTINCT FROM, which no index can
+/// take, so that the claim index, led by the queue, never looks cheaper to a planner
+/// without statistics); the first `$3` keys that have one are claimed. Every key looked at
+/// moves to the back of the order (claimed, or with nothing due now), and keys with no
+/// job left that may run leave it.
+/// $1 queue, $2 kind, $3 limit, $4 worker, $5 lease ms, $6 the claim's instant,
+/// $7 per-key limit, $8 scope.
+const KEYED_CLAIM: &str = "WITH full_keys AS ( \
+        SELECT concurrency_key AS k FROM __schema__.jobs \
+        WHERE state = 'running' AND kind = $2 AND concurrency_key IS NOT NULL \
+        GROUP BY concurrency_key HAVING count(*) >= $7), \
+    page AS ( \
+        SELECT lk.key, lk.last_claim FROM __schema__.limit_keys lk \
+        WHERE lk.scope = $8 AND NOT EXISTS (SELECT 1 FROM full_keys f WHERE f.k = lk.key) \
+        ORDER BY lk.last_claim, lk.key LIMIT $3 * 2 + 50), \
+    picks AS ( \
+        SELECT p.key, p.last_claim, \
+            (SELECT id FROM __schema__.jobs j WHERE j.state = 'pending' AND j.kind = $2 \
+                AND j.concurrency_key = p.key AND j.queue IS NOT DISTINCT FROM $1 \
+                AND j.run_at <= $6 \
+                ORDER BY j.kind, j.concurrency_key, j.queue, j.priority DESC, j.run_at, j.id \
+                LIMIT 1) AS job \
+        FROM page p \
+        WHERE NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused)), \
+    chosen AS (SELECT key, last_claim, job FROM picks WHERE job IS NOT NULL \
+        ORDER BY last_claim, key LIMIT $3), \
+    dead AS (SELECT p.key FROM picks p WHERE p.job IS NULL \
+        AND NOT EXISTS (SELECT 1 FROM __schema__.jobs j WHERE j.kind = $2 \
+            AND j.concurrency_key = p.key AND j.state = 'pending') \
+        AND NOT EXISTS (SELECT 1 FROM __schema__.jobs j WHERE j.kind = $2 \
+            AND j.concurrency_key = p.key AND j.state = 'blocked')), \
+    visited AS ( \
+        SELECT key, last_claim FROM chosen \
+        UNION ALL \
+        SELECT p.key, p.last_claim FROM picks p \
+        WHERE p.job IS NULL AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.key = p.key)), \
+    turn AS ( \
+        UPDATE __schema__.limit_keys lk \
+        SET last_claim = (SELECT coalesce(max(last_claim), 0) FROM __schema__.limit_keys \
+            WHERE scope = $8) + v.n \
+        FROM (SELECT key, row_number() OVER (ORDER BY last_claim, key) AS n FROM visited) v \
+        WHERE lk.scope = $8 AND lk.key = v.key), \
+    pruned AS (DELETE FROM __schema__.limit_keys lk USING dead d \
+        WHERE lk.scope = $8 AND lk.key = d.key), \
+    picked AS (SELECT j.id FROM __schema__.jobs j JOIN chosen c ON j.id = c.job \
+        WHERE j.state = 'pending' FOR UPDATE OF j SKIP LOCKED) \
+    UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, worker = $4, \
+        lease_until = $6 + $5 * interval '1 millisecond', started_at = $6, debounce_key = NULL \
+    FROM picked WHERE j.id = picked.id \
+    RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
+        j.workflow_id, j.parent_id, j.step, j.run_at";
 
 /// Registers concurrency keys ($2) of kinds ($1) in their kind's round-robin order.
 const REGISTER_KEYS: &str = "INSERT INTO __schema__.limit_keys (scope, key, last_claim) \
@@ -152,21 +183,14 @@ pub async fn register_keys(
     Ok(())
 }
 
-/// Keys of kind $1 with at least $2 running jobs.
-const FULL_KEYS: &str = "SELECT concurrency_key FROM __schema__.jobs \
-    WHERE state = 'running' AND kind = $1 AND concurrency_key IS NOT NULL \
-    GROUP BY concurrency_key HAVING count(*) >= $2";
-
 /// Which jobs a claim takes.
-pub enum Pick<'a> {
+pub enum Pick {
     /// Due jobs of the request's kinds.
     Due,
     /// Due jobs of the request's kinds at this instant (under limits).
     DueAt(DateTime<Utc>),
     /// Due jobs of the request's kinds without a concurrency key, at this instant.
     UnkeyedAt(DateTime<Utc>),
-    /// These jobs if still pending, at this instant.
-    IdsAt(&'a [i64], DateTime<Utc>),
 }
 
 const HEARTBEAT: &str = "WITH held AS (SELECT j.id FROM __schema__.jobs j \
@@ -376,13 +400,12 @@ pub async fn claim(
     conn: &mut PgConnection,
     sql: &Sql,
     request: &ClaimRequest,
-    pick: Pick<'_>,
+    pick: Pick,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let (statement, at, ids) = match pick {
-        Pick::Due => (CLAIM, None, None),
-        Pick::DueAt(at) => (CLAIM_AT, Some(at), None),
-        Pick::UnkeyedAt(at) => (CLAIM_UNKEYED_AT, Some(at), None),
-        Pick::IdsAt(ids, at) => (CLAIM_IDS_AT, Some(at), Some(ids)),
+    let (statement, at) = match pick {
+        Pick::Due => (CLAIM, None),
+        Pick::DueAt(at) => (CLAIM_AT, Some(at)),
+        Pick::UnkeyedAt(at) => (CLAIM_UNKEYED_AT, Some(at)),
     };
     let mut query = sqlx::query(sql.get(statement))
         .bind(&request.queue)
@@ -393,10 +416,12 @@ pub async fn claim(
     if let Some(at) = at {
         query = query.bind(at);
     }
-    if let Some(ids) = ids {
-        query = query.bind(ids);
-    }
     let rows = query.fetch_all(conn).await.map_err(map_err)?;
+    claimed_rows(&rows)
+}
+
+/// Claimed jobs from the rows of a claim statement, in claim order.
+fn claimed_rows(rows: &[PgRow]) -> Result<Vec<ClaimedJob>, StoreError> {
     let jobs = rows
         .iter()
         .map(|r| {
@@ -419,10 +444,8 @@ pub async fn claim(
     Ok(in_claim_order(jobs))
 }
 
-/// For a claim with a per-key limit: one due job per key that has room, walking the
-/// kind's keys least recently claimed first (round-robin), until `limit` are found; keys
-/// with no job left that may run leave the order. Returns (key, job id) pairs.
-pub async fn keyed_pick(
+/// Claims under a per-key limit (see [`KEYED_CLAIM`]).
+pub async fn claim_keyed(
     conn: &mut PgConnection,
     sql: &Sql,
     request: &ClaimRequest,
@@ -430,71 +453,25 @@ pub async fn keyed_pick(
     scope: &str,
     per_key: u32,
     limit: usize,
-) -> Result<Vec<(String, i64)>, StoreError> {
+) -> Result<Vec<ClaimedJob>, StoreError> {
     let kind = request
         .kinds
         .first()
         .map(String::as_str)
         .unwrap_or_default();
-    let full: std::collections::HashSet<String> = sqlx::query_scalar(sql.get(FULL_KEYS))
+    let rows = sqlx::query(sql.get(KEYED_CLAIM))
+        .bind(&request.queue)
         .bind(kind)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(&request.worker)
+        .bind(ms(request.lease))
+        .bind(at)
         .bind(i64::from(per_key))
-        .fetch_all(&mut *conn)
+        .bind(scope)
+        .fetch_all(conn)
         .await
-        .map_err(map_err)?
-        .into_iter()
-        .collect();
-    let mut picks = Vec::new();
-    let mut after: (i64, String) = (i64::MIN, String::new());
-    loop {
-        let page = sqlx::query(sql.get(KEY_PAGE))
-            .bind(kind)
-            .bind(&request.queue)
-            .bind(at)
-            .bind(scope)
-            .bind(after.0)
-            .bind(&after.1)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?;
-        let exhausted = page.len() < 200;
-        for row in &page {
-            let key: String = row.try_get(0).map_err(map_err)?;
-            let last: i64 = row.try_get(1).map_err(map_err)?;
-            let job: Option<i64> = row.try_get(2).map_err(map_err)?;
-            after = (last, key.clone());
-            match job {
-                Some(_) if full.contains(&key) => {}
-                Some(id) => {
-                    picks.push((key, id));
-                    if picks.len() == limit {
-                        return Ok(picks);
-                    }
-                }
-                None => {
-                    let live: bool = sqlx::query_scalar(sql.get(KEY_LIVE))
-                        .bind(kind)
-                        .bind(&key)
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(map_err)?;
-                    if !live {
-                        sqlx::query(sql.get(
-                            "DELETE FROM __schema__.limit_keys WHERE scope = $1 AND key = $2",
-                        ))
-                        .bind(scope)
-                        .bind(&key)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(map_err)?;
-                    }
-                }
-            }
-        }
-        if exhausted {
-            return Ok(picks);
-        }
-    }
+        .map_err(map_err)?;
+    claimed_rows(&rows)
 }
 
 /// Running jobs of a kind or a queue.

@@ -1,5 +1,6 @@
 //! SQL of the limit tables: a lock row per limited scope, the starts of rate-limited
-//! scopes, and the round-robin order of concurrency keys.
+//! scopes, and the last tick of periodic jobs (the round-robin order of concurrency keys
+//! is kept by the keyed claim itself, in `job.rs`).
 
 use chrono::{DateTime, Utc};
 use jobchain_core::StoreError;
@@ -18,6 +19,19 @@ pub async fn lock_scopes(
     let mut sorted = scopes.to_vec();
     sorted.sort();
     sorted.dedup();
+    // One round trip in the common case: lock the rows, then read the clock (evaluated
+    // once the locks are held). The first claim of a scope creates its row and locks again.
+    let lock =
+        "SELECT count(*), clock_timestamp() FROM (SELECT scope FROM __schema__.limit_scopes \
+        WHERE scope = ANY($1) ORDER BY scope FOR UPDATE) AS locked";
+    let (locked, at): (i64, DateTime<Utc>) = sqlx::query_as(sql.get(lock))
+        .bind(&sorted)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    if locked as usize == sorted.len() {
+        return Ok(at);
+    }
     sqlx::query(sql.get(
         "INSERT INTO __schema__.limit_scopes (scope) SELECT unnest($1::text[]) \
          ON CONFLICT DO NOTHING",
@@ -26,17 +40,12 @@ pub async fn lock_scopes(
     .execute(&mut *conn)
     .await
     .map_err(map_err)?;
-    sqlx::query(sql.get(
-        "SELECT scope FROM __schema__.limit_scopes WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
-    ))
-    .bind(&sorted)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    sqlx::query_scalar("SELECT clock_timestamp()")
+    let (_, at): (i64, DateTime<Utc>) = sqlx::query_as(sql.get(lock))
+        .bind(&sorted)
         .fetch_one(conn)
         .await
-        .map_err(map_err)
+        .map_err(map_err)?;
+    Ok(at)
 }
 
 /// Starts recorded for `scope` within `period` before `at`.
@@ -78,27 +87,6 @@ pub async fn record_starts(
     .bind(at)
     .bind(ms(period))
     .bind(i32::try_from(count).unwrap_or(i32::MAX))
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-/// Moves the claimed keys to the back of the round-robin order of `scope`.
-pub async fn touch_keys(
-    conn: &mut PgConnection,
-    sql: &Sql,
-    scope: &str,
-    keys: &[String],
-) -> Result<(), StoreError> {
-    sqlx::query(sql.get(
-        "INSERT INTO __schema__.limit_keys (scope, key, last_claim) \
-         SELECT $1, k, (SELECT coalesce(max(last_claim), 0) FROM __schema__.limit_keys WHERE scope = $1) + n \
-         FROM unnest($2::text[]) WITH ORDINALITY AS t(k, n) \
-         ON CONFLICT (scope, key) DO UPDATE SET last_claim = excluded.last_claim",
-    ))
-    .bind(scope)
-    .bind(keys)
     .execute(conn)
     .await
     .map_err(map_err)?;

@@ -212,16 +212,10 @@ pub async fn claim_limited(
         limit: allowance,
         ..request.clone()
     };
-    let mut claimed = Vec::new();
-    match (request.per_key, key_scope) {
+    let claimed = match (request.per_key, key_scope) {
         (Some(per_key), Some(scope)) => {
-            let picks = job::keyed_pick(conn, sql, request, at, &scope, per_key, allowance).await?;
-            let ids: Vec<i64> = picks.iter().map(|(_, id)| *id).collect();
-            if !ids.is_empty() {
-                claimed = job::claim(conn, sql, &limited, job::Pick::IdsAt(&ids, at)).await?;
-                let keys: Vec<String> = picks.into_iter().map(|(k, _)| k).collect();
-                limit::touch_keys(conn, sql, &scope, &keys).await?;
-            }
+            let mut claimed =
+                job::claim_keyed(conn, sql, request, at, &scope, per_key, allowance).await?;
             let left = allowance - claimed.len();
             if left > 0 {
                 let unkeyed = ClaimRequest {
@@ -230,9 +224,10 @@ pub async fn claim_limited(
                 };
                 claimed.extend(job::claim(conn, sql, &unkeyed, job::Pick::UnkeyedAt(at)).await?);
             }
+            claimed
         }
-        _ => claimed = job::claim(conn, sql, &limited, job::Pick::DueAt(at)).await?,
-    }
+        _ => job::claim(conn, sql, &limited, job::Pick::DueAt(at)).await?,
+    };
     for l in &request.limits {
         if let Some(rate) = l.rate {
             limit::record_starts(conn, sql, &l.scope.key(), at, claimed.len(), rate.period).await?;
