@@ -21,3 +21,6 @@ CREATE INDEX jobs_keyed ON __schema__.jobs (kind, concurrency_key, queue, priori
 CREATE INDEX jobs_keyed_blocked ON __schema__.jobs (kind, concurrency_key)
     WHERE state = 'blocked' AND concurrency_key IS NOT NULL;
 CREATE INDEX limit_keys_turn ON __schema__.limit_keys (scope, last_claim, key);
+-- A key's running jobs, for its per-key limit (only keyed jobs are in it).
+CREATE INDEX jobs_keyed_running ON __schema__.jobs (kind, concurrency_key)
+    WHERE state = 'running' AND concurrency_key IS NOT NULL;

@@ -109,18 +109,18 @@ const CLAIM_UNKEYED_AT: &str = claim_statement!(
 /// running jobs, each with its first due job (through the keyed index, whose order the
 /// inner ORDER BY is; the queue is compared with IS NOT DISTINCT FROM, which no index can
 /// take, so that the claim index, led by the queue, never looks cheaper to a planner
-/// without statistics); the first `$3` keys that have one are claimed. Every key looked at
-/// moves to the back of the order (claimed, or with nothing due now), and keys with no
-/// job left that may run leave it.
+/// without statistics); the first `$3` keys that have one are claimed. A key's running
+/// jobs are counted through the running-keyed index, at most `$7` of them. Every key looked
+/// at moves to the back of the order (claimed, or with nothing due now, so that keys whose
+/// jobs wait for later never hold the front), and keys with no job left that may run
+/// leave it.
 /// $1 queue, $2 kind, $3 limit, $4 worker, $5 lease ms, $6 the claim's instant,
 /// $7 per-key limit, $8 scope.
-const KEYED_CLAIM: &str = "WITH full_keys AS ( \
-        SELECT concurrency_key AS k FROM __schema__.jobs \
-        WHERE state = 'running' AND kind = $2 AND concurrency_key IS NOT NULL \
-        GROUP BY concurrency_key HAVING count(*) >= $7), \
-    page AS ( \
+const KEYED_CLAIM: &str = "WITH page AS ( \
         SELECT lk.key, lk.last_claim FROM __schema__.limit_keys lk \
-        WHERE lk.scope = $8 AND NOT EXISTS (SELECT 1 FROM full_keys f WHERE f.k = lk.key) \
+        WHERE lk.scope = $8 AND (SELECT count(*) FROM (SELECT 1 FROM __schema__.jobs r \
+            WHERE r.state = 'running' AND r.kind = $2 AND r.concurrency_key = lk.key \
+            LIMIT $7) AS running) < $7 \
         ORDER BY lk.last_claim, lk.key LIMIT $3 * 2 + 50), \
     picks AS ( \
         SELECT p.key, p.last_claim, \
