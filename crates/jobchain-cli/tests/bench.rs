@@ -11,7 +11,7 @@ fn run_bench(extra: &[&str]) -> Vec<Value> {
         .args([
             "bench",
             "--workload",
-            "W1,W2,W3,W4,W5,W6,W7",
+            "W1,W2,W3,W4,W5,W6,W7,W9",
             "--jobs",
             "300",
             "--backlog",
@@ -40,7 +40,7 @@ fn run_bench(extra: &[&str]) -> Vec<Value> {
 
 fn check(rows: &[Value], store: &str) {
     let workloads: Vec<&str> = rows.iter().filter_map(|r| r["workload"].as_str()).collect();
-    assert_eq!(workloads, ["W1", "W2", "W3", "W4", "W5", "W6", "W7"]);
+    assert_eq!(workloads, ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9"]);
     for row in rows {
         assert_eq!(row["store"], store);
         assert!(row["versions"]["jobchain"].is_string());
@@ -61,6 +61,9 @@ fn check(rows: &[Value], store: &str) {
     assert!(by("W5")["backlog_ratio"].as_f64().expect("ratio") > 0.0);
     assert!(by("W6")["peak_rss_bytes"].as_u64().expect("rss") > 0);
     assert!(by("W7")["enqueue_jobs_per_s"].as_f64().expect("W7") > 0.0);
+    for figure in ["keyed_drain_jobs_per_s", "rate_limited_drain_jobs_per_s"] {
+        assert!(by("W9")[figure].as_f64().expect("W9") > 0.0, "{figure}");
+    }
 }
 
 #[test]
