@@ -291,6 +291,45 @@ async fn all_completed(h: &Harness, ids: &[jobchain::JobId]) {
     }
 }
 
+/// Asserts that no window of `period` holds more than `count` starts of `ids`: by the
+/// store's start times exactly, and by the handlers' own clocks within 40 ms of
+/// scheduling. Returns the store's start times, sorted.
+async fn assert_rate_held(
+    h: &Harness,
+    ids: &[jobchain::JobId],
+    mut handler_starts: Vec<std::time::Instant>,
+    count: usize,
+    period: Duration,
+) -> Vec<chrono::DateTime<chrono::Utc>> {
+    let mut stored = Vec::new();
+    for id in ids {
+        let job = h.client.job(*id).await.expect("job");
+        stored.push(job.started_at.expect("started"));
+    }
+    stored.sort();
+    let window = chrono::Duration::from_std(period).expect("duration");
+    for (i, start) in stored.iter().enumerate() {
+        let within = stored[i..]
+            .iter()
+            .take_while(|s| **s - *start < window)
+            .count();
+        assert!(
+            within <= count,
+            "{within} starts within {period:?} from {start}: {stored:?}"
+        );
+    }
+    handler_starts.sort();
+    let tolerance = Duration::from_millis(40);
+    for (i, start) in handler_starts.iter().enumerate() {
+        let within = handler_starts[i..]
+            .iter()
+            .take_while(|s| s.duration_since(*start) + tolerance < period)
+            .count();
+        assert!(within <= count, "{within} handler starts within {period:?}");
+    }
+    stored
+}
+
 /// The most runs that overlap at one instant.
 fn most_at_once(runs: &[(String, std::time::Instant, std::time::Instant)]) -> usize {
     let mut edges: Vec<(std::time::Instant, i32)> = runs
@@ -350,40 +389,9 @@ pub async fn rate_limit_bounds_starts_in_every_window(h: &Harness) {
     for w in workers {
         w.shutdown().await;
     }
-    let mut stored = Vec::new();
-    for id in &ids {
-        stored.push(
-            h.client
-                .job(*id)
-                .await
-                .expect("job")
-                .started_at
-                .expect("started"),
-        );
-    }
-    stored.sort();
+    let handler_starts = runs.lock().expect("lock").iter().map(|r| r.1).collect();
+    let stored = assert_rate_held(h, &ids, handler_starts, 5, period).await;
     let window = chrono::Duration::from_std(period).expect("duration");
-    for (i, start) in stored.iter().enumerate() {
-        let within = stored[i..]
-            .iter()
-            .take_while(|s| **s - *start < window)
-            .count();
-        assert!(
-            within <= 5,
-            "{within} starts within {period:?} from {start}: {stored:?}"
-        );
-    }
-    let mut starts: Vec<std::time::Instant> =
-        runs.lock().expect("lock").iter().map(|r| r.1).collect();
-    starts.sort();
-    let tolerance = Duration::from_millis(40);
-    for (i, start) in starts.iter().enumerate() {
-        let within = starts[i..]
-            .iter()
-            .take_while(|s| s.duration_since(*start) + tolerance < period)
-            .count();
-        assert!(within <= 5, "{within} handler starts within {period:?}");
-    }
     let span = *stored.last().expect("starts") - stored[0];
     assert!(
         span >= window * 3 - chrono::Duration::milliseconds(5),
@@ -650,33 +658,8 @@ pub async fn flow_control_holds_across_three_processes(h: &Harness, worker_bin: 
     );
     // rate: the store's start times exactly, the handlers' within a tolerance
     let period = crate::processes::FC_RATE.period;
-    let mut stored = Vec::new();
-    for id in &paced {
-        stored.push(
-            h.client
-                .job(*id)
-                .await
-                .expect("job")
-                .started_at
-                .expect("started"),
-        );
-    }
-    stored.sort();
-    let window = chrono::Duration::from_std(period).expect("duration");
-    for (i, s) in stored.iter().enumerate() {
-        let within = stored[i..].iter().take_while(|t| **t - *s < window).count();
-        assert!(within <= 5, "{within} starts within {period:?} from {s}");
-    }
-    let mut starts: Vec<std::time::Instant> =
-        outputs(h, &paced).await.iter().map(|r| r.1).collect();
-    starts.sort();
-    for (i, s) in starts.iter().enumerate() {
-        let within = starts[i..]
-            .iter()
-            .take_while(|t| t.duration_since(*s) + Duration::from_millis(40) < period)
-            .count();
-        assert!(within <= 5, "{within} handler starts within {period:?}");
-    }
+    let handler_starts = outputs(h, &paced).await.iter().map(|r| r.1).collect();
+    assert_rate_held(h, &paced, handler_starts, 5, period).await;
     // keys: no overlap within a key, and the cold keys are not starved
     let mut runs = outputs(h, &keyed).await;
     runs.sort_by_key(|r| r.1);
