@@ -783,3 +783,33 @@ async fn outputs(
     }
     runs
 }
+
+/// Keys whose jobs wait for later never hold the front of the round-robin order: with 200
+/// keys whose only job is scheduled an hour ahead (registered first), a due job of another
+/// key under the same per-key limit still runs.
+pub async fn keys_waiting_for_later_do_not_block_due_keys(h: &Harness) {
+    let later: Vec<JobSpec> = (0..200)
+        .map(|i| {
+            JobSpec::new("per_key_later", json!({"i": i})).options(
+                EnqueueOptions::new()
+                    .concurrency_key(format!("later-{i:03}"))
+                    .delay(Duration::from_secs(3600)),
+            )
+        })
+        .collect();
+    h.client.enqueue_many(later).await.expect("enqueue");
+    let due = enqueue_keyed(h, "per_key_later", "now", 1).await;
+    let runs: Runs = Default::default();
+    let workers = limited_workers(
+        h,
+        "per_key_later",
+        KindOptions::new().max_running_per_key(1),
+        Duration::ZERO,
+        &runs,
+    );
+    all_completed(h, &due).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    assert_eq!(runs.lock().expect("lock").len(), 1, "only the due job ran");
+}

@@ -97,6 +97,7 @@ macro_rules! conformance_suite {
             max_running_bounds_a_kind_across_workers,
             rate_limit_bounds_starts_in_every_window,
             concurrency_keys_never_overlap_and_claims_are_fair,
+            keys_waiting_for_later_do_not_block_due_keys,
             periodic_jobs_run_once_per_tick_across_workers,
         );
         $crate::conformance_suite!(@in registry, $factory;

@@ -110,10 +110,10 @@ const CLAIM_UNKEYED_AT: &str = claim_statement!(
 /// inner ORDER BY is; the queue is compared with IS NOT DISTINCT FROM, which no index can
 /// take, so that the claim index, led by the queue, never looks cheaper to a planner
 /// without statistics); the first `$3` keys that have one are claimed. A key's running
-/// jobs are counted through the running-keyed index, at most `$7` of them. Every key looked
-/// at moves to the back of the order (claimed, or with nothing due now, so that keys whose
-/// jobs wait for later never hold the front), and keys with no job left that may run
-/// leave it.
+/// jobs are counted through the running-keyed index, at most `$7` of them. Claimed keys
+/// move to the back of the order; keys looked at with nothing due now move too when the
+/// claim came up short (so keys whose jobs wait for later never hold the front, without
+/// rewriting them on every claim); keys with no job left that may run leave it.
 /// $1 queue, $2 kind, $3 limit, $4 worker, $5 lease ms, $6 the claim's instant,
 /// $7 per-key limit, $8 scope.
 const KEYED_CLAIM: &str = "WITH page AS ( \
@@ -142,7 +142,8 @@ const KEYED_CLAIM: &str = "WITH page AS ( \
         SELECT key, last_claim FROM chosen \
         UNION ALL \
         SELECT p.key, p.last_claim FROM picks p \
-        WHERE p.job IS NULL AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.key = p.key)), \
+        WHERE p.job IS NULL AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.key = p.key) \
+            AND (SELECT count(*) FROM chosen) < $3), \
     turn AS ( \
         UPDATE __schema__.limit_keys lk \
         SET last_claim = (SELECT coalesce(max(last_claim), 0) FROM __schema__.limit_keys \
