@@ -809,13 +809,26 @@ fn serve_answers_the_api_and_the_worker_serves_metrics(db: &Db) {
         assert!(Instant::now() < deadline, "the job never completed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (status, text) = http(&metrics, "GET", "/metrics", None);
-    assert_eq!(status, 200);
+    // The counter is written when the attempt ends, the registry entry when the worker
+    // starts: both are there by now, but poll rather than assume.
+    let text = loop {
+        let (status, text) = http(&metrics, "GET", "/metrics", None);
+        assert_eq!(status, 200);
+        if text.contains("jobchain_jobs_completed_total{kind=\"echo\"} 1")
+            && text.contains("jobchain_workers 1")
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics never showed the run: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
-        text.contains("jobchain_jobs_completed_total{kind=\"echo\"} 1"),
+        text.contains("jobchain_handler_duration_seconds_count{kind=\"echo\"} 1"),
         "{text}"
     );
-    assert!(text.contains("jobchain_workers 1"), "{text}");
     let (status, _) = http(&metrics, "GET", "/api/v1/stats", None);
     assert_eq!(status, 404, "the metrics port serves only /metrics");
     stop(worker);

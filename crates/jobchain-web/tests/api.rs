@@ -63,7 +63,12 @@ async fn stats_workers_and_the_openapi_document(h: &Harness) {
     .await;
     assert_eq!(unhandled[0]["kind"], "mail");
     assert_eq!(unhandled[0]["count"], 3);
-    let a = get(&r, "/api/v1/workers").await;
+    // The worker registers itself as it starts: wait for it to be listed.
+    let a = eventually("the worker to register", || async {
+        let a = get(&r, "/api/v1/workers").await;
+        (a.body["workers"].as_array().is_some_and(|w| !w.is_empty())).then_some(a)
+    })
+    .await;
     check_answer(&doc, "/workers", "get", &a);
     assert_eq!(a.body["workers"][0]["kinds"], json!(["other"]));
     worker.shutdown().await;
