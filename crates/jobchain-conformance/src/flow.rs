@@ -292,7 +292,7 @@ async fn all_completed(h: &Harness, ids: &[jobchain::JobId]) {
 }
 
 /// Asserts that no window of `period` holds more than `count` starts of `ids`: by the
-/// store's start times exactly, and by the handlers' own clocks within 40 ms of
+/// store's start times exactly, and by the handlers' own clocks within 120 ms of
 /// scheduling. Returns the store's start times, sorted.
 async fn assert_rate_held(
     h: &Harness,
@@ -319,7 +319,7 @@ async fn assert_rate_held(
         );
     }
     handler_starts.sort();
-    let tolerance = Duration::from_millis(40);
+    let tolerance = Duration::from_millis(120);
     for (i, start) in handler_starts.iter().enumerate() {
         let within = handler_starts[i..]
             .iter()
@@ -373,7 +373,7 @@ pub async fn max_running_bounds_a_kind_across_workers(h: &Harness) {
 
 /// A rate limit of 5 starts per 400 ms on a kind holds across three workers: no window of
 /// 400 ms holds more than 5 starts (by the store's start times, and by the handlers'
-/// clocks within a few milliseconds of scheduling), and the jobs still all run.
+/// clocks allowing 120 ms of scheduling delay on a loaded machine), and the jobs still all run.
 pub async fn rate_limit_bounds_starts_in_every_window(h: &Harness) {
     let runs: Runs = Default::default();
     let period = Duration::from_millis(400);
@@ -580,7 +580,7 @@ pub async fn periodic_jobs_run_once_per_tick_across_workers(h: &Harness) {
 /// (start and end on its worker's clock):
 /// - `max_running = 2`: never more than two runs overlap;
 /// - a rate of 5 per 400 ms: no window holds more than 5 starts (the store's start times
-///   exactly; the handlers' within a few milliseconds of scheduling);
+///   exactly; the handlers' allowing 120 ms of scheduling delay);
 /// - `max_running_per_key = 1`: no two runs of one key overlap; one hot key of 1,000 jobs
 ///   and 20 cold keys of one: every cold job starts before the hot key's 50th;
 /// - a periodic job every second: one job per tick for 5 ticks;
