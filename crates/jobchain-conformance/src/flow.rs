@@ -692,7 +692,13 @@ pub async fn flow_control_holds_across_three_processes(h: &Harness, worker_bin: 
         let _ = child.wait();
     }
     let mut children: Vec<std::process::Child> = (0..3)
-        .map(|_| spawn_flow_worker_with(h, worker_bin, &[("JOBCHAIN_TEST_PERIODIC", "1")]))
+        .map(|_| {
+            spawn_flow_worker_with(
+                h,
+                worker_bin,
+                &[("JOBCHAIN_TEST_FLOW", "1"), ("JOBCHAIN_TEST_PERIODIC", "1")],
+            )
+        })
         .collect();
     let ticks = eventually("five ticks", || async {
         let jobs = h
@@ -734,7 +740,7 @@ pub async fn flow_control_holds_across_three_processes(h: &Harness, worker_bin: 
 }
 
 fn spawn_flow_worker(h: &Harness, worker_bin: &str) -> std::process::Child {
-    spawn_flow_worker_with(h, worker_bin, &[])
+    spawn_flow_worker_with(h, worker_bin, &[("JOBCHAIN_TEST_FLOW", "1")])
 }
 
 fn spawn_flow_worker_with(

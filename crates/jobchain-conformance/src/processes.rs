@@ -63,6 +63,8 @@ fn run_record(start: chrono::DateTime<chrono::Utc>, key: &serde_json::Value) -> 
 ///   missing (it creates it), then completes;
 /// - and, with `JOBCHAIN_TEST_PERIODIC=1`, the periodic job `fc_every_second` of kind
 ///   `fc_tick`.
+///
+/// The worker binary registers these only with `JOBCHAIN_TEST_FLOW=1`.
 pub fn register_flow(builder: WorkerBuilder) -> WorkerBuilder {
     let recorded = |hold: Duration| {
         move |_: JobContext, p: serde_json::Value| async move {
