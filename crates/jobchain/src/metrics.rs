@@ -178,21 +178,23 @@ impl Metrics {
     /// This process's counters and histograms, and the store's gauges read now through
     /// `client`, in the Prometheus (OpenMetrics) text format.
     pub async fn render(&self, client: &Client) -> Result<String> {
-        let store = store_gauges(client).await?;
-        let mut text = String::new();
-        encode_registry(&mut text, &self.inner.registry).map_err(fmt_error)?;
-        encode_registry(&mut text, &store).map_err(fmt_error)?;
-        encode_eof(&mut text).map_err(fmt_error)?;
-        Ok(text)
+        render_with(Some(&self.inner.registry), client).await
     }
 }
 
 /// The store's gauges alone (a process without handlers: the dashboard), in the same
 /// format as [`Metrics::render`].
 pub async fn render_store(client: &Client) -> Result<String> {
+    render_with(None, client).await
+}
+
+/// `own` (a process's counters, if any), then the store's gauges, then the end marker.
+async fn render_with(own: Option<&Registry>, client: &Client) -> Result<String> {
     let store = store_gauges(client).await?;
     let mut text = String::new();
-    encode_registry(&mut text, &store).map_err(fmt_error)?;
+    for registry in own.into_iter().chain([&store]) {
+        encode_registry(&mut text, registry).map_err(fmt_error)?;
+    }
     encode_eof(&mut text).map_err(fmt_error)?;
     Ok(text)
 }
