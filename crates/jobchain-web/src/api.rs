@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::problem::Problem;
 use crate::views::{
-    Bulk, BulkFailure, Enqueued, JobPage, Started, Stats, WorkflowDetail, WorkflowPage,
+    Bulk, BulkFailure, Enqueued, JobPage, Queue, Started, Stats, WorkflowDetail, WorkflowPage,
 };
 use crate::AppState;
 
@@ -106,7 +106,7 @@ async fn workers(State(state): State<AppState>) -> ApiResult {
 
 async fn queues(State(state): State<AppState>) -> ApiResult {
     let stats = state.client.queue_stats().await?;
-    let queues = Stats::new(stats, Vec::new(), 0).queues;
+    let queues: Vec<Queue> = stats.into_iter().map(Queue::from).collect();
     ok(StatusCode::OK, &serde_json::json!({ "queues": queues }))
 }
 

@@ -32,28 +32,38 @@ pub struct Unhandled {
     pub handled_on: Vec<String>,
 }
 
+impl From<QueueStats> for Queue {
+    fn from(q: QueueStats) -> Self {
+        Queue {
+            queue: q.queue,
+            paused: q.paused,
+            counts: q.counts,
+            oldest_pending_seconds: q.oldest_pending_age.map(|a| a.as_secs_f64()),
+        }
+    }
+}
+
 impl Stats {
     pub fn new(stats: Vec<QueueStats>, throughput: Vec<MinuteCount>, workers: usize) -> Self {
         let mut totals = JobCounts::default();
         let mut queues = Vec::with_capacity(stats.len());
         let mut unhandled = Vec::new();
-        for q in stats {
+        for mut q in stats {
             for state in jobchain::JobState::ALL {
                 totals.add_n(state, q.counts.get(state));
             }
-            unhandled.extend(q.unhandled.into_iter().map(|u| Unhandled {
-                queue: u.queue,
-                kind: u.kind,
-                count: u.count,
-                oldest_seconds: u.oldest_age.as_secs_f64(),
-                handled_on: u.handled_on,
-            }));
-            queues.push(Queue {
-                queue: q.queue,
-                paused: q.paused,
-                counts: q.counts,
-                oldest_pending_seconds: q.oldest_pending_age.map(|a| a.as_secs_f64()),
-            });
+            unhandled.extend(
+                std::mem::take(&mut q.unhandled)
+                    .into_iter()
+                    .map(|u| Unhandled {
+                        queue: u.queue,
+                        kind: u.kind,
+                        count: u.count,
+                        oldest_seconds: u.oldest_age.as_secs_f64(),
+                        handled_on: u.handled_on,
+                    }),
+            );
+            queues.push(Queue::from(q));
         }
         Stats {
             totals,
