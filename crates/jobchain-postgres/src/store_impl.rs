@@ -73,17 +73,9 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         if request.is_limited() {
-            let mut tx = self.begin().await?;
-            let claimed = ops::claim_limited(&mut tx, self.sql(), &request).await?;
-            return commit(tx, claimed).await;
+            return job::claim_limited(&mut *self.conn().await?, self.sql(), &request).await;
         }
-        job::claim(
-            &mut *self.conn().await?,
-            self.sql(),
-            &request,
-            job::Pick::Due,
-        )
-        .await
+        job::claim(&mut *self.conn().await?, self.sql(), &request).await
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<SettleResult>, StoreError> {

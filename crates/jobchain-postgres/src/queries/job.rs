@@ -23,33 +23,35 @@ use super::{encode_payload, map_err, ms, split_run_at, to_i32, Sql};
 
 const INSERT_MANY: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, state, \
     run_at, max_attempts, attempt_budget, workflow_id, step, parent_id, optional, waiting_for, \
-    concurrency_key) \
+    concurrency_key, fair_rank) \
     SELECT kind, queue, payload::jsonb, priority, state, \
         coalesce(run_at, now() + coalesce(delay_ms, 0) * interval '1 millisecond'), \
         max_attempts, max_attempts, workflow_id, step, parent_id, optional, waiting_for, \
-        concurrency_key \
+        concurrency_key, fair_rank \
     FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::timestamptz[], \
         $7::int8[], $8::int4[], $9::uuid[], $10::text[], $11::int8[], $12::bool[], $13::int4[], \
-        $14::text[]) \
+        $14::text[], $15::int8[]) \
         WITH ORDINALITY AS t(kind, queue, payload, priority, state, run_at, delay_ms, \
-        max_attempts, workflow_id, step, parent_id, optional, waiting_for, concurrency_key, ord) \
+        max_attempts, workflow_id, step, parent_id, optional, waiting_for, concurrency_key, \
+        fair_rank, ord) \
     ORDER BY ord RETURNING id";
 
 const INSERT_UNIQUE: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, state, \
     run_at, max_attempts, attempt_budget, workflow_id, step, parent_id, unique_key, optional, \
-    concurrency_key) \
+    concurrency_key, fair_rank) \
     VALUES ($1, $2, $3::jsonb, $4, 'pending', \
         coalesce($5, now() + coalesce($6, 0) * interval '1 millisecond'), $7, $7, $8, $9, $10, $11, $12, \
-        $13) \
+        $13, $14) \
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('blocked', 'pending', 'running') \
     DO NOTHING RETURNING id";
 
 /// A debounced job: inserted, or collapsed into the pending job holding its key (the key
 /// is cleared when that job starts or is cancelled). `xmax <> 0` tells an update.
 const INSERT_DEBOUNCED: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, \
-    state, run_at, max_attempts, attempt_budget, optional, debounce_key, concurrency_key) \
+    state, run_at, max_attempts, attempt_budget, optional, debounce_key, concurrency_key, \
+    fair_rank) \
     VALUES ($1, $2, $3::jsonb, $4, 'pending', now() + $5 * interval '1 millisecond', $6, $6, \
-        $7, $8, $9) \
+        $7, $8, $9, $10) \
     ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL \
     DO UPDATE SET payload = excluded.payload, run_at = excluded.run_at, priority = excluded.priority \
     RETURNING id, xmax <> 0";
@@ -57,141 +59,91 @@ const INSERT_DEBOUNCED: &str = "INSERT INTO __schema__.jobs (kind, queue, payloa
 const FIND_LIVE_UNIQUE: &str = "SELECT id FROM __schema__.jobs WHERE unique_key = $1 \
     AND state IN ('blocked', 'pending', 'running')";
 
-/// A claim statement: marks the jobs `$pick` selects running under the claim, started at
-/// `$at` (an SQL expression).
-macro_rules! claim_statement {
-    ($pick:literal, $at:literal) => {
-        concat!(
-            "WITH picked AS (",
-            $pick,
-            ") UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, \
-             worker = $4, lease_until = ",
-            $at,
-            " + $5 * interval '1 millisecond', started_at = ",
-            $at,
-            ", debounce_key = NULL \
-             FROM picked WHERE j.id = picked.id \
-             RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
-             j.workflow_id, j.parent_id, j.step, j.run_at"
-        )
-    };
-}
-
-const CLAIM: &str = claim_statement!(
-    "SELECT id FROM __schema__.jobs \
+/// Marks the due jobs of the kinds running, by priority, then run_at, then id.
+const CLAIM: &str = "WITH picked AS (SELECT id FROM __schema__.jobs \
         WHERE state = 'pending' AND queue = $1 AND run_at <= now() AND kind = ANY($2) \
           AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
-        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-    "now()"
-);
-
-/// [`CLAIM`] under limits: at `$6`, the instant the limits were counted at.
-const CLAIM_AT: &str = claim_statement!(
-    "SELECT id FROM __schema__.jobs \
-        WHERE state = 'pending' AND queue = $1 AND run_at <= $6 AND kind = ANY($2) \
-          AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
-        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-    "$6::timestamptz"
-);
-
-/// [`CLAIM_AT`] of jobs without a concurrency key.
-const CLAIM_UNKEYED_AT: &str = claim_statement!(
-    "SELECT id FROM __schema__.jobs \
-        WHERE state = 'pending' AND queue = $1 AND run_at <= $6 AND kind = ANY($2) \
-          AND concurrency_key IS NULL \
-          AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
-        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-    "$6::timestamptz"
-);
-
-/// A claim under a per-key limit, in one statement: the kind's registered keys in
-/// round-robin order (least recently visited first) that are not at their limit of
-/// running jobs, each with its first due job (through the keyed index, whose order the
-/// inner ORDER BY is; the queue is compared with IS NOT DISTINCT FROM, which no index can
-/// take, so that the claim index, led by the queue, never looks cheaper to a planner
-/// without statistics); the first `$3` keys that have one are claimed. A key's running
-/// jobs are counted through the running-keyed index, at most `$7` of them. Claimed keys
-/// move to the back of the order; keys looked at with nothing due now move too when the
-/// claim came up short (so keys whose jobs wait for later never hold the front, without
-/// rewriting them on every claim); keys with no job left that may run leave it.
-/// $1 queue, $2 kind, $3 limit, $4 worker, $5 lease ms, $6 the claim's instant,
-/// $7 per-key limit, $8 scope.
-const KEYED_CLAIM: &str = "WITH page AS ( \
-        SELECT lk.key, lk.last_claim FROM __schema__.limit_keys lk \
-        WHERE lk.scope = $8 AND (SELECT count(*) FROM (SELECT 1 FROM __schema__.jobs r \
-            WHERE r.state = 'running' AND r.kind = $2 AND r.concurrency_key = lk.key \
-            LIMIT $7) AS running) < $7 \
-        ORDER BY lk.last_claim, lk.key LIMIT $3 * 2 + 50), \
-    picks AS ( \
-        SELECT p.key, p.last_claim, \
-            (SELECT id FROM __schema__.jobs j WHERE j.state = 'pending' AND j.kind = $2 \
-                AND j.concurrency_key = p.key AND j.queue IS NOT DISTINCT FROM $1 \
-                AND j.run_at <= $6 \
-                ORDER BY j.kind, j.concurrency_key, j.queue, j.priority DESC, j.run_at, j.id \
-                LIMIT 1) AS job \
-        FROM page p \
-        WHERE NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused)), \
-    chosen AS (SELECT key, last_claim, job FROM picks WHERE job IS NOT NULL \
-        ORDER BY last_claim, key LIMIT $3), \
-    dead AS (SELECT p.key FROM picks p WHERE p.job IS NULL \
-        AND NOT EXISTS (SELECT 1 FROM __schema__.jobs j WHERE j.kind = $2 \
-            AND j.concurrency_key = p.key AND j.state = 'pending') \
-        AND NOT EXISTS (SELECT 1 FROM __schema__.jobs j WHERE j.kind = $2 \
-            AND j.concurrency_key = p.key AND j.state = 'blocked')), \
-    visited AS ( \
-        SELECT key, last_claim FROM chosen \
-        UNION ALL \
-        SELECT p.key, p.last_claim FROM picks p \
-        WHERE p.job IS NULL AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.key = p.key) \
-            AND (SELECT count(*) FROM chosen) < $3), \
-    turn AS ( \
-        UPDATE __schema__.limit_keys lk \
-        SET last_claim = (SELECT coalesce(max(last_claim), 0) FROM __schema__.limit_keys \
-            WHERE scope = $8) + v.n \
-        FROM (SELECT key, row_number() OVER (ORDER BY last_claim, key) AS n FROM visited) v \
-        WHERE lk.scope = $8 AND lk.key = v.key), \
-    pruned AS (DELETE FROM __schema__.limit_keys lk USING dead d \
-        WHERE lk.scope = $8 AND lk.key = d.key), \
-    picked AS (SELECT j.id FROM __schema__.jobs j JOIN chosen c ON j.id = c.job \
-        WHERE j.state = 'pending' FOR UPDATE OF j SKIP LOCKED) \
+        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
     UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, worker = $4, \
-        lease_until = $6 + $5 * interval '1 millisecond', started_at = $6, debounce_key = NULL \
+        lease_until = now() + $5 * interval '1 millisecond', started_at = now(), \
+        debounce_key = NULL \
     FROM picked WHERE j.id = picked.id \
     RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
         j.workflow_id, j.parent_id, j.step, j.run_at";
 
-/// Registers concurrency keys ($2) of kinds ($1) in their kind's round-robin order.
-const REGISTER_KEYS: &str = "INSERT INTO __schema__.limit_keys (scope, key, last_claim) \
-    SELECT DISTINCT 'kind:' || k, c, 0 FROM unnest($1::text[], $2::text[]) AS t(k, c) \
-    WHERE c IS NOT NULL ON CONFLICT DO NOTHING";
+/// A claim under limits in one call (see the functions `claim_limited` and `claim_keyed`
+/// of migration 0010).
+const LIMITED_CLAIM: &str = "SELECT * FROM __schema__.claim_limited($1, $2, $3, $4, $5, $6, $7, \
+    $8, $9, $10, $11, $12, $13)";
 
-/// Registers the concurrency keys of jobs just written (new keys first in the order).
-pub async fn register_keys(
+/// Takes the next ranks of concurrency keys ($2) of kinds ($1), $3 jobs each: each key's
+/// last rank moves up by its count from where it was, or from its kind's floor if that
+/// is higher; returns the new last ranks. Keys in order, so that two batches lock them
+/// in the same order.
+const RANK_KEYS: &str = "INSERT INTO __schema__.limit_keys AS lk (scope, key, last_rank) \
+    SELECT t.scope, t.key, coalesce(s.floor, 0) + t.n \
+    FROM unnest($1::text[], $2::text[], $3::int8[]) AS t(scope, key, n) \
+    LEFT JOIN __schema__.limit_scopes s ON s.scope = t.scope \
+    ORDER BY t.scope, t.key \
+    ON CONFLICT (scope, key) DO UPDATE SET last_rank = greatest(excluded.last_rank, \
+        lk.last_rank + excluded.last_rank - coalesce((SELECT s.floor \
+            FROM __schema__.limit_scopes s WHERE s.scope = excluded.scope), 0)) \
+    RETURNING scope, key, last_rank";
+
+/// The fairness ranks of jobs of `kinds` with concurrency `keys` (None for unkeyed jobs),
+/// in order: consecutive per key, from its next rank.
+pub async fn rank_keys(
     conn: &mut PgConnection,
     sql: &Sql,
     kinds: &[String],
     keys: &[Option<String>],
-) -> Result<(), StoreError> {
-    if keys.iter().all(Option::is_none) {
-        return Ok(());
+) -> Result<Vec<Option<i64>>, StoreError> {
+    use std::collections::BTreeMap;
+    let mut counts: BTreeMap<(String, &str), i64> = BTreeMap::new();
+    for (kind, key) in kinds.iter().zip(keys) {
+        if let Some(key) = key {
+            *counts
+                .entry((LimitScope::Kind(kind.clone()).key(), key.as_str()))
+                .or_default() += 1;
+        }
     }
-    sqlx::query(sql.get(REGISTER_KEYS))
-        .bind(kinds)
-        .bind(keys)
-        .execute(conn)
+    if counts.is_empty() {
+        return Ok(vec![None; keys.len()]);
+    }
+    let (mut scopes, mut names, mut ns) = (Vec::new(), Vec::new(), Vec::new());
+    for ((scope, key), n) in &counts {
+        scopes.push(scope.clone());
+        names.push(key.to_string());
+        ns.push(*n);
+    }
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(sql.get(RANK_KEYS))
+        .bind(&scopes)
+        .bind(&names)
+        .bind(&ns)
+        .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
-    Ok(())
-}
-
-/// Which jobs a claim takes.
-pub enum Pick {
-    /// Due jobs of the request's kinds.
-    Due,
-    /// Due jobs of the request's kinds at this instant (under limits).
-    DueAt(DateTime<Utc>),
-    /// Due jobs of the request's kinds without a concurrency key, at this instant.
-    UnkeyedAt(DateTime<Utc>),
+    // The first rank of each key's jobs in this batch.
+    let mut next: BTreeMap<(String, String), i64> = rows
+        .into_iter()
+        .map(|(scope, key, last)| {
+            let n = counts
+                .get(&(scope.clone(), key.as_str()))
+                .copied()
+                .unwrap_or(0);
+            ((scope, key), last - n + 1)
+        })
+        .collect();
+    Ok(kinds
+        .iter()
+        .zip(keys)
+        .map(|(kind, key)| {
+            let key = key.as_ref()?;
+            let rank = next.get_mut(&(LimitScope::Kind(kind.clone()).key(), key.clone()))?;
+            *rank += 1;
+            Some(*rank - 1)
+        })
+        .collect())
 }
 
 const HEARTBEAT: &str = "WITH held AS (SELECT j.id FROM __schema__.jobs j \
@@ -265,11 +217,10 @@ impl Columns {
         if self.is_empty() {
             return Ok(Vec::new());
         }
-        let keyed = self.concurrency_key.iter().any(Option::is_some);
-        let (kinds, keys) = if keyed {
-            (self.kind.clone(), self.concurrency_key.clone())
+        let ranks = if self.concurrency_key.iter().any(Option::is_some) {
+            rank_keys(conn, sql, &self.kind, &self.concurrency_key).await?
         } else {
-            (Vec::new(), Vec::new())
+            vec![None; self.kind.len()]
         };
         let statement = sql.get(INSERT_MANY);
         let ids: Vec<i64> = sqlx::query_scalar(statement)
@@ -287,12 +238,10 @@ impl Columns {
             .bind(self.optional)
             .bind(self.waiting_for)
             .bind(self.concurrency_key)
+            .bind(ranks)
             .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
-        if keyed {
-            register_keys(conn, sql, &kinds, &keys).await?;
-        }
         Ok(ids.into_iter().map(JobId).collect())
     }
 }
@@ -309,13 +258,13 @@ pub async fn insert_debounced(
         jobchain_core::job::RunAt::After(d) => ms(d),
         _ => 0,
     };
-    register_keys(
+    let rank = rank_keys(
         conn,
         sql,
         std::slice::from_ref(&job.kind),
         std::slice::from_ref(&job.concurrency_key),
     )
-    .await?;
+    .await?[0];
     let row = sqlx::query(sql.get(INSERT_DEBOUNCED))
         .bind(&job.kind)
         .bind(&job.queue)
@@ -326,6 +275,7 @@ pub async fn insert_debounced(
         .bind(job.optional)
         .bind(key)
         .bind(&job.concurrency_key)
+        .bind(rank)
         .fetch_one(conn)
         .await
         .map_err(map_err)?;
@@ -345,13 +295,13 @@ pub async fn insert_unique(
 ) -> Result<Enqueued, StoreError> {
     let (run_at, delay) = split_run_at(job.run_at);
     let payload = encode_payload(&job.kind, &job.payload)?;
-    register_keys(
+    let rank = rank_keys(
         conn,
         sql,
         std::slice::from_ref(&job.kind),
         std::slice::from_ref(&job.concurrency_key),
     )
-    .await?;
+    .await?[0];
     // The live job holding the key may finish between the insert and the lookup: try again.
     for _ in 0..3 {
         let statement = sql.get(INSERT_UNIQUE);
@@ -369,6 +319,7 @@ pub async fn insert_unique(
             .bind(key)
             .bind(job.optional)
             .bind(&job.concurrency_key)
+            .bind(rank)
             .fetch_optional(&mut *conn)
             .await
             .map_err(map_err)?;
@@ -401,22 +352,13 @@ pub async fn claim(
     conn: &mut PgConnection,
     sql: &Sql,
     request: &ClaimRequest,
-    pick: Pick,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let (statement, at) = match pick {
-        Pick::Due => (CLAIM, None),
-        Pick::DueAt(at) => (CLAIM_AT, Some(at)),
-        Pick::UnkeyedAt(at) => (CLAIM_UNKEYED_AT, Some(at)),
-    };
-    let mut query = sqlx::query(sql.get(statement))
+    let query = sqlx::query(sql.get(CLAIM))
         .bind(&request.queue)
         .bind(&request.kinds)
         .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
         .bind(&request.worker)
         .bind(ms(request.lease));
-    if let Some(at) = at {
-        query = query.bind(at);
-    }
     let rows = query.fetch_all(conn).await.map_err(map_err)?;
     claimed_rows(&rows)
 }
@@ -445,58 +387,50 @@ fn claimed_rows(rows: &[PgRow]) -> Result<Vec<ClaimedJob>, StoreError> {
     Ok(in_claim_order(jobs))
 }
 
-/// Claims under a per-key limit (see [`KEYED_CLAIM`]).
-pub async fn claim_keyed(
+/// Claims under the request's limits (see [`LIMITED_CLAIM`]): one round trip; the scopes'
+/// locks are held until the commit (at once, outside a transaction).
+pub async fn claim_limited(
     conn: &mut PgConnection,
     sql: &Sql,
     request: &ClaimRequest,
-    at: DateTime<Utc>,
-    scope: &str,
-    per_key: u32,
-    limit: usize,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let kind = request
-        .kinds
-        .first()
-        .map(String::as_str)
-        .unwrap_or_default();
-    let rows = sqlx::query(sql.get(KEYED_CLAIM))
+    let mut scopes = Vec::new();
+    let (mut fields, mut names) = (Vec::new(), Vec::new());
+    let (mut max_running, mut rate_count, mut rate_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for l in &request.limits {
+        scopes.push(l.scope.key());
+        let (field, name) = match &l.scope {
+            LimitScope::Kind(k) => ("kind", k),
+            LimitScope::Queue(q) => ("queue", q),
+        };
+        fields.push(field);
+        names.push(name.clone());
+        max_running.push(l.max_running.map(i64::from));
+        rate_count.push(l.rate.map(|r| i64::from(r.count)));
+        rate_ms.push(l.rate.map(|r| ms(r.period)));
+    }
+    let key_scope = match (request.per_key, request.kinds.first()) {
+        (Some(_), Some(kind)) => Some(LimitScope::Kind(kind.clone()).key()),
+        _ => None,
+    };
+    let rows = sqlx::query(sql.get(LIMITED_CLAIM))
         .bind(&request.queue)
-        .bind(kind)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(&request.kinds)
+        .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
         .bind(&request.worker)
         .bind(ms(request.lease))
-        .bind(at)
-        .bind(i64::from(per_key))
-        .bind(scope)
+        .bind(&scopes)
+        .bind(&fields)
+        .bind(&names)
+        .bind(&max_running)
+        .bind(&rate_count)
+        .bind(&rate_ms)
+        .bind(key_scope.as_ref().and(request.per_key.map(i64::from)))
+        .bind(&key_scope)
         .fetch_all(conn)
         .await
         .map_err(map_err)?;
     claimed_rows(&rows)
-}
-
-/// Running jobs of a kind or a queue.
-pub async fn running_in(
-    conn: &mut PgConnection,
-    sql: &Sql,
-    scope: &LimitScope,
-) -> Result<u64, StoreError> {
-    let (statement, name) = match scope {
-        LimitScope::Kind(k) => (
-            "SELECT count(*) FROM __schema__.jobs WHERE state = 'running' AND kind = $1",
-            k,
-        ),
-        LimitScope::Queue(q) => (
-            "SELECT count(*) FROM __schema__.jobs WHERE state = 'running' AND queue = $1",
-            q,
-        ),
-    };
-    let n: i64 = sqlx::query_scalar(sql.get(statement))
-        .bind(name)
-        .fetch_one(conn)
-        .await
-        .map_err(map_err)?;
-    Ok(n as u64)
 }
 
 /// Deletes up to `limit` dead jobs outside workflows that died `older_than` ago, of

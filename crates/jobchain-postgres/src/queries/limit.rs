@@ -1,96 +1,32 @@
-//! SQL of the limit tables: a lock row per limited scope, the starts of rate-limited
-//! scopes, and the last tick of periodic jobs (the round-robin order of concurrency keys
-//! is kept by the keyed claim itself, in `job.rs`).
+//! SQL of the limit tables kept outside claims: forgetting concurrency keys that no longer
+//! count, and the last tick of periodic jobs. (Claims under limits are the functions of
+//! migration 0010, called from `job.rs`, which also gives keys their ranks.)
 
 use chrono::{DateTime, Utc};
 use jobchain_core::StoreError;
 use sqlx::PgConnection;
 
-use super::{map_err, ms, Sql};
+use super::{map_err, Sql};
 
-/// Locks the scopes' rows (created on first use), in name order so that two claims never
-/// wait on each other crosswise; returns the instant after the locks, which the claim
-/// counts and records at.
-pub async fn lock_scopes(
+/// Forgets up to `limit` keys whose last rank is not above their kind's floor: their next
+/// job would get the floor's next rank without them too.
+pub async fn prune_keys(
     conn: &mut PgConnection,
     sql: &Sql,
-    scopes: &[String],
-) -> Result<DateTime<Utc>, StoreError> {
-    let mut sorted = scopes.to_vec();
-    sorted.sort();
-    sorted.dedup();
-    // One round trip in the common case: lock the rows, then read the clock (evaluated
-    // once the locks are held). The first claim of a scope creates its row and locks again.
-    let lock =
-        "SELECT count(*), clock_timestamp() FROM (SELECT scope FROM __schema__.limit_scopes \
-        WHERE scope = ANY($1) ORDER BY scope FOR UPDATE) AS locked";
-    let (locked, at): (i64, DateTime<Utc>) = sqlx::query_as(sql.get(lock))
-        .bind(&sorted)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    if locked as usize == sorted.len() {
-        return Ok(at);
-    }
-    sqlx::query(sql.get(
-        "INSERT INTO __schema__.limit_scopes (scope) SELECT unnest($1::text[]) \
-         ON CONFLICT DO NOTHING",
-    ))
-    .bind(&sorted)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    let (_, at): (i64, DateTime<Utc>) = sqlx::query_as(sql.get(lock))
-        .bind(&sorted)
-        .fetch_one(conn)
-        .await
-        .map_err(map_err)?;
-    Ok(at)
-}
-
-/// Starts recorded for `scope` within `period` before `at`.
-pub async fn starts_within(
-    conn: &mut PgConnection,
-    sql: &Sql,
-    scope: &str,
-    at: DateTime<Utc>,
-    period: std::time::Duration,
+    limit: usize,
 ) -> Result<u64, StoreError> {
-    let n: i64 = sqlx::query_scalar(sql.get(
-        "SELECT coalesce(sum(count), 0)::int8 FROM __schema__.limit_starts \
-         WHERE scope = $1 AND at > $2 - $3 * interval '1 millisecond'",
+    let done = sqlx::query(sql.get(
+        "DELETE FROM __schema__.limit_keys WHERE (scope, key) IN (SELECT lk.scope, lk.key \
+         FROM __schema__.limit_keys lk JOIN __schema__.limit_scopes s ON s.scope = lk.scope \
+         WHERE lk.last_rank <= s.floor LIMIT $1) \
+         AND last_rank <= (SELECT floor FROM __schema__.limit_scopes s \
+             WHERE s.scope = limit_keys.scope)",
     ))
-    .bind(scope)
-    .bind(at)
-    .bind(ms(period))
-    .fetch_one(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(n as u64)
-}
-
-/// Records `count` starts of `scope` at `at`, and forgets those older than `period`.
-pub async fn record_starts(
-    conn: &mut PgConnection,
-    sql: &Sql,
-    scope: &str,
-    at: DateTime<Utc>,
-    count: usize,
-    period: std::time::Duration,
-) -> Result<(), StoreError> {
-    sqlx::query(sql.get(
-        "WITH gone AS (DELETE FROM __schema__.limit_starts \
-             WHERE scope = $1 AND at <= $2 - $3 * interval '1 millisecond') \
-         INSERT INTO __schema__.limit_starts (scope, at, count) SELECT $1, $2, $4 WHERE $4 > 0",
-    ))
-    .bind(scope)
-    .bind(at)
-    .bind(ms(period))
-    .bind(i32::try_from(count).unwrap_or(i32::MAX))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .execute(conn)
     .await
     .map_err(map_err)?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
 /// The last tick taken of periodic job `name`.

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_keys.sql"),
     include_str!("../../migrations/0008_limits.sql"),
     include_str!("../../migrations/0009_periodic.sql"),
+    include_str!("../../migrations/0010_fair_ranks.sql"),
 ];
 
 /// The schema version this build writes.

@@ -23,8 +23,8 @@ pub const JOB_COLUMNS: &str = "id, kind, queue, payload, priority, state, run_at
 
 const INSERT: &str = "INSERT INTO jobchain_jobs (kind, queue, payload, priority, state, run_at, \
     max_attempts, attempt_budget, workflow_id, step, parent_id, unique_key, optional, waiting_for, created_at, \
-    debounce_key, concurrency_key) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+    debounce_key, concurrency_key, fair_rank) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 /// Collapses a debounced enqueue into the pending job holding its key (the key is cleared
 /// when the job starts, so only a job that has not started holds it).
@@ -68,44 +68,45 @@ const CLAIM_UNKEYED: &str = claim_statement!(
         ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)"
 );
 
-/// The jobs named in ?5 (a JSON array of ids) that are still pending; ?4 and ?6 unused.
-const CLAIM_IDS: &str = claim_statement!(
-    "SELECT id FROM jobchain_jobs WHERE id IN (SELECT value FROM json_each(?5)) \
-        AND state = 'pending' AND ?4 IS NOT NULL AND ?6 IS NOT NULL"
-);
+/// A claim under a per-key limit (?7) of kind ?5: due keyed jobs of keys below the limit,
+/// by priority, then rank (fairness across keys: the n-th job of every key before the
+/// (n+1)-th of any), then id, through the rank index (which holds every column the scan
+/// reads); at most as many per key as its room (a key with a candidate has none running
+/// when the limit is 1; else they are counted); ?6 at most. Returns the ranks too.
+const CLAIM_KEYED: &str = "UPDATE jobchain_jobs SET state = 'running', attempts = attempts + 1, \
+        worker = ?1, lease_until = ?2, started_at = ?3, debounce_key = NULL \
+    WHERE id IN (SELECT w.id FROM (SELECT c.id, c.priority, c.fair_rank, c.concurrency_key, \
+            row_number() OVER (PARTITION BY c.concurrency_key \
+                ORDER BY c.priority DESC, c.fair_rank, c.id) AS nth \
+        FROM (SELECT j.id, j.priority, j.fair_rank, j.concurrency_key \
+            FROM jobchain_jobs j INDEXED BY jobchain_jobs_fair \
+            WHERE j.state = 'pending' AND j.kind = ?5 AND j.concurrency_key IS NOT NULL \
+              AND j.queue = ?4 AND j.run_at <= ?3 \
+              AND j.concurrency_key NOT IN (SELECT concurrency_key FROM jobchain_jobs \
+                  WHERE state = 'running' AND kind = ?5 AND concurrency_key IS NOT NULL \
+                  GROUP BY concurrency_key HAVING count(*) >= ?7) \
+              AND NOT EXISTS (SELECT 1 FROM jobchain_queues q WHERE q.name = ?4 AND q.paused = 1) \
+            ORDER BY j.priority DESC, j.fair_rank, j.id LIMIT CAST(?6 AS INTEGER) * 5 / 4 + 8) AS c) AS w \
+        WHERE w.nth = 1 AND ?7 = 1 OR w.nth <= ?7 - (SELECT count(*) FROM jobchain_jobs r \
+            WHERE r.state = 'running' AND r.kind = ?5 AND r.concurrency_key = w.concurrency_key) \
+        ORDER BY w.priority DESC, w.fair_rank, w.id LIMIT CAST(?6 AS INTEGER)) \
+    RETURNING id, kind, queue, payload, priority, attempts, max_attempts, workflow_id, \
+        parent_id, step, run_at, fair_rank";
 
-/// A page of the keys of scope ?4 in round-robin order (least recently claimed first)
-/// after (?5, ?6), each with its first due job of kind ?1 on queue ?2 (or NULL).
-const KEY_PAGE: &str = "SELECT lk.key, lk.last_claim, \
-        (SELECT id FROM jobchain_jobs j WHERE j.state = 'pending' AND j.kind = ?1 AND j.queue = ?2 \
-            AND j.concurrency_key = lk.key AND j.run_at <= ?3 \
-            ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) \
-    FROM jobchain_limit_keys lk WHERE lk.scope = ?4 AND (lk.last_claim, lk.key) > (?5, ?6) \
-    ORDER BY lk.last_claim, lk.key LIMIT 200";
-
-/// Keys of kind ?1 with at least ?2 running jobs.
-const FULL_KEYS: &str = "SELECT concurrency_key FROM jobchain_jobs \
-    WHERE state = 'running' AND kind = ?1 AND concurrency_key IS NOT NULL \
-    GROUP BY concurrency_key HAVING count(*) >= ?2";
-
-/// Whether key ?2 of kind ?1 still has a job that may run (blocked or pending).
-const KEY_LIVE: &str = "SELECT EXISTS (SELECT 1 FROM jobchain_jobs WHERE kind = ?1 \
-        AND concurrency_key = ?2 AND state = 'pending') \
-    OR EXISTS (SELECT 1 FROM jobchain_jobs WHERE kind = ?1 \
-        AND concurrency_key = ?2 AND state = 'blocked')";
-
-/// Registers a job's concurrency key in its kind's round-robin order (new keys first).
-const REGISTER_KEY: &str = "INSERT OR IGNORE INTO jobchain_limit_keys (scope, key, last_claim) \
-    VALUES ('kind:' || ?1, ?2, 0)";
+/// Takes the next rank of key ?2 of kind ?1: one past its last, or past its kind's floor
+/// if that is higher.
+const RANK_KEY: &str = "INSERT INTO jobchain_limit_keys (scope, key, last_rank) \
+    VALUES ('kind:' || ?1, ?2, coalesce((SELECT floor FROM jobchain_limit_floors \
+        WHERE scope = 'kind:' || ?1), 0) + 1) \
+    ON CONFLICT (scope, key) DO UPDATE SET last_rank = max(last_rank + 1, excluded.last_rank) \
+    RETURNING last_rank";
 
 /// Which jobs a claim statement takes.
-pub enum Pick<'a> {
+pub enum Pick {
     /// Due jobs of the request's kinds.
     Due,
     /// Due jobs of the request's kinds without a concurrency key.
     Unkeyed,
-    /// These jobs, if still pending.
-    Ids(&'a [i64]),
 }
 
 const HEARTBEAT: &str = "UPDATE jobchain_jobs SET lease_until = ?3 \
@@ -168,6 +169,14 @@ pub fn insert(
     }
     let payload = serde_json::to_string(&job.payload)
         .map_err(|e| StoreError::Invalid(format!("payload of kind `{}`: {e}", job.kind)))?;
+    let rank: Option<i64> = match &job.concurrency_key {
+        Some(key) => Some(
+            conn.prepare_cached(RANK_KEY)
+                .and_then(|mut s| s.query_row(params![job.kind, key], |r| r.get(0)))
+                .map_err(map_err)?,
+        ),
+        None => None,
+    };
     let mut stmt = conn.prepare_cached(INSERT).map_err(map_err)?;
     stmt.execute(params![
         job.kind,
@@ -186,17 +195,11 @@ pub fn insert(
         now,
         job.debounce_key,
         job.concurrency_key,
+        rank,
     ])
     .map_err(map_err)?;
-    // Read before the key's own insert moves it.
-    let id = JobId(conn.last_insert_rowid());
-    if let Some(key) = &job.concurrency_key {
-        conn.prepare_cached(REGISTER_KEY)
-            .and_then(|mut s| s.execute(params![job.kind, key]))
-            .map_err(map_err)?;
-    }
     Ok(Enqueued {
-        id,
+        id: JobId(conn.last_insert_rowid()),
         duplicate: false,
     })
 }
@@ -206,12 +209,11 @@ pub fn claim(
     conn: &Connection,
     now: i64,
     request: &ClaimRequest,
-    pick: Pick<'_>,
+    pick: Pick,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let (statement, kinds) = match pick {
         Pick::Due => (CLAIM, serde_json::to_string(&request.kinds)),
         Pick::Unkeyed => (CLAIM_UNKEYED, serde_json::to_string(&request.kinds)),
-        Pick::Ids(ids) => (CLAIM_IDS, serde_json::to_string(ids)),
     };
     let kinds = kinds.map_err(|e| StoreError::Invalid(format!("kinds: {e}")))?;
     let mut stmt = conn.prepare_cached(statement).map_err(map_err)?;
@@ -225,93 +227,67 @@ pub fn claim(
                 kinds,
                 request.limit as i64,
             ],
-            |r| {
-                Ok(ClaimedJob {
-                    id: JobId(r.get(0)?),
-                    kind: r.get(1)?,
-                    queue: r.get(2)?,
-                    payload: parse_json(r, 3)?,
-                    priority: Priority(r.get(4)?),
-                    attempt: r.get(5)?,
-                    max_attempts: r.get(6)?,
-                    workflow_id: parse_workflow_id(r, 7)?,
-                    parent_id: r.get::<_, Option<i64>>(8)?.map(JobId),
-                    step: r.get(9)?,
-                    run_at: to_time(r.get(10)?),
-                })
-            },
+            claimed_from_row,
         )
         .map_err(map_err)?;
     let jobs = rows.collect::<Result<Vec<_>, _>>().map_err(map_err)?;
     Ok(in_claim_order(jobs))
 }
 
-/// For a claim with a per-key limit: one due job per key that has room, walking the
-/// kind's keys least recently claimed first (round-robin), until `limit` are found; keys
-/// with no job left that may run leave the order. Returns (key, job id) pairs.
-pub fn keyed_pick(
+/// A claimed job from a row of a claim statement.
+fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<ClaimedJob> {
+    Ok(ClaimedJob {
+        id: JobId(r.get(0)?),
+        kind: r.get(1)?,
+        queue: r.get(2)?,
+        payload: parse_json(r, 3)?,
+        priority: Priority(r.get(4)?),
+        attempt: r.get(5)?,
+        max_attempts: r.get(6)?,
+        workflow_id: parse_workflow_id(r, 7)?,
+        parent_id: r.get::<_, Option<i64>>(8)?.map(JobId),
+        step: r.get(9)?,
+        run_at: to_time(r.get(10)?),
+    })
+}
+
+/// Claims up to `limit` due keyed jobs of the request's kind under a per-key limit (see
+/// [`CLAIM_KEYED`]); returns them with the highest rank claimed.
+pub fn claim_keyed(
     conn: &Connection,
     now: i64,
     request: &ClaimRequest,
-    scope: &str,
     per_key: u32,
     limit: usize,
-) -> Result<Vec<(String, i64)>, StoreError> {
+) -> Result<(Vec<ClaimedJob>, Option<i64>), StoreError> {
     let kind = request
         .kinds
         .first()
         .map(String::as_str)
         .unwrap_or_default();
-    let full: std::collections::HashSet<String> = conn
-        .prepare_cached(FULL_KEYS)
-        .and_then(|mut s| {
-            s.query_map(params![kind, per_key], |r| r.get(0))?
-                .collect::<Result<_, _>>()
-        })
+    let mut top = None;
+    let mut stmt = conn.prepare_cached(CLAIM_KEYED).map_err(map_err)?;
+    let rows = stmt
+        .query_map(
+            params![
+                request.worker,
+                now.saturating_add(duration_ms(request.lease)),
+                now,
+                request.queue,
+                kind,
+                limit as i64,
+                per_key,
+            ],
+            |r| Ok((claimed_from_row(r)?, r.get::<_, i64>(11)?)),
+        )
         .map_err(map_err)?;
-    let mut picks = Vec::new();
-    let mut after: (i64, String) = (i64::MIN, String::new());
-    loop {
-        let page: Vec<(String, i64, Option<i64>)> = conn
-            .prepare_cached(KEY_PAGE)
-            .and_then(|mut s| {
-                s.query_map(
-                    params![kind, request.queue, now, scope, after.0, after.1],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?
-                .collect::<Result<_, _>>()
-            })
-            .map_err(map_err)?;
-        let exhausted = page.len() < 200;
-        for (key, last, job) in page {
-            after = (last, key.clone());
-            match job {
-                Some(_) if full.contains(&key) => {}
-                Some(id) => {
-                    picks.push((key, id));
-                    if picks.len() == limit {
-                        return Ok(picks);
-                    }
-                }
-                None => {
-                    let live: bool = conn
-                        .prepare_cached(KEY_LIVE)
-                        .and_then(|mut s| s.query_row(params![kind, key], |r| r.get(0)))
-                        .map_err(map_err)?;
-                    if !live {
-                        conn.prepare_cached(
-                            "DELETE FROM jobchain_limit_keys WHERE scope = ?1 AND key = ?2",
-                        )
-                        .and_then(|mut s| s.execute(params![scope, key]))
-                        .map_err(map_err)?;
-                    }
-                }
-            }
-        }
-        if exhausted {
-            return Ok(picks);
-        }
+    let mut jobs = Vec::new();
+    for row in rows {
+        let (job, rank) = row.map_err(map_err)?;
+        top = top.max(Some(rank));
+        jobs.push(job);
     }
+    Ok((in_claim_order(jobs), top))
 }
 
 /// Running jobs of a kind or a queue.

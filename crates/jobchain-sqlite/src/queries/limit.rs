@@ -1,5 +1,6 @@
-//! SQL of the limit tables: the starts of rate-limited scopes, and the round-robin order
-//! of concurrency keys.
+//! SQL of the limit tables: the starts of rate-limited scopes, the floors of fairness
+//! ranks and the last ranks of concurrency keys (given and read in `job.rs`), and the last
+//! tick of periodic jobs.
 
 use jobchain_core::StoreError;
 use rusqlite::{params, Connection};
@@ -38,21 +39,28 @@ pub fn record_starts(
     Ok(())
 }
 
-/// Moves the claimed keys to the back of the round-robin order of `scope`, in the order
-/// given, in one statement.
-pub fn touch_keys(conn: &Connection, scope: &str, keys: &[String]) -> Result<(), StoreError> {
-    let keys =
-        serde_json::to_string(keys).map_err(|e| StoreError::Invalid(format!("keys: {e}")))?;
+/// Raises the floor of `scope` to `rank` (the highest rank a claim took).
+pub fn raise_floor(conn: &Connection, scope: &str, rank: i64) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO jobchain_limit_keys (scope, key, last_claim) \
-         SELECT ?1, k.value, \
-           (SELECT coalesce(max(last_claim), 0) FROM jobchain_limit_keys WHERE scope = ?1) + k.key + 1 \
-         FROM json_each(?2) AS k WHERE true \
-         ON CONFLICT (scope, key) DO UPDATE SET last_claim = excluded.last_claim",
+        "INSERT INTO jobchain_limit_floors (scope, floor) VALUES (?1, ?2) \
+         ON CONFLICT (scope) DO UPDATE SET floor = excluded.floor WHERE floor < excluded.floor",
     )
-    .and_then(|mut s| s.execute(params![scope, keys]))
+    .and_then(|mut s| s.execute(params![scope, rank]))
     .map_err(map_err)?;
     Ok(())
+}
+
+/// Forgets up to `limit` keys whose last rank is not above their kind's floor: their next
+/// job would get the floor's next rank without them too.
+pub fn prune_keys(conn: &Connection, limit: usize) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM jobchain_limit_keys WHERE rowid IN (SELECT lk.rowid \
+         FROM jobchain_limit_keys lk JOIN jobchain_limit_floors f ON f.scope = lk.scope \
+         WHERE lk.last_rank <= f.floor LIMIT ?1)",
+    )
+    .and_then(|mut s| s.execute([limit as i64]))
+    .map(|n| n as u64)
+    .map_err(map_err)
 }
 
 /// The last tick taken of periodic job `name` (milliseconds).

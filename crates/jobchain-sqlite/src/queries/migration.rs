@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_keys.sql"),
     include_str!("../../migrations/0006_limits.sql"),
     include_str!("../../migrations/0007_periodic.sql"),
+    include_str!("../../migrations/0008_fair_ranks.sql"),
 ];
 
 /// The schema version this build writes.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jobchain_core::job::{Job, JobId, JobState, NewJob};
 use jobchain_core::rules::{self, WorkflowPlan};
-use jobchain_core::store::{ClaimRequest, ClaimedJob, CleanReport, Enqueued, LimitScope};
+use jobchain_core::store::{CleanReport, Enqueued};
 use jobchain_core::workflow::{NewWorkflow, WorkflowInfo, WorkflowStarted};
 use jobchain_core::{StoreError, WorkflowId};
 
@@ -154,8 +154,8 @@ pub async fn cancel_workflow(
         .ok_or_else(|| rules::workflow_not_found(id))
 }
 
-/// Removes old terminal jobs outside workflows, and old finished workflows with all
-/// their jobs.
+/// Removes old terminal jobs outside workflows, old finished workflows with all their
+/// jobs, and concurrency keys that no longer count.
 pub async fn clean(
     conn: &mut PgConnection,
     sql: &Sql,
@@ -165,6 +165,7 @@ pub async fn clean(
     let jobs = job::delete_finished(conn, sql, older_than, limit).await?;
     let (workflow_jobs, workflows) =
         workflow::delete_finished(conn, sql, older_than, limit).await?;
+    limit::prune_keys(conn, sql, limit).await?;
     Ok(CleanReport {
         jobs: jobs + workflow_jobs,
         workflows,
@@ -175,63 +176,4 @@ async fn reread(conn: &mut PgConnection, sql: &Sql, id: JobId) -> Result<Job, St
     job::get(conn, sql, id)
         .await?
         .ok_or_else(|| rules::job_not_found(id))
-}
-
-/// A claim under limits, in one transaction: the rows of its scopes are locked first, so
-/// claims of one scope take turns across every process and the counts read here hold
-/// until the commit; then how many the scopes allow, the jobs (round-robin across keys
-/// under a per-key limit, then unkeyed ones), and the starts and the keys' turn.
-pub async fn claim_limited(
-    conn: &mut PgConnection,
-    sql: &Sql,
-    request: &ClaimRequest,
-) -> Result<Vec<ClaimedJob>, StoreError> {
-    let key_scope = match (request.per_key, request.kinds.first()) {
-        (Some(_), Some(kind)) => Some(LimitScope::Kind(kind.clone()).key()),
-        _ => None,
-    };
-    let mut scopes: Vec<String> = request.limits.iter().map(|l| l.scope.key()).collect();
-    scopes.extend(key_scope.clone());
-    let at = limit::lock_scopes(conn, sql, &scopes).await?;
-    let mut allowance = request.limit as u64;
-    for l in &request.limits {
-        if let Some(max) = l.max_running {
-            let running = job::running_in(conn, sql, &l.scope).await?;
-            allowance = allowance.min(u64::from(max).saturating_sub(running));
-        }
-        if let Some(rate) = l.rate {
-            let started = limit::starts_within(conn, sql, &l.scope.key(), at, rate.period).await?;
-            allowance = allowance.min(u64::from(rate.count).saturating_sub(started));
-        }
-    }
-    if allowance == 0 {
-        return Ok(Vec::new());
-    }
-    let allowance = allowance as usize;
-    let limited = ClaimRequest {
-        limit: allowance,
-        ..request.clone()
-    };
-    let claimed = match (request.per_key, key_scope) {
-        (Some(per_key), Some(scope)) => {
-            let mut claimed =
-                job::claim_keyed(conn, sql, request, at, &scope, per_key, allowance).await?;
-            let left = allowance - claimed.len();
-            if left > 0 {
-                let unkeyed = ClaimRequest {
-                    limit: left,
-                    ..request.clone()
-                };
-                claimed.extend(job::claim(conn, sql, &unkeyed, job::Pick::UnkeyedAt(at)).await?);
-            }
-            claimed
-        }
-        _ => job::claim(conn, sql, &limited, job::Pick::DueAt(at)).await?,
-    };
-    for l in &request.limits {
-        if let Some(rate) = l.rate {
-            limit::record_starts(conn, sql, &l.scope.key(), at, claimed.len(), rate.period).await?;
-        }
-    }
-    Ok(jobchain_core::store::in_claim_order(claimed))
 }

@@ -111,8 +111,9 @@ pub fn cancel_workflow(
     workflow::get(conn, id)?.ok_or_else(|| rules::workflow_not_found(id))
 }
 
-/// Removes old terminal jobs outside running workflows, and old finished workflows
-/// with all their jobs (their edges go with the jobs, by foreign key).
+/// Removes old terminal jobs outside running workflows, old finished workflows with all
+/// their jobs (their edges go with the jobs, by foreign key), and concurrency keys that
+/// no longer count.
 pub fn clean(
     conn: &Connection,
     now: i64,
@@ -126,6 +127,7 @@ pub fn clean(
         jobs += job::delete_of_workflow(conn, id)?;
         workflow::delete(conn, id)?;
     }
+    limit::prune_keys(conn, limit)?;
     Ok(CleanReport {
         jobs,
         workflows: workflows.len() as u64,
@@ -138,8 +140,8 @@ fn reread(conn: &Connection, id: JobId) -> Result<Job, StoreError> {
 
 /// A claim under limits, inside the writer's transaction (the writer serializes every
 /// claim of the store, so the counts read here hold until the commit): how many the
-/// scopes allow, then the jobs (round-robin across keys under a per-key limit, then
-/// unkeyed ones), then the starts and the keys' turn are recorded.
+/// scopes allow, then the jobs (fair across keys under a per-key limit, then unkeyed
+/// ones), then the starts are recorded.
 pub fn claim_limited(
     conn: &Connection,
     now: i64,
@@ -161,34 +163,25 @@ pub fn claim_limited(
         return Ok(Vec::new());
     }
     let allowance = allowance as usize;
-    let mut claimed = Vec::new();
-    match (request.per_key, request.kinds.first()) {
+    let limited = ClaimRequest {
+        limit: allowance,
+        ..request.clone()
+    };
+    let claimed = match (request.per_key, request.kinds.first()) {
         (Some(per_key), Some(kind)) => {
-            let scope = LimitScope::Kind(kind.clone()).key();
-            let picks = job::keyed_pick(conn, now, request, &scope, per_key, allowance)?;
-            let ids: Vec<i64> = picks.iter().map(|(_, id)| *id).collect();
-            if !ids.is_empty() {
-                claimed = job::claim(conn, now, request, job::Pick::Ids(&ids))?;
-                let keys: Vec<String> = picks.into_iter().map(|(k, _)| k).collect();
-                limit::touch_keys(conn, &scope, &keys)?;
-            }
-            let left = allowance - claimed.len();
-            if left > 0 {
-                let unkeyed = ClaimRequest {
-                    limit: left,
-                    ..request.clone()
-                };
-                claimed.extend(job::claim(conn, now, &unkeyed, job::Pick::Unkeyed)?);
+            let (keyed, top) = job::claim_keyed(conn, now, request, per_key, allowance)?;
+            match top {
+                Some(top) => {
+                    limit::raise_floor(conn, &LimitScope::Kind(kind.clone()).key(), top)?;
+                    keyed
+                }
+                // No keyed job may start: jobs of the kind without a key may. (Only
+                // then: finding them means stepping over every waiting keyed job.)
+                None => job::claim(conn, now, &limited, job::Pick::Unkeyed)?,
             }
         }
-        _ => {
-            let limited = ClaimRequest {
-                limit: allowance,
-                ..request.clone()
-            };
-            claimed = job::claim(conn, now, &limited, job::Pick::Due)?;
-        }
-    }
+        _ => job::claim(conn, now, &limited, job::Pick::Due)?,
+    };
     for l in &request.limits {
         if let Some(rate) = l.rate {
             limit::record_starts(conn, &l.scope.key(), now, claimed.len(), rate.period)?;
