@@ -790,9 +790,9 @@ async fn outputs(
     runs
 }
 
-/// Keys whose jobs wait for later never hold the front of the round-robin order: with 200
-/// keys whose only job is scheduled an hour ahead (registered first), a due job of another
-/// key under the same per-key limit still runs.
+/// Keys whose jobs wait for later never block due keys: with 200 keys whose only job is
+/// scheduled an hour ahead (written first, so ranked first), a due job of another key
+/// under the same per-key limit still runs.
 pub async fn keys_waiting_for_later_do_not_block_due_keys(h: &Harness) {
     let later: Vec<JobSpec> = (0..200)
         .map(|i| {
@@ -818,4 +818,53 @@ pub async fn keys_waiting_for_later_do_not_block_due_keys(h: &Harness) {
         w.shutdown().await;
     }
     assert_eq!(runs.lock().expect("lock").len(), 1, "only the due job ran");
+}
+
+/// Under a per-key limit, a key that shows up while another key's backlog drains starts
+/// at once (its rank starts at the kind's floor, not behind the backlog), and jobs of the
+/// kind without a key run too, once no keyed job may start.
+pub async fn late_keys_start_at_once_and_unkeyed_jobs_run(h: &Harness) {
+    let runs: Runs = Default::default();
+    let hot = enqueue_keyed(h, "per_key_late", "hot", 200).await;
+    let workers = limited_workers(
+        h,
+        "per_key_late",
+        KindOptions::new().max_running_per_key(1),
+        Duration::from_millis(5),
+        &runs,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while runs.lock().expect("lock").len() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hot key did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ran_before = runs.lock().expect("lock").len();
+    let late = enqueue_keyed(h, "per_key_late", "late", 1).await;
+    let unkeyed = enqueue_keyed(h, "per_key_late", "", 3).await;
+    all_completed(h, &late).await;
+    all_completed(h, &hot).await;
+    all_completed(h, &unkeyed).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    let runs = runs.lock().expect("lock").clone();
+    assert_eq!(runs.len(), 204);
+    let late_start = runs.iter().find(|r| r.0 == "late").expect("late ran").1;
+    let hot_before_late = runs
+        .iter()
+        .filter(|r| r.0 == "hot" && r.1 < late_start)
+        .count();
+    // The late key waits at most for the hot job running when it came, and one whose
+    // claim was on its way.
+    assert!(
+        hot_before_late <= ran_before + 2,
+        "the late key started after {hot_before_late} hot jobs ({ran_before} had run when it came)"
+    );
+    assert!(
+        hot_before_late < 190,
+        "the late key waited behind the backlog: {hot_before_late} hot jobs started first"
+    );
 }

@@ -98,6 +98,7 @@ macro_rules! conformance_suite {
             rate_limit_bounds_starts_in_every_window,
             concurrency_keys_never_overlap_and_claims_are_fair,
             keys_waiting_for_later_do_not_block_due_keys,
+            late_keys_start_at_once_and_unkeyed_jobs_run,
             periodic_jobs_run_once_per_tick_across_workers,
         );
         $crate::conformance_suite!(@in registry, $factory;
