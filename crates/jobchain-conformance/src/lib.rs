@@ -20,6 +20,7 @@ pub mod retries;
 pub mod seed;
 pub mod store;
 pub mod support;
+pub mod waits;
 pub mod workflow_lifecycle;
 pub mod workflows;
 
@@ -100,6 +101,14 @@ macro_rules! conformance_suite {
             keys_waiting_for_later_do_not_block_due_keys,
             late_keys_start_at_once_and_unkeyed_jobs_run,
             periodic_jobs_run_once_per_tick_across_workers,
+        );
+        $crate::conformance_suite!(@in waits, $factory;
+            a_signal_completes_its_waiting_step,
+            an_early_signal_is_kept_and_a_later_one_refused,
+            racing_signals_have_one_winner,
+            an_unanswered_signal_times_out_dead,
+            a_timer_survives_a_worker_restart,
+            the_result_is_read_through_wait,
         );
         $crate::conformance_suite!(@in registry, $factory;
             store_keeps_the_worker_registry,

@@ -352,6 +352,7 @@ pub async fn start_workflow_writes_initial_states_and_edges(h: &Harness) {
                 vec![(0, EdgePolicy::Required), (1, EdgePolicy::Optional)],
             ),
         ],
+        result_step: None,
     };
     let started = store.start_workflow(workflow.clone()).await.expect("start");
     assert!(!started.duplicate);

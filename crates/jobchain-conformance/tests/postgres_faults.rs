@@ -105,6 +105,7 @@ async fn a_stalled_session_never_holds_up_the_queue() {
             name: "shared".into(),
             unique_key: None,
             steps: vec![step("k"), step("k")],
+            result_step: None,
         })
         .await
         .expect("start");

@@ -240,6 +240,7 @@ mod tests {
                     depends_on: vec![(0, EdgePolicy::Required)],
                 },
             ],
+            result_step: None,
         };
         let plan = WorkflowPlan::new(&wf).unwrap();
         assert_eq!(plan.steps[0].state, JobState::Pending);

@@ -553,6 +553,79 @@ pub trait Store: Send + Sync + 'static {
         job: Option<NewJob>,
     ) -> StoreResult<Option<Enqueued>>;
 
+    /// Sends signal `name` with `payload` to a workflow, in one transaction: the first
+    /// signal of a name is kept (a step that waits for it and is reached later consumes
+    /// it); every step of the workflow waiting for it now (pending or running, kind
+    /// [`SIGNAL_KIND`]) completes with `payload` as its output, its dependents released as
+    /// by any completion. A later signal of the same name changes nothing but is counted.
+    async fn send_signal(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        payload: Value,
+    ) -> StoreResult<SignalReceipt>;
+
+    /// The payload of the first signal `name` a workflow received, if any.
+    async fn received_signal(&self, workflow: WorkflowId, name: &str)
+        -> StoreResult<Option<Value>>;
+
+    /// The instant the waiting job `job` is due: `proposed` the first time it is asked
+    /// (kept from then on), the kept instant after.
+    async fn timer(
+        &self,
+        job: JobId,
+        proposed: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<chrono::DateTime<chrono::Utc>>;
+
     /// Flushes pending writes and closes connections; later calls fail with `Closed`.
     async fn close(&self);
+}
+
+/// The kind of a step that completes when a signal arrives (payload [`SignalWait`]); the
+/// worker runs it itself.
+pub const SIGNAL_KIND: &str = "jobchain.signal";
+
+/// The kind of a step that completes at a time or after a delay (payload [`SleepFor`]);
+/// the worker runs it itself.
+pub const SLEEP_KIND: &str = "jobchain.sleep";
+
+/// The payload of a [`SIGNAL_KIND`] step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalWait {
+    /// The signal's name.
+    pub signal: String,
+    /// How long the step waits once reached, in milliseconds; then it ends dead.
+    pub timeout_ms: u64,
+}
+
+/// The payload of a [`SLEEP_KIND`] step: a delay from when the step is reached, or an
+/// instant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SleepFor {
+    /// This long after the step is reached.
+    Delay {
+        /// Milliseconds.
+        sleep_ms: u64,
+    },
+    /// Until this instant.
+    Until {
+        /// The instant.
+        until: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+/// What [`Store::send_signal`] did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignalReceipt {
+    /// True for the first signal of its name in the workflow; false for a later one,
+    /// which changed nothing.
+    pub accepted: bool,
+    /// When the first signal of the name arrived.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// How many later signals of the name arrived.
+    pub repeats: u64,
+    /// The waiting steps this signal completed (empty when none was waiting yet, or
+    /// for a later signal).
+    pub completed: Vec<JobId>,
 }

@@ -10,7 +10,7 @@ use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::rules;
 use jobchain_core::store::{
     Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
-    MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement, Store,
+    MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement, SignalReceipt, Store,
 };
 use jobchain_core::workflow::{
     Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
@@ -19,7 +19,9 @@ use jobchain_core::{StoreError, WorkflowId};
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
 
-use crate::queries::{dependency, job, limit, map_err, ops, queue, transition, worker, workflow};
+use crate::queries::{
+    dependency, job, limit, map_err, ops, queue, transition, wait, worker, workflow,
+};
 use crate::PgStore;
 
 impl PgStore {
@@ -217,6 +219,41 @@ impl Store for PgStore {
         let mut tx = self.begin().await?;
         let info = ops::cancel_workflow(&mut tx, self.sql(), id).await?;
         commit(tx, info).await
+    }
+
+    async fn send_signal(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        payload: serde_json::Value,
+    ) -> Result<SignalReceipt, StoreError> {
+        let mut tx = self
+            .pool()
+            .begin_with(SETTLE_BEGIN)
+            .await
+            .map_err(map_err)?;
+        let receipt = ops::send_signal(&mut tx, self.sql(), workflow, name, payload).await?;
+        let receipt = commit(tx, receipt).await?;
+        if !receipt.completed.is_empty() {
+            self.wake_others();
+        }
+        Ok(receipt)
+    }
+
+    async fn received_signal(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        wait::received(&mut *self.conn().await?, self.sql(), workflow, name).await
+    }
+
+    async fn timer(
+        &self,
+        job: JobId,
+        proposed: chrono::DateTime<chrono::Utc>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+        wait::timer(&mut *self.conn().await?, self.sql(), job, proposed).await
     }
 
     async fn clean(&self, older_than: Duration, limit: usize) -> Result<CleanReport, StoreError> {

@@ -9,14 +9,16 @@ use jobchain_core::job::{Job, JobId, NewJob};
 use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::store::{
     Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
-    MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement, Store,
+    MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement, SignalReceipt, Store,
 };
 use jobchain_core::workflow::{
     Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
 };
 use jobchain_core::{StoreError, WorkflowId};
 
-use crate::queries::{dependency, duration_ms, job, limit, now_ms, ops, queue, worker, workflow};
+use crate::queries::{
+    dependency, duration_ms, job, limit, now_ms, ops, queue, to_time, wait, worker, workflow,
+};
 use crate::SqliteStore;
 
 #[async_trait]
@@ -146,6 +148,39 @@ impl Store for SqliteStore {
     async fn cancel_workflow(&self, id: WorkflowId) -> Result<WorkflowInfo, StoreError> {
         self.write(move |conn| ops::cancel_workflow(conn, now_ms(), id))
             .await
+    }
+
+    async fn send_signal(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        payload: serde_json::Value,
+    ) -> Result<SignalReceipt, StoreError> {
+        let name = name.to_string();
+        self.write(move |conn| ops::send_signal(conn, now_ms(), workflow, &name, payload))
+            .await
+    }
+
+    async fn received_signal(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let name = name.to_string();
+        self.read(move |conn| wait::received(conn, workflow, &name))
+            .await
+    }
+
+    async fn timer(
+        &self,
+        job: JobId,
+        proposed: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let proposed = proposed.timestamp_millis();
+        let due = self
+            .write_statement(move |conn| wait::timer(conn, job, proposed))
+            .await?;
+        Ok(to_time(due))
     }
 
     async fn clean(&self, older_than: Duration, limit: usize) -> Result<CleanReport, StoreError> {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use jobchain_core::job::{EnqueueOptions, Job, JobId, JobState, NewJob, RunAt, WorkflowId};
 use jobchain_core::registry::{self, WorkerRecord};
-use jobchain_core::store::{Enqueued, JobFilter, QueueInfo, QueueStats, Store};
+use jobchain_core::store::{Enqueued, JobFilter, QueueInfo, QueueStats, SignalReceipt, Store};
 use jobchain_core::workflow::tree::{self, TreeNode};
 use jobchain_core::workflow::{WorkflowFilter, WorkflowInfo, WorkflowStarted, WorkflowState};
 use jobchain_core::StoreError;
+use serde_json::Value;
 
 use crate::args::{IntoJob, JobSpec};
 use crate::error::{Error, Result};
@@ -467,6 +468,120 @@ impl Client {
             Ok((info.state != WorkflowState::Running).then_some(info))
         })
         .await
+    }
+
+    /// Sends signal `name` with `payload` to a workflow: every step waiting for it (see
+    /// [`Step::wait_for_signal`](crate::Step::wait_for_signal)) completes with `payload`
+    /// as its output; a step that waits for it later consumes it when reached. The first
+    /// signal of a name wins: a later one changes nothing and the receipt says so
+    /// (`accepted: false`).
+    pub async fn signal(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        payload: impl serde::Serialize,
+    ) -> Result<SignalReceipt> {
+        if name.trim().is_empty() {
+            return Err(StoreError::Invalid(
+                "a signal needs a name: the one its step waits for".into(),
+            )
+            .into());
+        }
+        let payload = serde_json::to_value(payload).map_err(|e| Error::Payload {
+            kind: format!("signal `{name}`"),
+            reason: e.to_string(),
+        })?;
+        // Refuses an unknown workflow (a typo would otherwise be kept forever).
+        self.workflow(workflow).await?;
+        Ok(self
+            .inner
+            .store
+            .send_signal(workflow, name, payload)
+            .await?)
+    }
+
+    /// A finished workflow's result as JSON: the output of its result step
+    /// ([`Workflow::result`](crate::Workflow::result)), or of its single sink step (the
+    /// one no other step depends on and that enqueued nothing). `None` when that step
+    /// completed without an output. Fails with [`Error::NoResult`] while it runs, when it
+    /// failed or was cancelled, or when it has no single sink and names no result step.
+    pub async fn workflow_result_value(&self, id: WorkflowId) -> Result<Option<Value>> {
+        let info = self.workflow(id).await?;
+        let no_result = |reason: String| Error::NoResult {
+            workflow: id,
+            reason,
+        };
+        match info.state {
+            WorkflowState::Completed => {}
+            WorkflowState::Running => {
+                return Err(no_result(
+                    "it is still running: wait for it (wait_for_result)".into(),
+                ))
+            }
+            state => {
+                return Err(no_result(format!(
+                    "it {state}; inspect it with `jobchain workflow show {id}`"
+                )))
+            }
+        }
+        let jobs = self.workflow_jobs(id).await?;
+        let step = match &info.result_step {
+            Some(name) => jobs
+                .iter()
+                .rev()
+                .find(|j| j.step.as_deref() == Some(name.as_str()))
+                .ok_or_else(|| no_result(format!("its result step `{name}` has no job")))?,
+            None => {
+                let edges = self.inner.store.dependencies(id).await?;
+                let mut sinks = jobs.iter().filter(|j| {
+                    !edges.iter().any(|e| e.depends_on == j.id)
+                        && !jobs.iter().any(|c| c.parent_id == Some(j.id))
+                });
+                match (sinks.next(), sinks.next()) {
+                    (Some(sink), None) => sink,
+                    _ => {
+                        return Err(no_result(
+                            "it has no single last step: name its result step \
+                             (Workflow::result, or \"result\" in a workflow document)"
+                                .into(),
+                        ))
+                    }
+                }
+            }
+        };
+        if step.state != JobState::Completed {
+            return Err(no_result(format!(
+                "its result step `{}` ended {} (a tolerated failure)",
+                step.step.as_deref().unwrap_or(&step.kind),
+                step.state
+            )));
+        }
+        Ok(step.output.clone())
+    }
+
+    /// A finished workflow's result, decoded (see
+    /// [`workflow_result_value`](Self::workflow_result_value); a step without output
+    /// decodes from JSON `null`).
+    pub async fn workflow_result<T: serde::de::DeserializeOwned>(
+        &self,
+        id: WorkflowId,
+    ) -> Result<T> {
+        let value = self.workflow_result_value(id).await?.unwrap_or(Value::Null);
+        serde_json::from_value(value).map_err(|e| Error::NoResult {
+            workflow: id,
+            reason: format!("its result does not decode into the type asked for: {e}"),
+        })
+    }
+
+    /// Waits until a workflow finishes (see [`wait_for_workflow`](Self::wait_for_workflow))
+    /// and returns its result (see [`workflow_result`](Self::workflow_result)).
+    pub async fn wait_for_result<T: serde::de::DeserializeOwned>(
+        &self,
+        id: WorkflowId,
+        timeout: Duration,
+    ) -> Result<T> {
+        self.wait_for_workflow(id, timeout).await?;
+        self.workflow_result(id).await
     }
 
     /// Polls `check` (every 5 ms at first, backing off to 200 ms) until it returns a value.

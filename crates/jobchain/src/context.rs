@@ -4,9 +4,10 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use jobchain_core::job::{EnqueueOptions, JobId, NewJob, WorkflowId};
-use jobchain_core::store::ClaimedJob;
+use jobchain_core::store::{ClaimedJob, SignalWait, SleepFor, SIGNAL_KIND, SLEEP_KIND};
 use jobchain_core::workflow::StepResult;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::args::{IntoJob, JobSpec};
 use crate::client::Client;
 use crate::handler::JobError;
+use crate::workflow::wait_job;
 
 /// Application state given to a worker with
 /// [`WorkerBuilder::data`](crate::WorkerBuilder::data), one value per type.
@@ -164,6 +166,28 @@ impl JobContext {
             .into_job()
             .map_err(|e| JobError::permanent(e.to_string()))?;
         self.stage(spec.options(options))
+    }
+
+    /// Stages a follow-up that waits for this workflow's signal `name`
+    /// ([`Client::signal`](crate::Client::signal)): the dynamic form of
+    /// [`Step::wait_for_signal`](crate::Step::wait_for_signal). The workflow runs until
+    /// the signal completes it (its payload the output) or `timeout` passes (it ends
+    /// dead). Waiting holds no worker slot.
+    pub fn wait_for_signal(&self, name: &str, timeout: Duration) -> Result<(), JobError> {
+        let wait = SignalWait {
+            signal: name.to_string(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.stage(wait_job(SIGNAL_KIND, &wait).map_err(|e| JobError::permanent(e.to_string()))?)
+    }
+
+    /// Stages a follow-up that completes `delay` after this attempt completes: the
+    /// dynamic form of [`Step::sleep`](crate::Step::sleep).
+    pub fn sleep(&self, delay: Duration) -> Result<(), JobError> {
+        let wait = SleepFor::Delay {
+            sleep_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.stage(wait_job(SLEEP_KIND, &wait).map_err(|e| JobError::permanent(e.to_string()))?)
     }
 
     fn stage(&self, spec: JobSpec) -> Result<(), JobError> {

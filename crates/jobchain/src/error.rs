@@ -35,6 +35,15 @@ pub enum Error {
         /// How long.
         waited: std::time::Duration,
     },
+    /// A workflow has no result to give: it has not finished, it failed or was
+    /// cancelled, or its result step did not complete or is not clear.
+    #[error("workflow {workflow} has no result: {reason}")]
+    NoResult {
+        /// The workflow.
+        workflow: jobchain_core::WorkflowId,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// An I/O error of the process (a signal handler could not be installed).
     #[error("{context}: {source}")]
     Io {

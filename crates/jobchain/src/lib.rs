@@ -75,6 +75,7 @@ pub mod periodic;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod runtime;
+pub mod waits;
 pub mod workflow;
 
 pub use args::{IntoJob, JobArgs, JobSpec};
@@ -96,6 +97,7 @@ pub use jobchain_core::workflow::{
 pub use jobchain_core::{self as core, StoreError};
 pub use metrics::Metrics;
 pub use runtime::{QueueLimits, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
+pub use waits::SignalReceipt;
 pub use workflow::{IntoWorkflow, Step, Workflow};
 
 #[cfg(feature = "sqlite")]

@@ -27,8 +27,12 @@
 //! graph (unknown, duplicate and cyclic steps are rejected, naming them) and writes every
 //! step in one transaction. See `docs/workflows.md` for when to declare and when to chain.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use jobchain_core::job::EnqueueOptions;
-use jobchain_core::workflow::graph::{self, StepSpec};
+use jobchain_core::store::{SignalWait, SleepFor, SIGNAL_KIND, SLEEP_KIND};
+use jobchain_core::workflow::graph::{self, GraphError, StepSpec};
 use jobchain_core::workflow::{EdgePolicy, NewStep, NewWorkflow};
 use jobchain_core::WorkflowId;
 
@@ -55,6 +59,34 @@ impl Step {
     /// or handled in another language.
     pub fn untyped(name: &str, job: JobSpec) -> Self {
         Self::with_job(name, Ok(job))
+    }
+
+    /// A step named `name` that waits for the workflow's signal `name`
+    /// ([`Client::signal`](crate::Client::signal)) and completes with its payload as its
+    /// output. A signal sent before the step is reached is kept and consumed when it is.
+    /// If none comes within `timeout` of the step being reached, the step ends dead (so
+    /// its edges' policies apply). Waiting holds no worker slot.
+    pub fn wait_for_signal(name: &str, timeout: Duration) -> Self {
+        let wait = SignalWait {
+            signal: name.to_string(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        Self::with_job(name, wait_job(SIGNAL_KIND, &wait))
+    }
+
+    /// A step named `name` that completes `delay` after it is reached (a durable timer:
+    /// the instant is kept in the store, so restarts do not move it). Waiting holds no
+    /// worker slot.
+    pub fn sleep(name: &str, delay: Duration) -> Self {
+        let wait = SleepFor::Delay {
+            sleep_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        };
+        Self::with_job(name, wait_job(SLEEP_KIND, &wait))
+    }
+
+    /// A step named `name` that completes at `until` (at once if that has passed).
+    pub fn sleep_until(name: &str, until: DateTime<Utc>) -> Self {
+        Self::with_job(name, wait_job(SLEEP_KIND, &SleepFor::Until { until }))
     }
 
     fn with_job(name: &str, job: Result<JobSpec>) -> Self {
@@ -131,6 +163,7 @@ impl IntoWorkflow for JobSpec {
                 job,
                 depends_on: Vec::new(),
             }],
+            result_step: None,
         })
     }
 }
@@ -141,6 +174,7 @@ pub struct Workflow {
     name: String,
     unique_key: Option<String>,
     steps: Vec<Step>,
+    result_step: Option<String>,
 }
 
 impl Workflow {
@@ -150,6 +184,7 @@ impl Workflow {
             name: name.to_string(),
             unique_key: None,
             steps: Vec::new(),
+            result_step: None,
         }
     }
 
@@ -157,6 +192,14 @@ impl Workflow {
     /// returns its id and writes nothing.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Names the step whose output is the workflow's result
+    /// ([`Client::workflow_result`](crate::Client::workflow_result)); without it, the
+    /// result is the output of the workflow's single sink step, if it has one.
+    pub fn result(mut self, step: &str) -> Self {
+        self.result_step = Some(step.to_string());
         self
     }
 
@@ -188,6 +231,11 @@ impl Workflow {
             })
             .collect();
         let plan = graph::validate(&self.name, &specs)?;
+        if let Some(result) = &self.result_step {
+            if !self.steps.iter().any(|s| &s.name == result) {
+                return Err(GraphError::UnknownResult(result.clone()).into());
+            }
+        }
         let id = WorkflowId::new();
         let mut position = vec![0usize; self.steps.len()];
         for (pos, &i) in plan.order.iter().enumerate() {
@@ -222,6 +270,7 @@ impl Workflow {
             name: self.name,
             unique_key: self.unique_key,
             steps: out,
+            result_step: self.result_step,
         })
     }
 }
@@ -242,4 +291,11 @@ fn merge(step: EnqueueOptions, job: EnqueueOptions) -> EnqueueOptions {
         debounce: step.debounce.or(job.debounce),
         concurrency_key: step.concurrency_key.or(job.concurrency_key),
     }
+}
+
+/// The job of a waiting step: a kind the worker runs itself, and its payload.
+pub(crate) fn wait_job<T: serde::Serialize>(kind: &str, payload: &T) -> Result<JobSpec> {
+    serde_json::to_value(payload)
+        .map(|p| JobSpec::new(kind, p))
+        .map_err(|e| Error::Config(format!("the payload of a `{kind}` step: {e}")))
 }

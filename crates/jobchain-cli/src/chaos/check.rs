@@ -401,6 +401,7 @@ mod tests {
             finished_at: None,
             counts: jobchain::JobCounts::default(),
             tolerated_failures: 0,
+            result_step: None,
         });
         let verdict = check(&e);
         assert!(verdict.stuck[0].contains("still running"), "{verdict:?}");

@@ -31,6 +31,9 @@ pub enum GraphError {
     /// The dependencies form a cycle.
     #[error("the dependencies form a cycle through steps {}: a workflow must be acyclic", .0.join(" -> "))]
     Cycle(Vec<String>),
+    /// The result step is not a step.
+    #[error("the result step `{0}` is not a step of this workflow: name one of its steps")]
+    UnknownResult(String),
 }
 
 /// One step as declared: its name, whether it is optional, and its dependencies by name.

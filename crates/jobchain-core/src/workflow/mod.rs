@@ -140,6 +140,10 @@ pub struct WorkflowInfo {
     pub counts: JobCounts,
     /// Dead or cancelled jobs whose failure is tolerated.
     pub tolerated_failures: u64,
+    /// The step whose output is the workflow's result, when one was named; else the
+    /// result is the output of its single sink step, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_step: Option<String>,
 }
 
 /// Which workflows to list.
@@ -245,6 +249,8 @@ pub struct NewWorkflow {
     pub unique_key: Option<String>,
     /// Steps, dependencies before dependents.
     pub steps: Vec<NewStep>,
+    /// The step whose output is the workflow's result (`None`: its single sink step).
+    pub result_step: Option<String>,
 }
 
 /// The result of starting a workflow.

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_limits.sql"),
     include_str!("../../migrations/0009_periodic.sql"),
     include_str!("../../migrations/0010_fair_ranks.sql"),
+    include_str!("../../migrations/0011_waits.sql"),
 ];
 
 /// The schema version this build writes.

@@ -14,6 +14,7 @@ pub mod migration;
 pub mod ops;
 pub mod queue;
 pub mod transition;
+pub mod wait;
 pub mod worker;
 pub mod workflow;
 

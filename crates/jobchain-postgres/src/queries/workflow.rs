@@ -53,14 +53,15 @@ pub async fn insert(
     workflow: &NewWorkflow,
 ) -> Result<bool, StoreError> {
     let statement = sql.get(
-        "INSERT INTO __schema__.workflows (id, name, unique_key) VALUES ($1, $2, $3) \
-         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = 'running' DO NOTHING \
+        "INSERT INTO __schema__.workflows (id, name, unique_key, result_step) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = 'running' DO NOTHING \
          RETURNING id",
     );
     let inserted: Option<Uuid> = sqlx::query_scalar(statement)
         .bind(workflow.id.0)
         .bind(&workflow.name)
         .bind(&workflow.unique_key)
+        .bind(&workflow.result_step)
         .fetch_optional(conn)
         .await
         .map_err(map_err)?;
@@ -161,6 +162,7 @@ fn workflow_from_row(r: &PgRow) -> Result<WorkflowInfo, StoreError> {
                 cancelled: count(r.try_get(11)?),
             },
             tolerated_failures: count(r.try_get(12)?),
+            result_step: r.try_get(13)?,
         })
     };
     read().map_err(|e| {
@@ -196,7 +198,7 @@ macro_rules! workflow_select {
             "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'dead'), ",
             "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'cancelled'), ",
             "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id ",
-            "AND j.state IN ('dead', 'cancelled') AND j.optional) ",
+            "AND j.state IN ('dead', 'cancelled') AND j.optional), w.result_step ",
             "FROM __schema__.workflows w ",
             $rest
         )

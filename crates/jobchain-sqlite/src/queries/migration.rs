@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_limits.sql"),
     include_str!("../../migrations/0007_periodic.sql"),
     include_str!("../../migrations/0008_fair_ranks.sql"),
+    include_str!("../../migrations/0009_waits.sql"),
 ];
 
 /// The schema version this build writes.

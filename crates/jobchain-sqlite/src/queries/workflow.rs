@@ -23,7 +23,7 @@ const WORKFLOW_COLUMNS: &str = "w.id, w.name, w.state, w.unique_key, w.created_a
     (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'dead'), \
     (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'cancelled'), \
     (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id \
-        AND j.state IN ('dead', 'cancelled') AND j.optional = 1)";
+        AND j.state IN ('dead', 'cancelled') AND j.optional = 1), w.result_step";
 
 /// Marks a running workflow finished if it has no live job left: `cancelled` when a user
 /// cancelled it, `failed` when a job whose failure is not tolerated ended dead or
@@ -101,6 +101,7 @@ fn workflow_from_row(r: &Row<'_>) -> rusqlite::Result<WorkflowInfo> {
             cancelled: count(11)?,
         },
         tolerated_failures: count(12)?,
+        result_step: r.get(13)?,
     })
 }
 
@@ -142,14 +143,16 @@ pub fn list(conn: &Connection, filter: &WorkflowFilter) -> Result<Vec<WorkflowIn
 /// Inserts a declared workflow's record.
 pub fn insert(conn: &Connection, now: i64, workflow: &NewWorkflow) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO jobchain_workflows (id, name, unique_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO jobchain_workflows (id, name, unique_key, created_at, result_step) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut s| {
         s.execute(params![
             workflow.id.to_string(),
             workflow.name,
             workflow.unique_key,
-            now
+            now,
+            workflow.result_step
         ])
     })
     .map_err(map_err)?;

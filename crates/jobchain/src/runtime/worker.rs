@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobchain_core::job::DEFAULT_QUEUE;
+use jobchain_core::store::{SignalWait, SleepFor, SIGNAL_KIND, SLEEP_KIND};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
@@ -24,6 +25,7 @@ use crate::handler::{erase, ErasedHandler, Handler, KindOptions};
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::periodic::Periodic;
+use crate::waits;
 
 /// Settings of a worker; every field has a default.
 #[derive(Clone, Debug)]
@@ -248,7 +250,21 @@ impl WorkerBuilder {
             ));
         }
         let mut config = self.config;
-        for (kind, registered) in &self.handlers {
+        let mut handlers = self.handlers;
+        // Steps that wait (signals, timers) are run by every worker.
+        handlers
+            .entry(SLEEP_KIND.to_string())
+            .or_insert_with(|| Registered {
+                handler: erase::<SleepFor, _>(SLEEP_KIND, waits::sleep),
+                options: KindOptions::default(),
+            });
+        handlers
+            .entry(SIGNAL_KIND.to_string())
+            .or_insert_with(|| Registered {
+                handler: erase::<SignalWait, _>(SIGNAL_KIND, waits::signal),
+                options: KindOptions::default(),
+            });
+        for (kind, registered) in &handlers {
             if registered.options.retry.max_attempts == 0 {
                 return Err(Error::Config(format!(
                     "handler `{kind}`: max_attempts must be at least 1"
@@ -284,15 +300,15 @@ impl WorkerBuilder {
             ));
         }
         let slots: usize = config.queues.values().sum();
-        let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
+        let mut kinds: Vec<String> = handlers.keys().cloned().collect();
         kinds.sort();
-        let retry = Arc::new(RetryPolicies::new(&self.handlers));
+        let retry = Arc::new(RetryPolicies::new(&handlers));
         Ok(Worker {
             shared: Arc::new(Shared {
                 client: self.client,
                 config,
                 retry,
-                handlers: self.handlers,
+                handlers,
                 kinds,
                 data: self.data,
                 running: Arc::default(),

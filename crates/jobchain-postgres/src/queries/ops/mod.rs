@@ -1,6 +1,6 @@
 //! The transactions that span tables: inserting jobs with their workflow records,
-//! starting declared workflows, claiming under limits, settling ([`settle`]), retrying
-//! and cancelling, and cleaning. Each runs on the caller's transaction; what both backends decide is in
+//! starting declared workflows, settling ([`settle`]), signals, retrying and cancelling,
+//! and cleaning. Each runs on the caller's transaction; what both backends decide is in
 //! [`jobchain_core::rules`], so what is here is the order of statements and their locks.
 
 mod cascade;
@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use jobchain_core::job::{Job, JobId, JobState, NewJob};
 use jobchain_core::rules::{self, WorkflowPlan};
-use jobchain_core::store::{CleanReport, Enqueued};
+use jobchain_core::store::{
+    CleanReport, Enqueued, Lease, Outcome, SettleResult, Settlement, SignalReceipt,
+};
 use jobchain_core::workflow::{NewWorkflow, WorkflowInfo, WorkflowStarted};
 use jobchain_core::{StoreError, WorkflowId};
 
-use super::{dependency, job, limit, transition, workflow, Sql};
+use super::{dependency, job, limit, transition, wait, workflow, Sql};
 use sqlx::PgConnection;
 
 pub use settle::settle;
@@ -166,6 +168,7 @@ pub async fn clean(
     let (workflow_jobs, workflows) =
         workflow::delete_finished(conn, sql, older_than, limit).await?;
     limit::prune_keys(conn, sql, limit).await?;
+    wait::clean(conn, sql, limit).await?;
     Ok(CleanReport {
         jobs: jobs + workflow_jobs,
         workflows,
@@ -176,4 +179,47 @@ async fn reread(conn: &mut PgConnection, sql: &Sql, id: JobId) -> Result<Job, St
     job::get(conn, sql, id)
         .await?
         .ok_or_else(|| rules::job_not_found(id))
+}
+
+/// Sends a signal to a workflow (see [`jobchain_core::Store::send_signal`]): recorded, and
+/// if it is the first of its name, every step waiting for it completes with its payload
+/// through the settle of a completion (so its dependents are released as usual). A step
+/// whose handler holds it at that moment is completed here; the handler's own outcome
+/// then finds its attempt already settled and changes nothing.
+pub async fn send_signal(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    workflow: WorkflowId,
+    name: &str,
+    payload: serde_json::Value,
+) -> Result<SignalReceipt, StoreError> {
+    let recorded = wait::record_signal(conn, sql, workflow, name, &payload).await?;
+    let mut completed = Vec::new();
+    if recorded.accepted {
+        let waiting = wait::take_waiting(conn, sql, workflow, name).await?;
+        let settlements: Vec<Settlement> = waiting
+            .iter()
+            .map(|&(id, attempt)| Settlement {
+                lease: Lease { id, attempt },
+                outcome: Outcome::Completed {
+                    output: Some(payload.clone()),
+                    follow_ups: Vec::new(),
+                },
+                only_if_expired: false,
+                workflow_id: Some(workflow),
+            })
+            .collect();
+        let results = settle(conn, sql, &settlements).await?;
+        for ((id, _), result) in waiting.into_iter().zip(results) {
+            if matches!(result, SettleResult::Applied { .. }) {
+                completed.push(id);
+            }
+        }
+    }
+    Ok(SignalReceipt {
+        accepted: recorded.accepted,
+        received_at: recorded.received_at,
+        repeats: recorded.repeats.max(0) as u64,
+        completed,
+    })
 }

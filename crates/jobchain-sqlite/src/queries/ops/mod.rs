@@ -1,6 +1,6 @@
 //! The transactions that span tables: inserting jobs with their workflow records,
-//! starting declared workflows, claiming under limits, settling ([`settle`]), retrying
-//! and cancelling, and cleaning. Each runs inside the writer's transaction; what both backends decide is in
+//! starting declared workflows, claiming under limits, settling ([`settle`]), signals,
+//! retrying and cancelling, and cleaning. Each runs inside the writer's transaction; what both backends decide is in
 //! [`jobchain_core::rules`], so what is here is the order of statements.
 
 mod cascade;
@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use jobchain_core::job::{Job, JobId, JobState, NewJob};
 use jobchain_core::rules::{self, WorkflowPlan};
-use jobchain_core::store::{ClaimRequest, ClaimedJob, CleanReport, Enqueued, LimitScope};
+use jobchain_core::store::{
+    ClaimRequest, ClaimedJob, CleanReport, Enqueued, Lease, LimitScope, Outcome, SettleResult,
+    Settlement, SignalReceipt,
+};
 use jobchain_core::workflow::{NewWorkflow, WorkflowInfo, WorkflowStarted};
 use jobchain_core::{StoreError, WorkflowId};
 use rusqlite::Connection;
 
-use super::{dependency, duration_ms, job, limit, transition, workflow};
+use super::{dependency, duration_ms, job, limit, to_time, transition, wait, workflow};
 
 pub use settle::settle;
 
@@ -128,6 +131,7 @@ pub fn clean(
         workflow::delete(conn, id)?;
     }
     limit::prune_keys(conn, limit)?;
+    wait::clean(conn, limit)?;
     Ok(CleanReport {
         jobs,
         workflows: workflows.len() as u64,
@@ -188,4 +192,47 @@ pub fn claim_limited(
         }
     }
     Ok(jobchain_core::store::in_claim_order(claimed))
+}
+
+/// Sends a signal to a workflow (see [`jobchain_core::Store::send_signal`]): recorded, and
+/// if it is the first of its name, every step waiting for it completes with its payload
+/// through the settle of a completion (so its dependents are released as usual). A step
+/// whose handler holds it at that moment is completed here; the handler's own outcome
+/// then finds its attempt already settled and changes nothing.
+pub fn send_signal(
+    conn: &Connection,
+    now: i64,
+    workflow: WorkflowId,
+    name: &str,
+    payload: serde_json::Value,
+) -> Result<SignalReceipt, StoreError> {
+    let recorded = wait::record_signal(conn, now, workflow, name, &payload)?;
+    let mut completed = Vec::new();
+    if recorded.accepted {
+        let waiting = wait::take_waiting(conn, now, workflow, name)?;
+        let settlements: Vec<Settlement> = waiting
+            .iter()
+            .map(|&(id, attempt)| Settlement {
+                lease: Lease { id, attempt },
+                outcome: Outcome::Completed {
+                    output: Some(payload.clone()),
+                    follow_ups: Vec::new(),
+                },
+                only_if_expired: false,
+                workflow_id: Some(workflow),
+            })
+            .collect();
+        let results = settle(conn, now, &settlements)?;
+        for ((id, _), result) in waiting.into_iter().zip(results) {
+            if matches!(result, SettleResult::Applied { .. }) {
+                completed.push(id);
+            }
+        }
+    }
+    Ok(SignalReceipt {
+        accepted: recorded.accepted,
+        received_at: to_time(recorded.received_at),
+        repeats: recorded.repeats.max(0) as u64,
+        completed,
+    })
 }

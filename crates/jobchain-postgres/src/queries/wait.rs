@@ -1,0 +1,141 @@
+//! SQL of workflows that wait: signals received, the steps waiting for them, and the
+//! due instants of waiting steps. The signal's transaction is in [`super::ops`].
+
+use chrono::{DateTime, Utc};
+use jobchain_core::job::JobId;
+use jobchain_core::store::SIGNAL_KIND;
+use jobchain_core::{StoreError, WorkflowId};
+use serde_json::Value;
+
+use sqlx::PgConnection;
+
+use super::{map_err, Sql};
+
+/// A signal as recorded: whether it was the first of its name, when the first came, and
+/// how many came after it.
+pub struct Recorded {
+    pub accepted: bool,
+    pub received_at: DateTime<Utc>,
+    pub repeats: i32,
+}
+
+/// Records signal `name` of a workflow: the first is kept, later ones counted.
+pub async fn record_signal(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    workflow: WorkflowId,
+    name: &str,
+    payload: &Value,
+) -> Result<Recorded, StoreError> {
+    let (accepted, received_at, repeats): (bool, DateTime<Utc>, i32) = sqlx::query_as(sql.get(
+        "INSERT INTO __schema__.signals AS s (workflow_id, name, payload) VALUES ($1, $2, $3) \
+         ON CONFLICT (workflow_id, name) DO UPDATE \
+             SET repeats = s.repeats + 1, last_repeat_at = now() \
+         RETURNING (xmax = 0), received_at, repeats",
+    ))
+    .bind(workflow.0)
+    .bind(name)
+    .bind(sqlx::types::Json(payload))
+    .fetch_one(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(Recorded {
+        accepted,
+        received_at,
+        repeats,
+    })
+}
+
+/// The steps of a workflow waiting for signal `name` now (pending or running), locked,
+/// with their attempt numbers; pending ones are marked running under a new attempt
+/// first, so that every one can be settled as a claim.
+pub async fn take_waiting(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    workflow: WorkflowId,
+    name: &str,
+) -> Result<Vec<(JobId, u32)>, StoreError> {
+    let rows: Vec<(i64, i32)> = sqlx::query_as(sql.get(
+        "WITH waiting AS (SELECT id FROM __schema__.jobs \
+             WHERE workflow_id = $1 AND kind = $3 AND state IN ('pending', 'running') \
+                 AND payload->>'signal' = $2 ORDER BY id FOR UPDATE), \
+         taken AS (UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, \
+                 started_at = now(), lease_until = now() + interval '1 minute', \
+                 worker = 'signal', debounce_key = NULL \
+             FROM waiting w WHERE j.id = w.id AND j.state = 'pending' \
+             RETURNING j.id, j.attempts) \
+         SELECT j.id, coalesce(t.attempts, j.attempts) FROM __schema__.jobs j \
+         JOIN waiting w ON j.id = w.id LEFT JOIN taken t ON t.id = j.id ORDER BY j.id",
+    ))
+    .bind(workflow.0)
+    .bind(name)
+    .bind(SIGNAL_KIND)
+    .fetch_all(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, attempt)| (JobId(id), attempt.max(0) as u32))
+        .collect())
+}
+
+/// The payload of the first signal `name` of a workflow.
+pub async fn received(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    workflow: WorkflowId,
+    name: &str,
+) -> Result<Option<Value>, StoreError> {
+    let payload: Option<sqlx::types::Json<Value>> = sqlx::query_scalar(
+        sql.get("SELECT payload FROM __schema__.signals WHERE workflow_id = $1 AND name = $2"),
+    )
+    .bind(workflow.0)
+    .bind(name)
+    .fetch_optional(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(payload.map(|p| p.0))
+}
+
+/// The due instant of waiting job `job`: `proposed` if it has none yet.
+pub async fn timer(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    job: JobId,
+    proposed: DateTime<Utc>,
+) -> Result<DateTime<Utc>, StoreError> {
+    sqlx::query_scalar(sql.get(
+        "INSERT INTO __schema__.timers AS t (job_id, due_at) VALUES ($1, $2) \
+         ON CONFLICT (job_id) DO UPDATE SET due_at = t.due_at RETURNING due_at",
+    ))
+    .bind(job.0)
+    .bind(proposed)
+    .fetch_one(conn)
+    .await
+    .map_err(map_err)
+}
+
+/// Forgets signals of workflows that no longer exist and timers of jobs that ended or
+/// no longer exist, up to `limit` of each.
+pub async fn clean(conn: &mut PgConnection, sql: &Sql, limit: usize) -> Result<(), StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    sqlx::query(sql.get(
+        "DELETE FROM __schema__.signals WHERE (workflow_id, name) IN (SELECT s.workflow_id, s.name \
+         FROM __schema__.signals s WHERE NOT EXISTS (SELECT 1 FROM __schema__.workflows w \
+             WHERE w.id = s.workflow_id) LIMIT $1)",
+    ))
+    .bind(limit)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    sqlx::query(sql.get(
+        "DELETE FROM __schema__.timers WHERE job_id IN (SELECT t.job_id FROM __schema__.timers t \
+         WHERE NOT EXISTS (SELECT 1 FROM __schema__.jobs j WHERE j.id = t.job_id \
+             AND j.state IN ('blocked', 'pending', 'running')) LIMIT $1)",
+    ))
+    .bind(limit)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
