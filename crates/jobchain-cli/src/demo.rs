@@ -122,6 +122,20 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         };
         workflows.push((n, started.id));
     }
+    if args.declared {
+        // The warehouse confirms each order's parcel: a signal, which the order's
+        // `warehouse_packed` step waits for (sent now, it is kept until the step is
+        // reached).
+        for (n, id) in &workflows {
+            client
+                .signal(
+                    *id,
+                    "warehouse_packed",
+                    serde_json::json!({ "parcel": format!("PKG-{n:05}") }),
+                )
+                .await?;
+        }
+    }
     let mut summary = Summary::default();
     for (n, id) in &workflows {
         client
@@ -189,7 +203,8 @@ fn register(builder: jobchain::WorkerBuilder, args: &DemoArgs) -> jobchain::Work
         })
 }
 
-/// The order workflow as a declared graph.
+/// The order workflow as a declared graph; inventory is synced once the warehouse has
+/// signalled that the parcel is packed.
 fn declared(order: &Order, email_optional: bool) -> Workflow {
     let after_email = |step: Step| {
         if email_optional {
@@ -208,10 +223,13 @@ fn declared(order: &Order, email_optional: bool) -> Workflow {
             "generate_invoice",
             &GenerateInvoice(order()),
         )))
-        .step(after_email(Step::new(
-            "sync_inventory",
-            &SyncInventory(order()),
-        )))
+        .step(
+            Step::wait_for_signal("warehouse_packed", Duration::from_secs(60))
+                .after("process_order"),
+        )
+        .step(after_email(
+            Step::new("sync_inventory", &SyncInventory(order())).after("warehouse_packed"),
+        ))
 }
 
 #[derive(Default)]

@@ -187,7 +187,69 @@ on_both_stores!(
     queues_pause_and_resume_from_the_command,
     exit_75_snoozes_without_spending_an_attempt,
     periodic_jobs_and_limits_from_the_config,
+    signals_and_results_from_the_command,
 );
+
+/// A workflow document that waits for a signal: `workflow result` refuses while it
+/// runs, `workflow signal` completes the waiting step (a second signal changes nothing),
+/// and `workflow wait --result` prints the last step's output.
+fn signals_and_results_from_the_command(db: &Db) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("jobchain.toml"),
+        "[handlers.finish]\ncommand = [\"sh\", \"-c\", \"cat >/dev/null; echo '{\\\"output\\\": {\\\"done\\\": true}}'\"]\n",
+    )
+    .expect("config");
+    std::fs::write(
+        dir.path().join("flow.json"),
+        r#"{"name": "ship", "steps": [
+            {"name": "shipped", "wait_for_signal": {"timeout": "1h"}},
+            {"name": "finish", "kind": "finish", "after": ["shipped"]}
+        ]}"#,
+    )
+    .expect("flow");
+    let workflow = db.line(&[
+        "workflow",
+        "start",
+        "--file",
+        dir.path().join("flow.json").to_str().expect("path"),
+    ]);
+    let early = db.run(&["workflow", "result", &workflow]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(
+        text(&early.stderr).contains("still running"),
+        "{}",
+        text(&early.stderr)
+    );
+    let said = db.line(&[
+        "workflow",
+        "signal",
+        &workflow,
+        "shipped",
+        r#"{"tracking": "ZX-1"}"#,
+    ]);
+    assert!(said.contains("completed 1 waiting step"), "{said}");
+    let again = db.json(&["workflow", "signal", &workflow, "shipped", "2", "--json"]);
+    assert_eq!(again["accepted"], false);
+    assert_eq!(again["repeats"], 1);
+    work_until_idle(db, &dir.path().join("jobchain.toml"));
+    let result = db.json(&[
+        "workflow",
+        "wait",
+        &workflow,
+        "--result",
+        "--timeout",
+        "30s",
+    ]);
+    assert_eq!(result, serde_json::json!({"done": true}));
+    let shown = db.json(&["workflow", "show", &workflow, "--json"]);
+    assert_eq!(
+        shown["jobs"][0]["job"]["output"],
+        serde_json::json!({"tracking": "ZX-1"})
+    );
+    let bad = db.run(&["workflow", "signal", &workflow, "shipped", "{not json"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+}
 
 fn the_order_workflow_runs_with_python_and_shell_handlers(db: &Db) {
     let (dir, config) = example();

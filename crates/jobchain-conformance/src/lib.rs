@@ -9,6 +9,7 @@
 //! user would, so they check the store and the runtime together.
 
 pub mod claims;
+pub mod compose;
 pub mod flow;
 pub mod hostile;
 pub mod leases;
@@ -106,9 +107,17 @@ macro_rules! conformance_suite {
             a_signal_completes_its_waiting_step,
             an_early_signal_is_kept_and_a_later_one_refused,
             racing_signals_have_one_winner,
+            signals_racing_the_steps_first_run_are_not_lost,
             an_unanswered_signal_times_out_dead,
             a_timer_survives_a_worker_restart,
             the_result_is_read_through_wait,
+        );
+        $crate::conformance_suite!(@in compose, $factory;
+            a_map_runs_each_element_in_order_within_its_parallelism,
+            a_failed_element_retried_from_the_dlq_revives_the_map,
+            a_sub_workflow_runs_nested_and_returns_its_result,
+            a_sub_workflow_is_cancelled_through_its_parent,
+            conditions_skip_a_step_or_its_branch,
         );
         $crate::conformance_suite!(@in registry, $factory;
             store_keeps_the_worker_registry,

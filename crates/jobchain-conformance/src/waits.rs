@@ -155,6 +155,36 @@ pub async fn racing_signals_have_one_winner(h: &Harness) {
     worker.shutdown().await;
 }
 
+/// Signals sent while their steps' first runs may hold them (the run finds no signal
+/// yet and snoozes, while the signal commits): none is lost, every workflow completes.
+pub async fn signals_racing_the_steps_first_run_are_not_lost(h: &Harness) {
+    let worker = shipping_worker(h);
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let started = h
+            .client
+            .start_workflow(order_waiting_for_shipment(Duration::from_secs(3600)))
+            .await
+            .expect("start");
+        ids.push(started.id);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let receipt = h
+            .client
+            .signal(*id, "shipped", json!({"n": i}))
+            .await
+            .expect("signal");
+        assert!(receipt.accepted);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let info = settled(h, *id).await;
+        assert_eq!(info.state, WorkflowState::Completed);
+        let jobs = jobs_by_step(h, *id).await;
+        assert_eq!(jobs["shipped"].output, Some(json!({"n": i})));
+    }
+    worker.shutdown().await;
+}
+
 /// A signal that does not come within the timeout ends its step dead: required
 /// dependents are cancelled, optional ones run, the workflow fails.
 pub async fn an_unanswered_signal_times_out_dead(h: &Harness) {

@@ -118,17 +118,21 @@ pub enum JobState {
     Dead,
     /// Cancelled by a user or because a required dependency failed (terminal).
     Cancelled,
+    /// Not run: its condition held, or a required dependency was skipped with a cascade
+    /// (terminal; never a failure, and its dependents run as after a completion).
+    Skipped,
 }
 
 impl JobState {
     /// Every state, in lifecycle order.
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Blocked,
         JobState::Pending,
         JobState::Running,
         JobState::Completed,
         JobState::Dead,
         JobState::Cancelled,
+        JobState::Skipped,
     ];
 
     /// The name used in storage, the API and the command line.
@@ -140,15 +144,16 @@ impl JobState {
             JobState::Completed => "completed",
             JobState::Dead => "dead",
             JobState::Cancelled => "cancelled",
+            JobState::Skipped => "skipped",
         }
     }
 
-    /// Completed, dead or cancelled: the job will not change again (unless a dead or
-    /// cancelled job is retried by hand).
+    /// Completed, dead, cancelled or skipped: the job will not change again (unless a
+    /// dead or cancelled job is retried by hand).
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            JobState::Completed | JobState::Dead | JobState::Cancelled
+            JobState::Completed | JobState::Dead | JobState::Cancelled | JobState::Skipped
         )
     }
 
@@ -172,7 +177,7 @@ impl FromStr for JobState {
             .find(|state| state.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown job state `{s}`: use one of blocked, pending, running, completed, dead, cancelled"
+                    "unknown job state `{s}`: use one of blocked, pending, running, completed, dead, cancelled, skipped"
                 )
             })
     }
@@ -287,7 +292,7 @@ pub struct EnqueueOptions {
     #[serde(default)]
     pub debounce: Option<Debounce>,
     /// The job's concurrency key: a kind's `max_running_per_key` limits how many jobs of
-    /// one key run at once, and claims go round-robin across keys.
+    /// one key run at once, and claims are fair across keys.
     #[serde(default)]
     pub concurrency_key: Option<String>,
 }
@@ -401,6 +406,9 @@ pub struct NewJob {
     /// Its concurrency key.
     #[serde(default)]
     pub concurrency_key: Option<String>,
+    /// Its condition (workflow steps with dependencies): skipped when it holds.
+    #[serde(default)]
+    pub skip_if: Option<crate::workflow::condition::SkipIf>,
 }
 
 impl NewJob {
@@ -423,6 +431,7 @@ impl NewJob {
             optional: options.optional,
             debounce_key: options.debounce.map(|d| d.key),
             concurrency_key: options.concurrency_key,
+            skip_if: None,
         }
     }
 

@@ -8,7 +8,8 @@
 use crate::error::{StoreError, StoreResult};
 use crate::job::{Job, JobId, JobState, NewJob, WorkflowId};
 use crate::store::Settlement;
-use crate::workflow::{EdgePolicy, NewWorkflow, WorkflowInfo, WorkflowState};
+use crate::workflow::condition::SkipIf;
+use crate::workflow::{EdgePolicy, NewWorkflow, StepResult, WorkflowInfo, WorkflowState};
 
 /// The error for a job id that names no job.
 pub fn job_not_found(id: JobId) -> StoreError {
@@ -174,10 +175,57 @@ impl WorkflowPlan {
     }
 }
 
+/// The new steps of a job that awaits them ([`crate::store::Outcome::Await`]), laid out
+/// as a workflow's: in the job's workflow, each with the job as its parent. Fails, naming
+/// the job, when the job is outside any workflow or a step is invalid.
+pub fn await_plan(
+    parent: JobId,
+    workflow: Option<WorkflowId>,
+    steps: &[crate::workflow::NewStep],
+    join: &[(usize, EdgePolicy)],
+) -> StoreResult<WorkflowPlan> {
+    let Some(workflow) = workflow else {
+        return Err(StoreError::Invalid(format!(
+            "job {parent} awaits new steps but belongs to no workflow: start it as a workflow step"
+        )));
+    };
+    if let Some(&(i, _)) = join.iter().find(|(i, _)| *i >= steps.len()) {
+        return Err(StoreError::Invalid(format!(
+            "job {parent} awaits step {i} of {}, which does not exist",
+            steps.len()
+        )));
+    }
+    let mut plan = WorkflowPlan::new(&NewWorkflow {
+        id: workflow,
+        name: format!("steps of job {parent}"),
+        unique_key: None,
+        steps: steps.to_vec(),
+        result_step: None,
+    })?;
+    for step in &mut plan.steps {
+        step.job.parent_id = Some(parent);
+    }
+    Ok(plan)
+}
+
 /// Splits a settle batch into the plain completions ([`Settlement::is_plain_completion`]),
 /// which a store may write by its cheap path, and the rest, by index.
 pub fn split_settle_batch(settlements: &[Settlement]) -> (Vec<usize>, Vec<usize>) {
     (0..settlements.len()).partition(|&i| settlements[i].is_plain_completion())
+}
+
+/// Why a step with condition `skip` is skipped over its dependencies' results, or `None`
+/// when it runs.
+pub fn skip_reason(skip: &SkipIf, deps: &[StepResult]) -> Option<String> {
+    skip.when
+        .holds(deps)
+        .then(|| format!("skipped: {}", skip.when.describe()))
+}
+
+/// The reason recorded on a step skipped because a required dependency was skipped with a
+/// cascade.
+pub fn skipped_by_dependency(name: &str, dependency: JobId) -> String {
+    format!("skipped: required dependency `{name}` (job {dependency}) was skipped")
 }
 
 /// The reason recorded on a dependent cancelled because a required dependency failed.

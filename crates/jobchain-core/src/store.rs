@@ -55,9 +55,9 @@ pub struct ClaimRequest {
     /// Limits the store enforces on this claim, exactly, across every process that shares
     /// it: no more running jobs, and no more starts in any window, than they allow.
     pub limits: Vec<ScopeLimit>,
-    /// At most this many running jobs per concurrency key, with claims going round-robin
-    /// across the keys that have waiting jobs (`kinds` then names one kind). Jobs without
-    /// a key are claimed after the keyed ones, without this limit.
+    /// At most this many running jobs per concurrency key, with claims fair across the
+    /// keys that have waiting jobs (`kinds` then names one kind). Jobs without a key are
+    /// claimed, without this limit, when no keyed job may start.
     pub per_key: Option<u32>,
 }
 
@@ -257,6 +257,17 @@ pub enum Outcome {
     /// The worker gives the job back unfinished (graceful shutdown): it is `pending`
     /// at once and the attempt does not count against `max_attempts`.
     Released,
+    /// The job waits for new steps of its workflow, written in the same transaction:
+    /// it is `blocked` again, waiting for the steps of `join` (each with its edge
+    /// policy), and runs once more when they have ended, under a new attempt (which does
+    /// not count against `max_attempts`). The steps record the job as their parent (the
+    /// tree nests them under it). How map steps and sub-workflows run.
+    Await {
+        /// The new steps, dependencies by index among themselves, dependencies first.
+        steps: Vec<crate::workflow::NewStep>,
+        /// The steps the job waits for, by index, with the policy of each edge.
+        join: Vec<(usize, crate::workflow::EdgePolicy)>,
+    },
 }
 
 /// One state change asked for by a worker, fenced by its lease.

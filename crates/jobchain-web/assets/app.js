@@ -212,7 +212,7 @@ function alertBox(text) {
 
 // ---- overview ---------------------------------------------------------------------
 
-const STATES = ["blocked", "pending", "running", "completed", "dead", "cancelled"];
+const STATES = ["blocked", "pending", "running", "completed", "dead", "cancelled", "skipped"];
 
 function mountOverview(root) {
   const cards = h("div", { class: "cards", id: "totals" });
@@ -548,7 +548,7 @@ function drawGraph(jobs, edges) {
     const tip = [`#${j.id} ${j.step || j.kind}`, `kind: ${j.kind}`, `state: ${j.state}`,
       `attempts: ${j.attempts}/${j.max_attempts}`];
     if (j.optional) tip.push("optional: its failure is tolerated");
-    if (j.cancel_reason) tip.push(`cancelled: ${j.cancel_reason}`);
+    if (j.cancel_reason) tip.push(j.state === "skipped" ? j.cancel_reason : `cancelled: ${j.cancel_reason}`);
     if (j.errors.length) tip.push(`last error: ${j.errors[j.errors.length - 1].message}`);
     const g = s("g", { class: "node state-" + j.state, "data-job-id": j.id, "data-state": j.state,
       "data-step": j.step || j.kind, transform: `translate(${p.x},${p.y})`, tabindex: 0 },

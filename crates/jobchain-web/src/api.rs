@@ -12,7 +12,7 @@ use jobchain::{
     Client, JobFilter, JobId, JobOptions, JobSpec, JobState, WorkflowDocument, WorkflowFilter,
     WorkflowId, WorkflowState,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::problem::Problem;
@@ -42,6 +42,8 @@ pub fn routes() -> Router<AppState> {
         .route("/workflows", get(list_workflows).post(start_workflow))
         .route("/workflows/{id}", get(workflow))
         .route("/workflows/{id}/cancel", post(cancel_workflow))
+        .route("/workflows/{id}/signals/{name}", post(signal_workflow))
+        .route("/workflows/{id}/result", get(workflow_result))
         .route("/queues", get(queues))
         .route("/queues/{name}/pause", post(pause_queue))
         .route("/queues/{name}/resume", post(resume_queue))
@@ -392,6 +394,54 @@ async fn cancel_workflow(State(state): State<AppState>, Path(id): Path<String>) 
         .cancel_workflow(parse_workflow_id(&id)?)
         .await?;
     ok(StatusCode::OK, &info)
+}
+
+/// Sends a signal; the body (any JSON, `null` when empty) is its payload.
+async fn signal_workflow(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let id = parse_workflow_id(&id)?;
+    let payload = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                "send the signal's payload as JSON with `Content-Type: application/json`",
+            ));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| Problem::bad_request(format!("the signal's payload is not JSON: {e}")))?
+    };
+    let receipt = state.client.signal(id, &name, payload).await?;
+    ok(StatusCode::OK, &receipt)
+}
+
+#[derive(Serialize)]
+struct ResultView {
+    result: serde_json::Value,
+}
+
+/// A finished workflow's result; 409 while it runs or when it has none.
+async fn workflow_result(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let result = state
+        .client
+        .workflow_result_value(parse_workflow_id(&id)?)
+        .await?;
+    ok(
+        StatusCode::OK,
+        &ResultView {
+            result: result.unwrap_or(serde_json::Value::Null),
+        },
+    )
 }
 
 /// Which dead jobs a bulk action takes: listed ids, or every dead job (of a kind).

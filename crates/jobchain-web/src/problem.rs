@@ -76,6 +76,7 @@ impl From<Error> for Problem {
             },
             Error::Payload { .. } | Error::Workflow(_) => (StatusCode::BAD_REQUEST, "Bad request"),
             Error::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "Timed out"),
+            Error::NoResult { .. } => (StatusCode::CONFLICT, "No result"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         };
         if status.is_server_error() {

@@ -70,7 +70,17 @@ async fn stats_workers_and_the_openapi_document(h: &Harness) {
     })
     .await;
     check_answer(&doc, "/workers", "get", &a);
-    assert_eq!(a.body["workers"][0]["kinds"], json!(["other"]));
+    // Its handlers, and the steps every worker runs itself.
+    assert_eq!(
+        a.body["workers"][0]["kinds"],
+        json!([
+            "jobchain.map",
+            "jobchain.signal",
+            "jobchain.sleep",
+            "jobchain.workflow",
+            "other"
+        ])
+    );
     worker.shutdown().await;
 
     let a = get(&r, "/api/v1/nothing-here").await;
@@ -499,6 +509,73 @@ async fn queues_pause_and_resume(h: &Harness) {
     assert!(a.problem(400).contains("NUL"));
 }
 
+/// A workflow document with a signal step, started over the API: the signal completes
+/// the waiting step, a second one is refused, and the result is the last step's output.
+async fn signals_and_results(h: &Harness) {
+    let r = router(h);
+    let doc = openapi();
+    let worker = h
+        .worker()
+        .handler(
+            "echo",
+            |_: jobchain::JobContext, p: Value| async move { Ok(p) },
+        )
+        .started();
+    let document = json!({"name": "ship", "steps": [
+        {"name": "shipped", "wait_for_signal": {"timeout": "1h"}},
+        {"name": "done", "kind": "echo", "payload": {"ok": true}, "after": ["shipped"]}
+    ]});
+    let a = post(&r, "/api/v1/workflows", document).await;
+    check_answer(&doc, "/workflows", "post", &a);
+    let id = a.body["id"].as_str().unwrap().to_string();
+    let a = get(&r, &format!("/api/v1/workflows/{id}/result")).await;
+    check_answer(&doc, "/workflows/{id}/result", "get", &a);
+    assert!(a.problem(409).contains("still running"), "{}", a.text);
+    let a = post(
+        &r,
+        &format!("/api/v1/workflows/{id}/signals/shipped"),
+        json!({"tracking": "ZX-1"}),
+    )
+    .await;
+    check_answer(&doc, "/workflows/{id}/signals/{name}", "post", &a);
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["accepted"], true);
+    let a = post(
+        &r,
+        &format!("/api/v1/workflows/{id}/signals/shipped"),
+        json!(2),
+    )
+    .await;
+    check_answer(&doc, "/workflows/{id}/signals/{name}", "post", &a);
+    assert_eq!(
+        (a.body["accepted"].clone(), a.body["repeats"].clone()),
+        (json!(false), json!(1))
+    );
+    let wf: jobchain::WorkflowId = id.parse().unwrap();
+    h.client
+        .wait_for_workflow(wf, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let a = get(&r, &format!("/api/v1/workflows/{id}/result")).await;
+    check_answer(&doc, "/workflows/{id}/result", "get", &a);
+    assert_eq!(a.body["result"], json!({"ok": true}));
+    let a = get(&r, &format!("/api/v1/workflows/{id}")).await;
+    check_answer(&doc, "/workflows/{id}", "get", &a);
+    assert_eq!(a.body["workflow"]["result_step"], "done");
+    let a = post(
+        &r,
+        &format!(
+            "/api/v1/workflows/{}/signals/shipped",
+            jobchain::WorkflowId::new()
+        ),
+        json!({}),
+    )
+    .await;
+    check_answer(&doc, "/workflows/{id}/signals/{name}", "post", &a);
+    a.problem(404);
+    worker.shutdown().await;
+}
+
 async fn metrics_count_the_jobs_that_ran(h: &Harness) {
     let metrics = jobchain::Metrics::new();
     let worker = h
@@ -619,5 +696,6 @@ on_both_stores!(
     workflows_start_list_show_and_cancel,
     dead_letter_queue_in_bulk,
     queues_pause_and_resume,
+    signals_and_results,
     metrics_count_the_jobs_that_ran,
 );

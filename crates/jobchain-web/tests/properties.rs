@@ -130,7 +130,15 @@ fn valid_body(path: &str, job: i64) -> Value {
             json!({"kind": "generated", "payload": {"n": 1}, "options": {"queue": "q", "priority": 5}})
         }
         "/workflows" => {
-            json!({"name": "generated", "steps": [{"name": "a", "kind": "k"}, {"name": "b", "kind": "k", "after": ["a"]}]})
+            json!({"name": "generated", "result": "b", "steps": [
+                {"name": "a", "kind": "k"},
+                {"name": "b", "kind": "k", "after": ["a"]},
+                {"name": "shipped", "wait_for_signal": {"timeout": "1h"}, "after": ["a"]},
+                {"name": "each", "map": {"kind": "k", "over": "a", "max_parallel": 2}},
+                {"name": "pause", "sleep": "10s"},
+                {"name": "maybe", "kind": "k", "after": ["a"], "skip_if": {"step": "a", "op": "exists"}},
+                {"name": "child", "workflow": {"name": "c", "steps": [{"name": "x", "kind": "k"}]}}
+            ]})
         }
         _ => json!({"ids": [job]}),
     }
@@ -179,7 +187,7 @@ async fn generated_requests_get_documented_answers(h: &Harness) {
     }
     assert_eq!(
         operations.len(),
-        16,
+        18,
         "every operation of the document is exercised"
     );
     let strategy = generated(operations);

@@ -446,7 +446,7 @@ impl Client {
         Ok(self.inner.store.workers().await?)
     }
 
-    /// Waits until a job is terminal (completed, dead or cancelled) and returns it; fails
+    /// Waits until a job is terminal (completed, dead, cancelled or skipped) and returns it; fails
     /// with [`Error::Timeout`] when it is still live after `timeout`.
     pub async fn wait_for_job(&self, id: JobId, timeout: Duration) -> Result<Job> {
         self.wait(&format!("job {id}"), timeout, || async {
@@ -487,10 +487,13 @@ impl Client {
             )
             .into());
         }
+        jobchain_core::job::check_name("signal name", name).map_err(StoreError::Invalid)?;
         let payload = serde_json::to_value(payload).map_err(|e| Error::Payload {
             kind: format!("signal `{name}`"),
             reason: e.to_string(),
         })?;
+        jobchain_core::job::check_payload(&payload)
+            .map_err(|e| StoreError::Invalid(format!("the payload of signal `{name}` {e}")))?;
         // Refuses an unknown workflow (a typo would otherwise be kept forever).
         self.workflow(workflow).await?;
         Ok(self
@@ -532,10 +535,19 @@ impl Client {
                 .find(|j| j.step.as_deref() == Some(name.as_str()))
                 .ok_or_else(|| no_result(format!("its result step `{name}` has no job")))?,
             None => {
+                // A sink: no job depends on it, and it enqueued no job that it does not
+                // await itself (as map and sub-workflow steps do).
                 let edges = self.inner.store.dependencies(id).await?;
+                let awaits = |parent: JobId, child: JobId| {
+                    edges
+                        .iter()
+                        .any(|e| e.job == parent && e.depends_on == child)
+                };
                 let mut sinks = jobs.iter().filter(|j| {
                     !edges.iter().any(|e| e.depends_on == j.id)
-                        && !jobs.iter().any(|c| c.parent_id == Some(j.id))
+                        && !jobs
+                            .iter()
+                            .any(|c| c.parent_id == Some(j.id) && !awaits(j.id, c.id))
                 });
                 match (sinks.next(), sinks.next()) {
                     (Some(sink), None) => sink,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jobchain_core::job::{EnqueueOptions, JobId, NewJob, WorkflowId};
 use jobchain_core::store::{ClaimedJob, SignalWait, SleepFor, SIGNAL_KIND, SLEEP_KIND};
-use jobchain_core::workflow::StepResult;
+use jobchain_core::workflow::{EdgePolicy, NewStep, StepResult};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -50,8 +50,12 @@ struct Inner {
     client: Client,
     cancel: CancellationToken,
     staged: Mutex<Vec<NewJob>>,
+    awaiting: Mutex<Option<Awaited>>,
     data: Data,
 }
+
+/// New steps a job waits for (see [`Outcome::Await`](jobchain_core::store::Outcome::Await)).
+pub(crate) type Awaited = (Vec<NewStep>, Vec<(usize, EdgePolicy)>);
 
 impl fmt::Debug for JobContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,6 +82,7 @@ impl JobContext {
                 client,
                 cancel,
                 staged: Mutex::new(Vec::new()),
+                awaiting: Mutex::new(None),
                 data,
             }),
         }
@@ -237,6 +242,18 @@ impl JobContext {
         dep.output
             .map(|o| crate::handler::decode(&format!("the output of step `{step}`"), o))
             .transpose()
+    }
+
+    /// Makes this attempt, if it succeeds, wait for new steps of the workflow instead of
+    /// completing: the job runs once more when the steps of `join` have ended.
+    pub(crate) fn await_steps(&self, steps: Vec<NewStep>, join: Vec<(usize, EdgePolicy)>) {
+        if let Ok(mut awaiting) = self.inner.awaiting.lock() {
+            *awaiting = Some((steps, join));
+        }
+    }
+
+    pub(crate) fn take_awaited(&self) -> Option<Awaited> {
+        self.inner.awaiting.lock().ok().and_then(|mut a| a.take())
     }
 
     pub(crate) fn take_staged(&self) -> Vec<NewJob> {

@@ -21,7 +21,22 @@
 //! after = ["charge"]
 //! after_optional = ["confirm"]     # runs once confirm is terminal, whatever its outcome
 //! payload = { copy = true }
+//!
+//! [[steps]]
+//! name = "shipped"                 # waits for the signal `shipped`, at most a day
+//! wait_for_signal = { timeout = "24h" }
+//! after = ["charge"]
+//!
+//! [[steps]]
+//! name = "lines"
+//! map = { kind = "invoice_line", over = "invoice", max_parallel = 10 }
 //! ```
+//!
+//! Other step forms: `sleep = "30s"`, `sleep_until = "2026-12-24T18:00:00Z"`, and
+//! `workflow = { name = "...", steps = [...] }` (a sub-workflow); `result = "step"` names
+//! the workflow's result step; `skip_if = { step = "charge", pointer = "/amount", op =
+//! "lt", value = 100 }` (with `skip_cascade = true` to skip the required dependents too)
+//! makes a step conditional.
 
 use std::time::Duration;
 
@@ -31,6 +46,7 @@ use serde_json::Value;
 use crate::args::JobSpec;
 use crate::workflow::{Step, Workflow};
 use jobchain_core::job::{EnqueueOptions, Priority};
+use jobchain_core::workflow::condition::Predicate;
 
 /// A declared workflow as data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,6 +62,9 @@ pub struct WorkflowDocument {
     pub input: Option<Value>,
     /// Its steps.
     pub steps: Vec<StepDocument>,
+    /// The step whose output is the workflow's result (default: the single sink step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
 
 /// One step of a [`WorkflowDocument`].
@@ -54,8 +73,34 @@ pub struct WorkflowDocument {
 pub struct StepDocument {
     /// Unique within the workflow.
     pub name: String,
-    /// The handler's kind.
-    pub kind: String,
+    /// The handler's kind. A step has a kind, or is one of the steps the worker runs
+    /// itself: `wait_for_signal`, `sleep`, `sleep_until`, `map`, `workflow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Waits for the workflow's signal named like the step: `{"timeout": "24h"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_signal: Option<SignalDocument>,
+    /// Completes this long after it is reached (`30s`, `2h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<String>,
+    /// Completes at this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_until: Option<String>,
+    /// Runs a kind once per element of a dependency's array output:
+    /// `{"kind": "...", "over": "step", "max_parallel": 10, "tolerate_failures": false}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapDocument>,
+    /// Runs a declared workflow (a document of its own) inside this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Box<WorkflowDocument>>,
+    /// Skips the step when this holds over its dependencies' outputs:
+    /// `{"step": "charge", "pointer": "/amount", "op": "lt", "value": 100}`, or
+    /// `{"all": [...]}` / `{"any": [...]}`; ops `eq ne lt le gt ge in exists missing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_if: Option<Predicate>,
+    /// With `skip_if`: its required dependents are skipped too.
+    #[serde(default)]
+    pub skip_cascade: bool,
     /// The payload; the workflow's input when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
@@ -77,6 +122,30 @@ pub struct StepDocument {
     /// Attempt limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+}
+
+/// A step that waits for a signal, as data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalDocument {
+    /// How long it waits once reached (`30s`, `24h`); then it ends dead.
+    pub timeout: String,
+}
+
+/// A map step as data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapDocument {
+    /// The kind run per element (the element is its payload).
+    pub kind: String,
+    /// The dependency whose output (an array) is mapped over.
+    pub over: String,
+    /// At most this many elements at once (default: no limit).
+    #[serde(default)]
+    pub max_parallel: u32,
+    /// A failed element becomes `null` instead of failing the step.
+    #[serde(default)]
+    pub tolerate_failures: bool,
 }
 
 impl WorkflowDocument {
@@ -110,13 +179,73 @@ impl WorkflowDocument {
         if let Some(key) = self.unique_key {
             workflow = workflow.unique_key(key);
         }
+        if let Some(result) = self.result {
+            workflow = workflow.result(&result);
+        }
         for s in self.steps {
             let mut options = EnqueueOptions::new();
             options.queue = s.queue;
             options.priority = s.priority;
             options.max_attempts = s.max_attempts;
-            let payload = s.payload.unwrap_or_else(|| input.clone());
-            let mut step = Step::untyped(&s.name, JobSpec::new(&s.kind, payload)).options(options);
+            let forms = [
+                s.kind.is_some(),
+                s.wait_for_signal.is_some(),
+                s.sleep.is_some(),
+                s.sleep_until.is_some(),
+                s.map.is_some(),
+                s.workflow.is_some(),
+            ];
+            if forms.iter().filter(|f| **f).count() != 1 {
+                return Err(format!(
+                    "step `{}` must have exactly one of kind, wait_for_signal, sleep, sleep_until, map, workflow",
+                    s.name
+                ));
+            }
+            let at = |what: &str, e: String| format!("step `{}`: {what}: {e}", s.name);
+            let mut step = if let Some(kind) = &s.kind {
+                let payload = s.payload.clone().unwrap_or_else(|| input.clone());
+                Step::untyped(&s.name, JobSpec::new(kind, payload))
+            } else if let Some(wait) = &s.wait_for_signal {
+                let timeout = parse_duration(&wait.timeout).map_err(|e| at("timeout", e))?;
+                Step::wait_for_signal(&s.name, timeout)
+            } else if let Some(delay) = &s.sleep {
+                Step::sleep(&s.name, parse_duration(delay).map_err(|e| at("sleep", e))?)
+            } else if let Some(until) = &s.sleep_until {
+                Step::sleep_until(
+                    &s.name,
+                    parse_time(until).map_err(|e| at("sleep_until", e))?,
+                )
+            } else if let Some(map) = &s.map {
+                let mut step = Step::map(&s.name, &map.kind)
+                    .over(&map.over)
+                    .max_parallel(map.max_parallel);
+                if map.tolerate_failures {
+                    step = step.tolerate_failures();
+                }
+                step
+            } else if let Some(child) = s.workflow.clone() {
+                Step::workflow(&s.name, child.into_workflow(Some(input.clone()))?)
+            } else {
+                return Err(format!("step `{}` has no kind", s.name));
+            };
+            if s.payload.is_some() && s.kind.is_none() {
+                return Err(format!(
+                    "step `{}`: a payload is for steps with a kind",
+                    s.name
+                ));
+            }
+            step = step.options(options);
+            match (s.skip_if, s.skip_cascade) {
+                (Some(p), false) => step = step.skip_if(p),
+                (Some(p), true) => step = step.skip_cascade_if(p),
+                (None, true) => {
+                    return Err(format!(
+                        "step `{}`: skip_cascade needs a skip_if condition",
+                        s.name
+                    ))
+                }
+                (None, false) => {}
+            }
             for dep in &s.after {
                 step = step.after(dep);
             }

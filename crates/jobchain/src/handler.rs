@@ -169,7 +169,8 @@ pub struct KindOptions {
     /// At most this many jobs of this kind running at once, across every worker.
     pub max_running: Option<u32>,
     /// At most this many jobs of one concurrency key running at once, across every
-    /// worker; claims go round-robin across the keys with waiting jobs.
+    /// worker; claims are fair across the keys with waiting jobs (by rank: the n-th
+    /// waiting job of every key before the (n+1)-th of any).
     pub max_running_per_key: Option<u32>,
 }
 

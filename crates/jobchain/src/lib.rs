@@ -75,6 +75,7 @@ pub mod periodic;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod runtime;
+pub mod steps;
 pub mod waits;
 pub mod workflow;
 
@@ -90,6 +91,7 @@ pub use jobchain_core::job::{
 pub use jobchain_core::registry::{UnhandledKind, WorkerRecord};
 pub use jobchain_core::retry::RetryPolicy;
 pub use jobchain_core::store::{Enqueued, JobFilter, QueueStats, RateLimit, Store};
+pub use jobchain_core::workflow::condition::{Op, Predicate};
 pub use jobchain_core::workflow::tree::TreeNode;
 pub use jobchain_core::workflow::{
     EdgePolicy, JobCounts, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted, WorkflowState,

@@ -170,7 +170,8 @@ impl Metrics {
             Outcome::Snooze { .. } => {
                 i.snoozed.get_or_create(&labels).inc();
             }
-            Outcome::Released => return,
+            // Neither ended: a step that awaits new steps runs again when they have.
+            Outcome::Released | Outcome::Await { .. } => return,
         }
         i.duration.get_or_create(&labels).observe(ran.as_secs_f64());
     }

@@ -32,13 +32,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use jobchain_core::job::EnqueueOptions;
 use jobchain_core::store::{SignalWait, SleepFor, SIGNAL_KIND, SLEEP_KIND};
+use jobchain_core::workflow::condition::{Predicate, SkipIf};
 use jobchain_core::workflow::graph::{self, GraphError, StepSpec};
 use jobchain_core::workflow::{EdgePolicy, NewStep, NewWorkflow};
 use jobchain_core::WorkflowId;
+use serde_json::Value;
 
 use crate::args::{IntoJob, JobArgs, JobSpec};
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::steps::{MapSpec, SubWorkflow, MAP_KIND, WORKFLOW_KIND};
 
 /// One declared step.
 #[derive(Debug)]
@@ -47,6 +50,12 @@ pub struct Step {
     job: Result<JobSpec>,
     options: EnqueueOptions,
     depends_on: Vec<(String, EdgePolicy)>,
+    /// A map step's settings (its job is written from them).
+    map: Option<MapSpec>,
+    /// A sub-workflow step's child (resolved when the parent is).
+    child: Option<Box<Workflow>>,
+    /// Its condition.
+    skip_if: Option<SkipIf>,
 }
 
 impl Step {
@@ -89,12 +98,92 @@ impl Step {
         Self::with_job(name, wait_job(SLEEP_KIND, &SleepFor::Until { until }))
     }
 
+    /// A map step named `name`: runs `kind` once per element of the array output of the
+    /// dependency named with [`over`](Self::over), each element its own job (its own
+    /// retries, payload the element); completes with the array of the elements' outputs,
+    /// in order. By default a failed element fails the step (its required dependents are
+    /// cancelled; retrying the element from the dead-letter queue revives them); see
+    /// [`tolerate_failures`](Self::tolerate_failures) and
+    /// [`max_parallel`](Self::max_parallel).
+    pub fn map(name: &str, kind: &str) -> Self {
+        let mut step = Self::with_job(name, Ok(JobSpec::new(MAP_KIND, Value::Null)));
+        step.map = Some(MapSpec {
+            kind: kind.to_string(),
+            over: String::new(),
+            max_parallel: 0,
+            tolerate_failures: false,
+        });
+        step
+    }
+
+    /// A map step's input: the dependency `step`, whose output is an array (the step
+    /// runs after it completed).
+    pub fn over(mut self, step: &str) -> Self {
+        if let Some(map) = &mut self.map {
+            map.over = step.to_string();
+        }
+        self.after(step)
+    }
+
+    /// At most `n` elements of a map step pending or running at once (0: no limit).
+    pub fn max_parallel(mut self, n: u32) -> Self {
+        if let Some(map) = &mut self.map {
+            map.max_parallel = n;
+        }
+        self
+    }
+
+    /// A failed element of a map step becomes `null` in its output instead of failing
+    /// the step.
+    pub fn tolerate_failures(mut self) -> Self {
+        if let Some(map) = &mut self.map {
+            map.tolerate_failures = true;
+        }
+        self
+    }
+
+    /// A step named `name` that runs the declared workflow `child` inside this one: its
+    /// steps are written when this step is reached, nested under it, and this step
+    /// completes when they have (with the child's result as its output: its result step's
+    /// output, or its single sink's). A failure the child does not tolerate cancels this
+    /// step; cancelling the workflow cancels the child's steps too.
+    pub fn workflow(name: &str, child: Workflow) -> Self {
+        let mut step = Self::with_job(name, Ok(JobSpec::new(WORKFLOW_KIND, Value::Null)));
+        step.child = Some(Box::new(child));
+        step
+    }
+
+    /// Skips the step when `predicate` holds over its dependencies' outputs, evaluated
+    /// when it is ready to run: it ends `skipped` (never a failure) without running, and
+    /// its dependents run, seeing it skipped (no output). Each step the predicate reads
+    /// must be a dependency of this one.
+    pub fn skip_if(mut self, predicate: Predicate) -> Self {
+        self.skip_if = Some(SkipIf {
+            when: predicate,
+            cascade: false,
+        });
+        self
+    }
+
+    /// Like [`skip_if`](Self::skip_if), and its required dependents are skipped too,
+    /// transitively (optional dependents run).
+    pub fn skip_cascade_if(mut self, predicate: Predicate) -> Self {
+        self.skip_if = Some(SkipIf {
+            when: predicate,
+            cascade: true,
+        });
+        self
+    }
+
     fn with_job(name: &str, job: Result<JobSpec>) -> Self {
         Step {
             name: name.to_string(),
             job,
             options: EnqueueOptions::default(),
             depends_on: Vec::new(),
+            map: None,
+            child: None,
+            skip_if: None,
         }
     }
 
@@ -221,6 +310,31 @@ impl Workflow {
 
     /// Validates the graph and resolves every step into a job, dependencies first.
     fn build(self, client: &Client) -> Result<NewWorkflow> {
+        let id = WorkflowId::new();
+        let name = self.name.clone();
+        let unique_key = self.unique_key.clone();
+        let named = self.result_step.clone();
+        let (steps, result) = self.resolve(client, Some(id))?;
+        // The result step is kept with the workflow: the named one, else the single
+        // sink of the declared graph (steps written later, by maps and sub-workflows,
+        // nest under it and do not change it).
+        let result_step = named.or_else(|| result.and_then(|i| steps[i].job.step.clone()));
+        Ok(NewWorkflow {
+            id,
+            name,
+            unique_key,
+            steps,
+            result_step,
+        })
+    }
+
+    /// The steps resolved into jobs, dependencies first, and the position of the result
+    /// step (the named one, else the single sink, if any).
+    fn resolve(
+        self,
+        client: &Client,
+        id: Option<WorkflowId>,
+    ) -> Result<(Vec<NewStep>, Option<usize>)> {
         let specs: Vec<StepSpec> = self
             .steps
             .iter()
@@ -231,12 +345,26 @@ impl Workflow {
             })
             .collect();
         let plan = graph::validate(&self.name, &specs)?;
-        if let Some(result) = &self.result_step {
-            if !self.steps.iter().any(|s| &s.name == result) {
-                return Err(GraphError::UnknownResult(result.clone()).into());
+        let result = match &self.result_step {
+            Some(result) => Some(
+                self.steps
+                    .iter()
+                    .position(|s| &s.name == result)
+                    .ok_or_else(|| GraphError::UnknownResult(result.clone()))?,
+            ),
+            None => {
+                let mut sinks = (0..self.steps.len()).filter(|&i| {
+                    !self
+                        .steps
+                        .iter()
+                        .any(|s| s.depends_on.iter().any(|(d, _)| *d == self.steps[i].name))
+                });
+                match (sinks.next(), sinks.next()) {
+                    (Some(sink), None) => Some(sink),
+                    _ => None,
+                }
             }
-        }
-        let id = WorkflowId::new();
+        };
         let mut position = vec![0usize; self.steps.len()];
         for (pos, &i) in plan.order.iter().enumerate() {
             position[i] = pos;
@@ -250,12 +378,39 @@ impl Workflow {
                     self.name
                 )));
             };
-            let spec = step.job?;
+            let spec = match (step.map, step.child) {
+                (Some(map), _) => {
+                    if map.over.is_empty() {
+                        return Err(Error::Config(format!(
+                            "map step `{}` maps over nothing: name its input with .over(step)",
+                            step.name
+                        )));
+                    }
+                    wait_job(MAP_KIND, &map)?
+                }
+                (None, Some(child)) => {
+                    let child_name = child.name.clone();
+                    let (child_steps, child_result) = child.resolve(client, None)?;
+                    wait_job(
+                        WORKFLOW_KIND,
+                        &SubWorkflow {
+                            name: child_name,
+                            steps: child_steps,
+                            result: child_result,
+                        },
+                    )?
+                }
+                (None, None) => step.job?,
+            };
             let mut options = merge(step.options, spec.options.clone());
-            options.workflow_id = Some(id);
+            options.workflow_id = id;
             options.unique_key = None;
             options.optional = plan.tolerated[i];
             let mut job = client.resolve_job(spec.options(options))?;
+            if let Some(skip) = &step.skip_if {
+                check_condition(&step.name, skip, &step.depends_on)?;
+            }
+            job.skip_if = step.skip_if;
             job.step = Some(step.name);
             out.push(NewStep {
                 job,
@@ -265,13 +420,7 @@ impl Workflow {
                     .collect(),
             });
         }
-        Ok(NewWorkflow {
-            id,
-            name: self.name,
-            unique_key: self.unique_key,
-            steps: out,
-            result_step: self.result_step,
-        })
+        Ok((out, result.map(|r| position[r])))
     }
 }
 
@@ -298,4 +447,22 @@ pub(crate) fn wait_job<T: serde::Serialize>(kind: &str, payload: &T) -> Result<J
     serde_json::to_value(payload)
         .map(|p| JobSpec::new(kind, p))
         .map_err(|e| Error::Config(format!("the payload of a `{kind}` step: {e}")))
+}
+
+/// A condition reads only the step's dependencies, and has a valid shape.
+fn check_condition(step: &str, skip: &SkipIf, deps: &[(String, EdgePolicy)]) -> Result<()> {
+    skip.when
+        .check()
+        .map_err(|e| Error::Config(format!("the condition of step `{step}`: {e}")))?;
+    if let Some(other) = skip
+        .when
+        .steps()
+        .into_iter()
+        .find(|s| !deps.iter().any(|(d, _)| d == s))
+    {
+        return Err(Error::Config(format!(
+            "the condition of step `{step}` reads `{other}`, which is not one of its dependencies: add .after(\"{other}\") or .after_optional(\"{other}\")"
+        )));
+    }
+    Ok(())
 }

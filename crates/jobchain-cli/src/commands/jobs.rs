@@ -17,7 +17,8 @@ use crate::CliError;
 pub enum JobsCommand {
     /// Lists jobs, oldest first.
     List {
-        /// Only this state: blocked, pending, running, completed, dead or cancelled.
+        /// Only this state: blocked, pending, running, completed, dead, cancelled or
+        /// skipped.
         #[arg(long)]
         state: Option<JobState>,
         /// Only this kind.

@@ -82,6 +82,34 @@ pub enum WorkflowCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Sends a signal to a workflow: the steps waiting for it complete with PAYLOAD_JSON
+    /// as their output (a step reached later consumes it). The first signal of a name
+    /// wins; a later one changes nothing and says so.
+    Signal {
+        /// The workflow's id.
+        #[arg(value_parser = crate::common::parse_workflow_id)]
+        id: WorkflowId,
+        /// The signal's name (the name of the step that waits for it).
+        name: String,
+        /// Its payload as JSON (default `null`); `-` reads it from standard input.
+        payload: Option<String>,
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
+        /// How results are printed.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Prints a finished workflow's result (its result step's output) as JSON; exit 1
+    /// when it has none (still running, failed, cancelled, or no single result step).
+    Result {
+        /// The workflow's id.
+        #[arg(value_parser = crate::common::parse_workflow_id)]
+        id: WorkflowId,
+        /// Where the jobs are.
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Waits until a workflow finishes: exit 0 when it completed, 1 otherwise (failed,
     /// cancelled, or still running at the timeout).
     Wait {
@@ -91,6 +119,9 @@ pub enum WorkflowCommand {
         /// How long to wait.
         #[arg(long, value_parser = parse_duration, default_value = "60s")]
         timeout: Duration,
+        /// Print its result (as `workflow result` does) instead of its record.
+        #[arg(long)]
+        result: bool,
         /// Where the jobs are.
         #[command(flatten)]
         db: DbArgs,
@@ -228,14 +259,63 @@ pub async fn run(command: WorkflowCommand) -> Result<(), CliError> {
             })
             .await
         }
+        WorkflowCommand::Signal {
+            id,
+            name,
+            payload,
+            db,
+            output,
+        } => {
+            let payload = match payload {
+                Some(text) => parse_json_arg(&text, "the payload")?,
+                None => serde_json::Value::Null,
+            };
+            with_client(&db, |client| async move {
+                let receipt = client.signal(id, &name, payload).await?;
+                if output.json {
+                    return out_json(&receipt);
+                }
+                if receipt.accepted {
+                    out(format!(
+                        "signal `{name}` received; it completed {} waiting step(s){}",
+                        receipt.completed.len(),
+                        if receipt.completed.is_empty() {
+                            " (a step that waits for it later consumes it)"
+                        } else {
+                            ""
+                        }
+                    ));
+                } else {
+                    out(format!(
+                        "signal `{name}` was already received at {}; this one changed nothing ({} after the first)",
+                        receipt.received_at.to_rfc3339(),
+                        receipt.repeats
+                    ));
+                }
+                Ok(())
+            })
+            .await
+        }
+        WorkflowCommand::Result { id, db } => {
+            with_client(&db, |client| async move {
+                let result = client.workflow_result_value(id).await?;
+                out_json(&result.unwrap_or(serde_json::Value::Null))
+            })
+            .await
+        }
         WorkflowCommand::Wait {
             id,
             timeout,
+            result,
             db,
             output,
         } => {
             with_client(&db, |client| async move {
                 let info = client.wait_for_workflow(id, timeout).await?;
+                if result {
+                    let value = client.workflow_result_value(id).await?;
+                    return out_json(&value.unwrap_or(serde_json::Value::Null));
+                }
                 print_info(&info, output)?;
                 if info.state == WorkflowState::Completed {
                     Ok(())

@@ -9,7 +9,7 @@
 //! env = { SMTP_HOST = "127.0.0.1" }
 //! rate_limit = "100/s"            # starts per window, across every worker of the store
 //! max_running = 10                # running at once, across every worker
-//! max_running_per_key = 1         # per concurrency key, round-robin across keys
+//! max_running_per_key = 1         # per concurrency key, fair across keys
 //!
 //! [queues.emails]                 # limits on a whole queue
 //! rate_limit = "10/min"

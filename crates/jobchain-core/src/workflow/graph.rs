@@ -173,7 +173,9 @@ pub enum Effect {
 /// The effect of a dependency in `state` on an edge with `policy`.
 pub fn effect(policy: EdgePolicy, state: JobState) -> Effect {
     match (state, policy) {
-        (JobState::Completed, _) => Effect::Satisfied,
+        // A skipped dependency counts as a completed one: with a cascade, its required
+        // dependents were skipped when it was, so only optional edges are left here.
+        (JobState::Completed | JobState::Skipped, _) => Effect::Satisfied,
         (JobState::Dead | JobState::Cancelled, EdgePolicy::Optional) => Effect::Satisfied,
         (JobState::Dead | JobState::Cancelled, EdgePolicy::Required) => Effect::Cancel,
         _ => Effect::Wait,

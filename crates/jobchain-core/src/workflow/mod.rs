@@ -3,6 +3,7 @@
 //! [`graph`] holds the pure dependency logic; [`tree`] builds and renders a workflow's
 //! tree from its jobs and edges.
 
+pub mod condition;
 pub mod graph;
 pub mod tree;
 
@@ -79,6 +80,9 @@ pub struct JobCounts {
     pub dead: u64,
     /// Cancelled.
     pub cancelled: u64,
+    /// Skipped: their condition held (never a failure).
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 impl JobCounts {
@@ -88,7 +92,7 @@ impl JobCounts {
     }
     /// All jobs.
     pub fn total(&self) -> u64 {
-        self.live() + self.completed + self.dead + self.cancelled
+        self.live() + self.completed + self.dead + self.cancelled + self.skipped
     }
     /// Adds one job in `state`.
     pub fn add(&mut self, state: JobState) {
@@ -107,6 +111,7 @@ impl JobCounts {
             JobState::Completed => self.completed,
             JobState::Dead => self.dead,
             JobState::Cancelled => self.cancelled,
+            JobState::Skipped => self.skipped,
         }
     }
     fn slot(&mut self, state: JobState) -> &mut u64 {
@@ -117,6 +122,7 @@ impl JobCounts {
             JobState::Completed => &mut self.completed,
             JobState::Dead => &mut self.dead,
             JobState::Cancelled => &mut self.cancelled,
+            JobState::Skipped => &mut self.skipped,
         }
     }
 }
@@ -229,7 +235,7 @@ pub struct Dependency {
 }
 
 /// One step of a workflow to write.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewStep {
     /// The job; `job.step` holds the step name and `job.optional` whether a failure is
     /// tolerated (see [`graph::tolerated`]).

@@ -23,17 +23,17 @@ use super::{encode_payload, map_err, ms, split_run_at, to_i32, Sql};
 
 const INSERT_MANY: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, state, \
     run_at, max_attempts, attempt_budget, workflow_id, step, parent_id, optional, waiting_for, \
-    concurrency_key, fair_rank) \
+    concurrency_key, fair_rank, skip_if) \
     SELECT kind, queue, payload::jsonb, priority, state, \
         coalesce(run_at, now() + coalesce(delay_ms, 0) * interval '1 millisecond'), \
         max_attempts, max_attempts, workflow_id, step, parent_id, optional, waiting_for, \
-        concurrency_key, fair_rank \
+        concurrency_key, fair_rank, skip_if::jsonb \
     FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::timestamptz[], \
         $7::int8[], $8::int4[], $9::uuid[], $10::text[], $11::int8[], $12::bool[], $13::int4[], \
-        $14::text[], $15::int8[]) \
+        $14::text[], $15::int8[], $16::text[]) \
         WITH ORDINALITY AS t(kind, queue, payload, priority, state, run_at, delay_ms, \
         max_attempts, workflow_id, step, parent_id, optional, waiting_for, concurrency_key, \
-        fair_rank, ord) \
+        fair_rank, skip_if, ord) \
     ORDER BY ord RETURNING id";
 
 const INSERT_UNIQUE: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, state, \
@@ -176,6 +176,7 @@ pub(crate) struct Columns {
     optional: Vec<bool>,
     waiting_for: Vec<i32>,
     concurrency_key: Vec<Option<String>>,
+    skip_if: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -201,6 +202,15 @@ impl Columns {
         self.waiting_for
             .push(i32::try_from(waiting_for).unwrap_or(i32::MAX));
         self.concurrency_key.push(job.concurrency_key.clone());
+        self.skip_if.push(
+            job.skip_if
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| {
+                    StoreError::Invalid(format!("condition of kind `{}`: {e}", job.kind))
+                })?,
+        );
         Ok(())
     }
 
@@ -239,6 +249,7 @@ impl Columns {
             .bind(self.waiting_for)
             .bind(self.concurrency_key)
             .bind(ranks)
+            .bind(self.skip_if)
             .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;

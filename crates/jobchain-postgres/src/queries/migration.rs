@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0009_periodic.sql"),
     include_str!("../../migrations/0010_fair_ranks.sql"),
     include_str!("../../migrations/0011_waits.sql"),
+    include_str!("../../migrations/0012_conditions.sql"),
 ];
 
 /// The schema version this build writes.

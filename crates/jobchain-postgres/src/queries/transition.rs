@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use jobchain_core::job::JobId;
 use jobchain_core::store::{Outcome, Settlement};
 use jobchain_core::{StoreError, WorkflowId};
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -335,6 +336,32 @@ pub async fn release(
     Ok(applied.into_iter().map(JobId).collect())
 }
 
+/// Makes a held job wait for `steps` new steps (see `Outcome::Await`; the attempt does
+/// not count against `max_attempts`); returns its workflow (outer `None` when the lease
+/// no longer holds).
+pub async fn block_for_steps(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    settlement: &Settlement,
+    steps: usize,
+) -> Result<Option<Option<Uuid>>, StoreError> {
+    let statement = sql.get(
+        "UPDATE __schema__.jobs SET state = 'blocked', waiting_for = $3, \
+         max_attempts = max_attempts + 1, lease_until = NULL, worker = NULL \
+         WHERE id = $1 AND attempts = $2 AND state = 'running' \
+             AND (NOT $4 OR lease_until <= now()) \
+         RETURNING workflow_id",
+    );
+    sqlx::query_scalar(statement)
+        .bind(settlement.lease.id.0)
+        .bind(to_i32(settlement.lease.attempt))
+        .bind(i32::try_from(steps).unwrap_or(i32::MAX))
+        .bind(settlement.only_if_expired)
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)
+}
+
 /// Cancels blocked dependents, each with its reason and the dependency that caused it;
 /// returns those that were live.
 pub async fn cancel_dependents(
@@ -368,7 +395,7 @@ pub async fn satisfy(
     conn: &mut PgConnection,
     sql: &Sql,
     satisfied: &BTreeMap<i64, i32>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<(JobId, Value)>, StoreError> {
     let ids: Vec<i64> = satisfied.keys().copied().collect();
     let counts: Vec<i32> = satisfied.values().copied().collect();
     let statement = sql.get(
@@ -377,15 +404,46 @@ pub async fn satisfy(
          run_at = CASE WHEN j.waiting_for - t.n <= 0 THEN greatest(j.run_at, now()) \
              ELSE j.run_at END \
          FROM unnest($1::int8[], $2::int4[]) AS t(id, n) \
-         WHERE j.id = t.id AND j.state = 'blocked'",
+         WHERE j.id = t.id AND j.state = 'blocked' \
+         RETURNING j.id, CASE WHEN j.state = 'pending' THEN j.skip_if END",
     );
-    sqlx::query(statement)
+    let rows: Vec<(i64, Option<sqlx::types::Json<Value>>)> = sqlx::query_as(statement)
         .bind(ids)
         .bind(counts)
-        .execute(conn)
+        .fetch_all(conn)
         .await
         .map_err(map_err)?;
-    Ok(())
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, condition)| Some((JobId(id), condition?.0)))
+        .collect())
+}
+
+/// Marks jobs skipped, each with its reason and the dependency whose skip cascaded to it
+/// (if any); returns those that were blocked or pending.
+pub async fn skip(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    skips: &BTreeMap<i64, (String, Option<i64>)>,
+) -> Result<Vec<JobId>, StoreError> {
+    let ids: Vec<i64> = skips.keys().copied().collect();
+    let reasons: Vec<&str> = skips.values().map(|(r, _)| r.as_str()).collect();
+    let by: Vec<Option<i64>> = skips.values().map(|(_, b)| *b).collect();
+    let statement = sql.get(
+        "UPDATE __schema__.jobs j SET state = 'skipped', cancel_reason = t.reason, \
+         cancelled_by = t.by, finished_at = now(), lease_until = NULL \
+         FROM unnest($1::int8[], $2::text[], $3::int8[]) AS t(id, reason, by) \
+         WHERE j.id = t.id AND j.state IN ('blocked', 'pending') \
+         RETURNING j.id",
+    );
+    let skipped: Vec<i64> = sqlx::query_scalar(statement)
+        .bind(ids)
+        .bind(reasons)
+        .bind(by)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(skipped.into_iter().map(JobId).collect())
 }
 
 /// The jobs still cancelled because one of `causes` failed.

@@ -48,34 +48,49 @@ pub async fn record_signal(
 
 /// The steps of a workflow waiting for signal `name` now (pending or running), locked,
 /// with their attempt numbers; pending ones are marked running under a new attempt
-/// first, so that every one can be settled as a claim.
+/// first, so that every one can be settled as a claim. Two statements: the lock returns
+/// the rows as they are once locked (a claim or snooze that committed meanwhile is seen),
+/// and the update, a statement of its own, sees them so too.
 pub async fn take_waiting(
     conn: &mut PgConnection,
     sql: &Sql,
     workflow: WorkflowId,
     name: &str,
 ) -> Result<Vec<(JobId, u32)>, StoreError> {
-    let rows: Vec<(i64, i32)> = sqlx::query_as(sql.get(
-        "WITH waiting AS (SELECT id FROM __schema__.jobs \
-             WHERE workflow_id = $1 AND kind = $3 AND state IN ('pending', 'running') \
-                 AND payload->>'signal' = $2 ORDER BY id FOR UPDATE), \
-         taken AS (UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, \
-                 started_at = now(), lease_until = now() + interval '1 minute', \
-                 worker = 'signal', debounce_key = NULL \
-             FROM waiting w WHERE j.id = w.id AND j.state = 'pending' \
-             RETURNING j.id, j.attempts) \
-         SELECT j.id, coalesce(t.attempts, j.attempts) FROM __schema__.jobs j \
-         JOIN waiting w ON j.id = w.id LEFT JOIN taken t ON t.id = j.id ORDER BY j.id",
+    let locked: Vec<(i64, String, i32)> = sqlx::query_as(sql.get(
+        "SELECT id, state, attempts FROM __schema__.jobs \
+         WHERE workflow_id = $1 AND kind = $3 AND state IN ('pending', 'running') \
+             AND payload->>'signal' = $2 ORDER BY id FOR UPDATE",
     ))
     .bind(workflow.0)
     .bind(name)
     .bind(SIGNAL_KIND)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await
     .map_err(map_err)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, attempt)| (JobId(id), attempt.max(0) as u32))
+    let pending: Vec<i64> = locked
+        .iter()
+        .filter(|(_, state, _)| state == "pending")
+        .map(|(id, _, _)| *id)
+        .collect();
+    let mut attempts: std::collections::HashMap<i64, i32> =
+        locked.iter().map(|(id, _, a)| (*id, *a)).collect();
+    if !pending.is_empty() {
+        let taken: Vec<(i64, i32)> = sqlx::query_as(sql.get(
+            "UPDATE __schema__.jobs SET state = 'running', attempts = attempts + 1, \
+                 started_at = now(), lease_until = now() + interval '1 minute', \
+                 worker = 'signal', debounce_key = NULL \
+             WHERE id = ANY($1) AND state = 'pending' RETURNING id, attempts",
+        ))
+        .bind(&pending)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        attempts.extend(taken);
+    }
+    Ok(locked
+        .iter()
+        .map(|(id, _, _)| (JobId(*id), attempts[id].max(0) as u32))
         .collect())
 }
 

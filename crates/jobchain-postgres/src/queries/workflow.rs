@@ -160,6 +160,7 @@ fn workflow_from_row(r: &PgRow) -> Result<WorkflowInfo, StoreError> {
                 completed: count(r.try_get(9)?),
                 dead: count(r.try_get(10)?),
                 cancelled: count(r.try_get(11)?),
+                skipped: count(r.try_get(14)?),
             },
             tolerated_failures: count(r.try_get(12)?),
             result_step: r.try_get(13)?,
@@ -198,7 +199,8 @@ macro_rules! workflow_select {
             "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'dead'), ",
             "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'cancelled'), ",
             "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id ",
-            "AND j.state IN ('dead', 'cancelled') AND j.optional), w.result_step ",
+            "AND j.state IN ('dead', 'cancelled') AND j.optional), w.result_step, ",
+            "(SELECT count(*) FROM __schema__.jobs j WHERE j.workflow_id = w.id AND j.state = 'skipped') ",
             "FROM __schema__.workflows w ",
             $rest
         )

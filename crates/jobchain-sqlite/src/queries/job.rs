@@ -23,8 +23,8 @@ pub const JOB_COLUMNS: &str = "id, kind, queue, payload, priority, state, run_at
 
 const INSERT: &str = "INSERT INTO jobchain_jobs (kind, queue, payload, priority, state, run_at, \
     max_attempts, attempt_budget, workflow_id, step, parent_id, unique_key, optional, waiting_for, created_at, \
-    debounce_key, concurrency_key, fair_rank) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+    debounce_key, concurrency_key, fair_rank, skip_if) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
 /// Collapses a debounced enqueue into the pending job holding its key (the key is cleared
 /// when the job starts, so only a job that has not started holds it).
@@ -177,6 +177,12 @@ pub fn insert(
         ),
         None => None,
     };
+    let skip_if = job
+        .skip_if
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Invalid(format!("condition of kind `{}`: {e}", job.kind)))?;
     let mut stmt = conn.prepare_cached(INSERT).map_err(map_err)?;
     stmt.execute(params![
         job.kind,
@@ -196,6 +202,7 @@ pub fn insert(
         job.debounce_key,
         job.concurrency_key,
         rank,
+        skip_if,
     ])
     .map_err(map_err)?;
     Ok(Enqueued {

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_periodic.sql"),
     include_str!("../../migrations/0008_fair_ranks.sql"),
     include_str!("../../migrations/0009_waits.sql"),
+    include_str!("../../migrations/0010_conditions.sql"),
 ];
 
 /// The schema version this build writes.

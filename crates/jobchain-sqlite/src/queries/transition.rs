@@ -45,6 +45,13 @@ const RELEASE: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?3, 
     max_attempts = max_attempts + 1, lease_until = NULL, worker = NULL \
     WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?4 = 0 OR lease_until <= ?3)";
 
+/// A held job waits again, for `?3` new steps (see `Outcome::Await`); the attempt does not
+/// count against `max_attempts`. Returns its workflow.
+const BLOCK_FOR_STEPS: &str = "UPDATE jobchain_jobs SET state = 'blocked', waiting_for = ?3, \
+    max_attempts = max_attempts + 1, lease_until = NULL, worker = NULL \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND (?5 = 0 OR lease_until <= ?4) \
+    RETURNING workflow_id";
+
 /// The JSON of one recorded failure.
 fn error_json(attempt: u32, now: i64, message: &str) -> String {
     serde_json::to_string(&AttemptError {
@@ -233,6 +240,26 @@ pub fn release(
     Ok(changed > 0)
 }
 
+/// Makes a held job wait for `steps` new steps (see `Outcome::Await`); returns its
+/// workflow (outer `None` when the lease no longer holds).
+pub fn block_for_steps(
+    conn: &Connection,
+    now: i64,
+    lease: Lease,
+    steps: usize,
+    expired_only: bool,
+) -> Result<Option<Option<String>>, StoreError> {
+    conn.prepare_cached(BLOCK_FOR_STEPS)
+        .and_then(|mut s| {
+            s.query_row(
+                params![lease.id.0, lease.attempt, steps as i64, now, expired_only],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+        })
+        .map_err(map_err)
+}
+
 /// Marks a live job cancelled; returns whether it was live.
 pub fn cancel_live(
     conn: &Connection,
@@ -266,17 +293,42 @@ pub fn discard_dead(conn: &Connection, id: JobId, reason: &str) -> Result<bool, 
 }
 
 /// Lowers a blocked job's count of unsettled dependencies by one; at zero it becomes
-/// pending.
-pub fn satisfy(conn: &Connection, now: i64, id: JobId) -> Result<(), StoreError> {
+/// pending. Returns its condition (JSON) when it became pending with one: the caller
+/// decides whether it runs.
+pub fn satisfy(conn: &Connection, now: i64, id: JobId) -> Result<Option<String>, StoreError> {
     conn.prepare_cached(
         "UPDATE jobchain_jobs SET waiting_for = waiting_for - 1, \
          state = CASE WHEN waiting_for <= 1 THEN 'pending' ELSE state END, \
          run_at = CASE WHEN waiting_for <= 1 AND run_at < ?2 THEN ?2 ELSE run_at END \
-         WHERE id = ?1 AND state = 'blocked'",
+         WHERE id = ?1 AND state = 'blocked' \
+         RETURNING CASE WHEN state = 'pending' THEN skip_if END",
     )
-    .and_then(|mut s| s.execute(params![id.0, now]))
-    .map_err(map_err)?;
-    Ok(())
+    .and_then(|mut s| {
+        s.query_row(params![id.0, now], |r| r.get::<_, Option<String>>(0))
+            .optional()
+    })
+    .map(Option::flatten)
+    .map_err(map_err)
+}
+
+/// Marks a job skipped with `reason` (and the dependency whose skip cascaded to it);
+/// returns whether it was pending or blocked.
+pub fn skip(
+    conn: &Connection,
+    now: i64,
+    id: JobId,
+    reason: &str,
+    because_of: Option<JobId>,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE jobchain_jobs SET state = 'skipped', cancel_reason = ?2, cancelled_by = ?3, \
+             finished_at = ?4, lease_until = NULL \
+             WHERE id = ?1 AND state IN ('blocked', 'pending')",
+        )
+        .and_then(|mut s| s.execute(params![id.0, reason, because_of.map(|j| j.0), now]))
+        .map_err(map_err)?;
+    Ok(changed > 0)
 }
 
 /// The jobs still cancelled because `cause` failed.

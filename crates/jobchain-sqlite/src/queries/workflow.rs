@@ -23,7 +23,8 @@ const WORKFLOW_COLUMNS: &str = "w.id, w.name, w.state, w.unique_key, w.created_a
     (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'dead'), \
     (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'cancelled'), \
     (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id \
-        AND j.state IN ('dead', 'cancelled') AND j.optional = 1), w.result_step";
+        AND j.state IN ('dead', 'cancelled') AND j.optional = 1), w.result_step, \
+    (SELECT count(*) FROM jobchain_jobs j WHERE j.workflow_id = w.id AND j.state = 'skipped')";
 
 /// Marks a running workflow finished if it has no live job left: `cancelled` when a user
 /// cancelled it, `failed` when a job whose failure is not tolerated ended dead or
@@ -99,6 +100,7 @@ fn workflow_from_row(r: &Row<'_>) -> rusqlite::Result<WorkflowInfo> {
             completed: count(9)?,
             dead: count(10)?,
             cancelled: count(11)?,
+            skipped: count(14)?,
         },
         tolerated_failures: count(12)?,
         result_step: r.get(13)?,

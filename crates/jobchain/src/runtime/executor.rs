@@ -94,13 +94,19 @@ async fn execute(shared: &Arc<Shared>, job: ClaimedJob, cancel: CancellationToke
         _ = shared.hard_stop.cancelled() => Ended::Interrupted,
     };
     match ended {
-        Ended::Finished(Ok(output)) => {
-            tracing::debug!("job completed");
-            Outcome::Completed {
-                output,
-                follow_ups: ctx.take_staged(),
+        Ended::Finished(Ok(output)) => match ctx.take_awaited() {
+            Some((steps, join)) => {
+                tracing::debug!(steps = steps.len(), "job awaits new steps");
+                Outcome::Await { steps, join }
             }
-        }
+            None => {
+                tracing::debug!("job completed");
+                Outcome::Completed {
+                    output,
+                    follow_ups: ctx.take_staged(),
+                }
+            }
+        },
         Ended::Finished(Err(e)) => match e.snoozed_for() {
             Some(delay) => {
                 tracing::debug!(snooze = ?delay, "job snoozed");

@@ -25,6 +25,7 @@ use crate::handler::{erase, ErasedHandler, Handler, KindOptions};
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::periodic::Periodic;
+use crate::steps::{self, MapSpec, SubWorkflow, MAP_KIND, WORKFLOW_KIND};
 use crate::waits;
 
 /// Settings of a worker; every field has a default.
@@ -251,7 +252,8 @@ impl WorkerBuilder {
         }
         let mut config = self.config;
         let mut handlers = self.handlers;
-        // Steps that wait (signals, timers) are run by every worker.
+        // Steps that wait (signals, timers) and steps made of steps (maps, sub-workflows)
+        // are run by every worker.
         handlers
             .entry(SLEEP_KIND.to_string())
             .or_insert_with(|| Registered {
@@ -262,6 +264,18 @@ impl WorkerBuilder {
             .entry(SIGNAL_KIND.to_string())
             .or_insert_with(|| Registered {
                 handler: erase::<SignalWait, _>(SIGNAL_KIND, waits::signal),
+                options: KindOptions::default(),
+            });
+        handlers
+            .entry(MAP_KIND.to_string())
+            .or_insert_with(|| Registered {
+                handler: erase::<MapSpec, _>(MAP_KIND, steps::map),
+                options: KindOptions::default(),
+            });
+        handlers
+            .entry(WORKFLOW_KIND.to_string())
+            .or_insert_with(|| Registered {
+                handler: erase::<SubWorkflow, _>(WORKFLOW_KIND, steps::workflow),
                 options: KindOptions::default(),
             });
         for (kind, registered) in &handlers {

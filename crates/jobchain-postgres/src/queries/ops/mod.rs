@@ -87,6 +87,20 @@ pub async fn start_workflow(
             jobs: Vec::new(),
         });
     }
+    let ids = insert_plan(conn, sql, &plan).await?;
+    Ok(WorkflowStarted {
+        id: new.id,
+        duplicate: false,
+        jobs: ids,
+    })
+}
+
+/// Writes the steps of a plan and their edges; returns their ids in order.
+pub(crate) async fn insert_plan(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    plan: &WorkflowPlan,
+) -> Result<Vec<JobId>, StoreError> {
     let mut columns = job::Columns::default();
     for step in &plan.steps {
         columns.push(&step.job, step.state, step.waiting_for)?;
@@ -98,11 +112,7 @@ pub async fn start_workflow(
         .map(|&(dependent, dependency, policy)| (ids[dependent], ids[dependency], policy))
         .collect();
     dependency::insert(conn, sql, &edges).await?;
-    Ok(WorkflowStarted {
-        id: new.id,
-        duplicate: false,
-        jobs: ids,
-    })
+    Ok(ids)
 }
 
 /// Retries a dead job with a fresh budget of attempts and revives its branch.

@@ -10,8 +10,8 @@ use jobchain_core::{StoreError, WorkflowId};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{cascade, insert_into};
-use crate::queries::{transition, workflow, Sql};
+use super::{cascade, insert_into, insert_plan};
+use crate::queries::{dependency, transition, workflow, Sql};
 
 /// What a batch did beyond its own jobs, gathered while its outcomes are written.
 struct Batch {
@@ -99,6 +99,13 @@ pub async fn settle(
         mark(&indexes, &group, &applied, &mut batch);
     }
 
+    let (indexes, group) = of(|o| matches!(o, Outcome::Await { .. }));
+    for (&i, s) in indexes.iter().zip(&group) {
+        if let Some(ids) = await_steps(conn, sql, s).await? {
+            batch.results[i] = SettleResult::Applied { follow_ups: ids };
+        }
+    }
+
     cascade::settle_dependents(conn, sql, std::mem::take(&mut batch.settled)).await?;
     let finished: Vec<Uuid> = batch
         .ended
@@ -155,6 +162,30 @@ async fn complete(
         }
     }
     Ok(())
+}
+
+/// A job that awaits new steps: blocked again, the steps written as a workflow's (the
+/// job their parent), then the edges from the job to the steps it waits for. `None` when
+/// its lease no longer holds.
+async fn await_steps(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    s: &Settlement,
+) -> Result<Option<Vec<JobId>>, StoreError> {
+    let Outcome::Await { steps, join } = &s.outcome else {
+        return Ok(None);
+    };
+    let Some(workflow) = transition::block_for_steps(conn, sql, s, join.len()).await? else {
+        return Ok(None);
+    };
+    let plan = rules::await_plan(s.lease.id, workflow.map(WorkflowId), steps, join)?;
+    let ids = insert_plan(conn, sql, &plan).await?;
+    let joins: Vec<_> = join
+        .iter()
+        .map(|&(i, policy)| (s.lease.id, ids[i], policy))
+        .collect();
+    dependency::insert(conn, sql, &joins).await?;
+    Ok(Some(ids))
 }
 
 /// Deaths: their workflows may end, their dependents react.

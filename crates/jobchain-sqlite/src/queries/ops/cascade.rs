@@ -6,7 +6,9 @@ use std::collections::{HashSet, VecDeque};
 
 use jobchain_core::job::{JobId, JobState};
 use jobchain_core::rules;
+use jobchain_core::workflow::condition::SkipIf;
 use jobchain_core::workflow::graph::{effect, unsatisfied, Effect};
+use jobchain_core::workflow::EdgePolicy;
 use jobchain_core::StoreError;
 use rusqlite::Connection;
 
@@ -34,7 +36,12 @@ pub fn settle_dependents(
             match effect(policy, job_state) {
                 Effect::Satisfied => {
                     live.insert(dependent);
-                    transition::satisfy(conn, now, dependent)?;
+                    if let Some(condition) = transition::satisfy(conn, now, dependent)? {
+                        for skipped in skip_if_held(conn, now, dependent, &condition)? {
+                            live.remove(&skipped);
+                            queue.push_back((skipped, JobState::Skipped));
+                        }
+                    }
                 }
                 Effect::Cancel => {
                     let name = match &name {
@@ -54,6 +61,45 @@ pub fn settle_dependents(
         }
     }
     Ok(!live.is_empty())
+}
+
+/// A step that just became ready with a condition: if the condition holds over its
+/// dependencies' results, it is skipped, and with a cascade its blocked required
+/// dependents too, transitively. Returns the jobs skipped (their dependents are the
+/// caller's to settle).
+fn skip_if_held(
+    conn: &Connection,
+    now: i64,
+    id: JobId,
+    condition: &str,
+) -> Result<Vec<JobId>, StoreError> {
+    let skip: SkipIf = serde_json::from_str(condition)
+        .map_err(|e| StoreError::corrupt(format!("the condition of job {id}: {e}")))?;
+    let deps = dependency::step_results(conn, id)?;
+    let Some(reason) = rules::skip_reason(&skip, &deps) else {
+        return Ok(Vec::new());
+    };
+    let mut skipped = Vec::new();
+    if transition::skip(conn, now, id, &reason, None)? {
+        skipped.push(id);
+    }
+    if skip.cascade {
+        let mut queue = VecDeque::from([id]);
+        while let Some(cause) = queue.pop_front() {
+            let name = job::name(conn, cause)?;
+            for (dependent, policy) in dependency::into_blocked(conn, cause)? {
+                if policy != EdgePolicy::Required {
+                    continue;
+                }
+                let reason = rules::skipped_by_dependency(&name, cause);
+                if transition::skip(conn, now, dependent, &reason, Some(cause))? {
+                    skipped.push(dependent);
+                    queue.push_back(dependent);
+                }
+            }
+        }
+    }
+    Ok(skipped)
 }
 
 /// After a dead job was retried: every job cancelled because of it goes back to

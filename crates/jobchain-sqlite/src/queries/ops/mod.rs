@@ -55,6 +55,20 @@ pub fn start_workflow(
         }
     }
     workflow::insert(conn, now, new)?;
+    let ids = insert_plan(conn, now, &plan)?;
+    Ok(WorkflowStarted {
+        id: new.id,
+        duplicate: false,
+        jobs: ids,
+    })
+}
+
+/// Writes the steps of a plan and their edges; returns their ids in order.
+pub(crate) fn insert_plan(
+    conn: &Connection,
+    now: i64,
+    plan: &WorkflowPlan,
+) -> Result<Vec<JobId>, StoreError> {
     let mut ids: Vec<JobId> = Vec::with_capacity(plan.steps.len());
     for (i, step) in plan.steps.iter().enumerate() {
         let id = job::insert(conn, now, &step.job, step.state, step.waiting_for)?.id;
@@ -66,11 +80,7 @@ pub fn start_workflow(
         dependency::insert(conn, id, edges)?;
         ids.push(id);
     }
-    Ok(WorkflowStarted {
-        id: new.id,
-        duplicate: false,
-        jobs: ids,
-    })
+    Ok(ids)
 }
 
 /// Retries a dead job with a fresh budget of attempts and revives its branch.

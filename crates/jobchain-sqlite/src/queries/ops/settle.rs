@@ -4,12 +4,12 @@
 use jobchain_core::job::{JobState, NewJob};
 use jobchain_core::rules;
 use jobchain_core::store::{Outcome, SettleResult, Settlement};
-use jobchain_core::StoreError;
+use jobchain_core::{StoreError, WorkflowId};
 use rusqlite::Connection;
 use serde_json::Value;
 
 use super::cascade;
-use crate::queries::{job, transition, workflow};
+use crate::queries::{dependency, job, transition, workflow};
 
 /// Applies a batch of settlements. Atomicity comes from the writer: the whole call runs
 /// in one savepoint, so a failure anywhere leaves nothing of it.
@@ -76,6 +76,25 @@ fn settle_one(conn: &Connection, now: i64, s: &Settlement) -> Result<SettleResul
             s.lease,
             expired_only,
         )?)),
+        Outcome::Await { steps, join } => {
+            let Some(workflow) =
+                transition::block_for_steps(conn, now, s.lease, join.len(), expired_only)?
+            else {
+                return Ok(SettleResult::Stale);
+            };
+            let workflow = workflow
+                .map(|w| w.parse().map(WorkflowId))
+                .transpose()
+                .map_err(|e| StoreError::corrupt(format!("job {}: {e}", s.lease.id)))?;
+            let plan = rules::await_plan(s.lease.id, workflow, steps, join)?;
+            let ids = super::insert_plan(conn, now, &plan)?;
+            dependency::insert(
+                conn,
+                s.lease.id,
+                join.iter().map(|&(i, policy)| (ids[i], policy)),
+            )?;
+            Ok(applied_result(ids))
+        }
     }
 }
 
