@@ -140,6 +140,9 @@ pub struct MapDocument {
     pub kind: String,
     /// The dependency whose output (an array) is mapped over.
     pub over: String,
+    /// A JSON pointer to the array within that output (default: the whole output).
+    #[serde(default)]
+    pub at: String,
     /// At most this many elements at once (default: no limit).
     #[serde(default)]
     pub max_parallel: u32,
@@ -218,6 +221,7 @@ impl WorkflowDocument {
             } else if let Some(map) = &s.map {
                 let mut step = Step::map(&s.name, &map.kind)
                     .over(&map.over)
+                    .at(&map.at)
                     .max_parallel(map.max_parallel);
                 if map.tolerate_failures {
                     step = step.tolerate_failures();

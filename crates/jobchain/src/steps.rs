@@ -35,6 +35,9 @@ pub struct MapSpec {
     pub kind: String,
     /// The dependency whose output (an array) is mapped over.
     pub over: String,
+    /// A JSON pointer to the array within that output (`""`: the whole output).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub at: String,
     /// At most this many elements pending or running at once (0: no limit).
     #[serde(default)]
     pub max_parallel: u32,
@@ -90,14 +93,19 @@ pub(crate) async fn map(ctx: JobContext, spec: MapSpec) -> Result<Value, JobErro
             spec.over, spec.over
         ))
     })?;
-    let items = match &source.output {
+    let input = source.output.as_ref().and_then(|o| o.pointer(&spec.at));
+    let items = match input {
         Some(Value::Array(items)) => items.clone(),
         other => {
+            let what = if spec.at.is_empty() {
+                format!("the output of `{}`", spec.over)
+            } else {
+                format!("`{}` of the output of `{}`", spec.at, spec.over)
+            };
             return Err(JobError::permanent(format!(
-                "map step `{me}` maps over the output of `{}`, which is not an array but {}",
-                spec.over,
-                describe(other.as_ref())
-            )))
+                "map step `{me}` maps over {what}, which is not an array but {}",
+                describe(other)
+            )));
         }
     };
     if items.is_empty() {

@@ -110,6 +110,7 @@ impl Step {
         step.map = Some(MapSpec {
             kind: kind.to_string(),
             over: String::new(),
+            at: String::new(),
             max_parallel: 0,
             tolerate_failures: false,
         });
@@ -123,6 +124,15 @@ impl Step {
             map.over = step.to_string();
         }
         self.after(step)
+    }
+
+    /// Where in its input's output the array is: a JSON pointer (`"/lines"`); by default
+    /// the whole output.
+    pub fn at(mut self, pointer: &str) -> Self {
+        if let Some(map) = &mut self.map {
+            map.at = pointer.to_string();
+        }
+        self
     }
 
     /// At most `n` elements of a map step pending or running at once (0: no limit).
@@ -384,6 +394,12 @@ impl Workflow {
                         return Err(Error::Config(format!(
                             "map step `{}` maps over nothing: name its input with .over(step)",
                             step.name
+                        )));
+                    }
+                    if !map.at.is_empty() && !map.at.starts_with('/') {
+                        return Err(Error::Config(format!(
+                            "map step `{}`: `{}` is not a JSON pointer: start it with `/` (e.g. `/lines`)",
+                            step.name, map.at
                         )));
                     }
                     wait_job(MAP_KIND, &map)?

@@ -200,6 +200,8 @@ pub struct Graph {
     states: Vec<JobState>,
     waiting: Vec<usize>,
     cancelled_by: Vec<Option<usize>>,
+    /// Skipped steps whose skip cascades to their required dependents.
+    cascading: Vec<bool>,
 }
 
 impl Graph {
@@ -228,6 +230,7 @@ impl Graph {
             deps: plan.deps.clone(),
             dependents,
             cancelled_by: vec![None; n],
+            cascading: vec![false; n],
         }
     }
 
@@ -240,10 +243,41 @@ impl Graph {
     /// Returns the steps that became pending.
     pub fn set_state(&mut self, step: usize, state: JobState) -> Vec<usize> {
         self.states[step] = state;
-        let mut released = Vec::new();
         if !state.is_terminal() {
-            return released;
+            return Vec::new();
         }
+        self.propagate(step)
+    }
+
+    /// Skips a ready step (its condition held, or [`cascaded_from`](Self::cascaded_from)
+    /// names a dependency); with `cascade`, its required dependents will be skipped when
+    /// they are ready. Its dependents are satisfied as after a completion. Returns the
+    /// steps that became pending.
+    pub fn skip(&mut self, step: usize, cascade: bool) -> Vec<usize> {
+        self.states[step] = JobState::Skipped;
+        self.cascading[step] = cascade;
+        self.propagate(step)
+    }
+
+    /// For a ready step: a required dependency that was skipped with a cascade (the
+    /// first), which skips the step too (and it cascades in turn). Decided at readiness,
+    /// so the outcome does not depend on the order its dependencies ended in (a failed
+    /// required dependency has already cancelled it).
+    pub fn cascaded_from(&self, step: usize) -> Option<usize> {
+        self.deps[step]
+            .iter()
+            .filter(|(d, p)| {
+                *p == EdgePolicy::Required
+                    && self.states[*d] == JobState::Skipped
+                    && self.cascading[*d]
+            })
+            .map(|(d, _)| *d)
+            .min()
+    }
+
+    /// Applies a terminal step's state to its blocked dependents, transitively.
+    fn propagate(&mut self, step: usize) -> Vec<usize> {
+        let mut released = Vec::new();
         let mut queue = VecDeque::from([step]);
         while let Some(settled) = queue.pop_front() {
             let settled_state = self.states[settled];

@@ -390,12 +390,13 @@ pub async fn cancel_dependents(
 }
 
 /// Lowers blocked jobs' counts of unsettled dependencies by the given numbers; at zero
-/// a job becomes pending.
+/// a job becomes pending. Returns those that became pending and may have to be skipped
+/// (a condition, or a required dependency skipped with a cascade).
 pub async fn satisfy(
     conn: &mut PgConnection,
     sql: &Sql,
     satisfied: &BTreeMap<i64, i32>,
-) -> Result<Vec<(JobId, Value)>, StoreError> {
+) -> Result<Vec<Ready>, StoreError> {
     let ids: Vec<i64> = satisfied.keys().copied().collect();
     let counts: Vec<i32> = satisfied.values().copied().collect();
     let statement = sql.get(
@@ -405,9 +406,14 @@ pub async fn satisfy(
              ELSE j.run_at END \
          FROM unnest($1::int8[], $2::int4[]) AS t(id, n) \
          WHERE j.id = t.id AND j.state = 'blocked' \
-         RETURNING j.id, CASE WHEN j.state = 'pending' THEN j.skip_if END",
+         RETURNING j.id, j.state = 'pending', j.skip_if, CASE WHEN j.state = 'pending' THEN \
+             (SELECT p.id FROM __schema__.dependencies d \
+              JOIN __schema__.jobs p ON p.id = d.depends_on \
+              WHERE d.job_id = j.id AND d.policy = 'required' AND p.state = 'skipped' \
+                  AND (p.cancelled_by IS NOT NULL OR (p.skip_if->>'cascade')::boolean) \
+              ORDER BY p.id LIMIT 1) END",
     );
-    let rows: Vec<(i64, Option<sqlx::types::Json<Value>>)> = sqlx::query_as(statement)
+    let rows: Vec<SatisfiedRow> = sqlx::query_as(statement)
         .bind(ids)
         .bind(counts)
         .fetch_all(conn)
@@ -415,8 +421,30 @@ pub async fn satisfy(
         .map_err(map_err)?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, condition)| Some((JobId(id), condition?.0)))
+        .filter(|(_, pending, condition, cause)| {
+            *pending && (condition.is_some() || cause.is_some())
+        })
+        .map(|(id, _, condition, cause)| Ready {
+            id: JobId(id),
+            condition: condition.map(|c| c.0),
+            cascaded_from: cause.map(JobId),
+        })
         .collect())
+}
+
+/// A job whose count was lowered: id, whether it became pending, its condition, and a
+/// required dependency skipped with a cascade.
+type SatisfiedRow = (i64, bool, Option<sqlx::types::Json<Value>>, Option<i64>);
+
+/// A job that just became ready and may have to be skipped: by its own condition, or
+/// because a required dependency was skipped with a cascade.
+pub struct Ready {
+    /// The job.
+    pub id: JobId,
+    /// Its condition, if it has one.
+    pub condition: Option<Value>,
+    /// A required dependency skipped with a cascade (the first, by id), if any.
+    pub cascaded_from: Option<JobId>,
 }
 
 /// Marks jobs skipped, each with its reason and the dependency whose skip cascaded to it

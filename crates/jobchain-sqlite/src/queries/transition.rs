@@ -292,23 +292,55 @@ pub fn discard_dead(conn: &Connection, id: JobId, reason: &str) -> Result<bool, 
     Ok(changed > 0)
 }
 
+/// What a job that just became ready may be: skipped by its own condition, or because a
+/// required dependency was skipped with a cascade.
+pub struct Ready {
+    /// The job.
+    pub id: JobId,
+    /// Its condition (JSON), if it has one.
+    pub condition: Option<String>,
+    /// A required dependency skipped with a cascade (the first, by id), if any.
+    pub cascaded_from: Option<JobId>,
+}
+
 /// Lowers a blocked job's count of unsettled dependencies by one; at zero it becomes
-/// pending. Returns its condition (JSON) when it became pending with one: the caller
-/// decides whether it runs.
-pub fn satisfy(conn: &Connection, now: i64, id: JobId) -> Result<Option<String>, StoreError> {
-    conn.prepare_cached(
-        "UPDATE jobchain_jobs SET waiting_for = waiting_for - 1, \
-         state = CASE WHEN waiting_for <= 1 THEN 'pending' ELSE state END, \
-         run_at = CASE WHEN waiting_for <= 1 AND run_at < ?2 THEN ?2 ELSE run_at END \
-         WHERE id = ?1 AND state = 'blocked' \
-         RETURNING CASE WHEN state = 'pending' THEN skip_if END",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![id.0, now], |r| r.get::<_, Option<String>>(0))
+/// pending. Returns it when it became pending and may have to be skipped: it has a
+/// condition, or a required dependency that was skipped with a cascade (skipped because
+/// of another, or by a condition that cascades).
+pub fn satisfy(conn: &Connection, now: i64, id: JobId) -> Result<Option<Ready>, StoreError> {
+    let row: Option<(String, Option<String>, Option<i64>)> = conn
+        .prepare_cached(
+            "UPDATE jobchain_jobs SET waiting_for = waiting_for - 1, \
+             state = CASE WHEN waiting_for <= 1 THEN 'pending' ELSE state END, \
+             run_at = CASE WHEN waiting_for <= 1 AND run_at < ?2 THEN ?2 ELSE run_at END \
+             WHERE id = ?1 AND state = 'blocked' \
+             RETURNING state, skip_if, CASE WHEN state = 'pending' THEN \
+                 (SELECT p.id FROM jobchain_dependencies d \
+                  JOIN jobchain_jobs p ON p.id = d.depends_on \
+                  WHERE d.job_id = ?1 AND d.policy = 'required' AND p.state = 'skipped' \
+                      AND (p.cancelled_by IS NOT NULL \
+                          OR json_extract(p.skip_if, '$.cascade') = 1) \
+                  ORDER BY p.id LIMIT 1) END",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![id.0, now], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()
+        })
+        .map_err(map_err)?;
+    Ok(match row {
+        Some((state, condition, cascaded_from))
+            if state == "pending" && (condition.is_some() || cascaded_from.is_some()) =>
+        {
+            Some(Ready {
+                id,
+                condition,
+                cascaded_from: cascaded_from.map(JobId),
+            })
+        }
+        _ => None,
     })
-    .map(Option::flatten)
-    .map_err(map_err)
 }
 
 /// Marks a job skipped with `reason` (and the dependency whose skip cascaded to it);

@@ -8,7 +8,6 @@ use jobchain_core::job::{JobId, JobState};
 use jobchain_core::rules;
 use jobchain_core::workflow::condition::SkipIf;
 use jobchain_core::workflow::graph::{effect, unsatisfied, Effect};
-use jobchain_core::workflow::EdgePolicy;
 use jobchain_core::StoreError;
 use sqlx::PgConnection;
 
@@ -56,10 +55,10 @@ pub async fn settle_dependents(
                 .collect();
         }
         if !satisfied.is_empty() {
-            let conditioned = transition::satisfy(conn, sql, &satisfied).await?;
-            for (id, condition) in conditioned {
-                for skipped in skip_if_held(conn, sql, id, condition).await? {
-                    settled.push((skipped, JobState::Skipped));
+            for ready in transition::satisfy(conn, sql, &satisfied).await? {
+                let id = ready.id;
+                if skip_if_due(conn, sql, ready).await? {
+                    settled.push((id, JobState::Skipped));
                 }
             }
         }
@@ -67,47 +66,39 @@ pub async fn settle_dependents(
     Ok(())
 }
 
-/// A step that just became ready with a condition: if the condition holds over its
-/// dependencies' results, it is skipped, and with a cascade its blocked required
-/// dependents too, level by level. Returns the jobs skipped (their dependents are the
-/// caller's to settle).
-async fn skip_if_held(
+/// A step that just became ready: skipped if a required dependency was skipped with a
+/// cascade, or if its condition holds over its dependencies' results. Returns whether it
+/// was skipped (its dependents are the caller's to settle). Deciding at readiness keeps
+/// the outcome independent of the order dependencies end in: a failed required
+/// dependency has already cancelled the step by then.
+async fn skip_if_due(
     conn: &mut PgConnection,
     sql: &Sql,
-    id: JobId,
-    condition: serde_json::Value,
-) -> Result<Vec<JobId>, StoreError> {
-    let skip: SkipIf = serde_json::from_value(condition)
-        .map_err(|e| StoreError::corrupt(format!("the condition of job {id}: {e}")))?;
-    let deps = dependency::step_results(conn, sql, id).await?;
-    let Some(reason) = rules::skip_reason(&skip, &deps) else {
-        return Ok(Vec::new());
-    };
-    let mut skipped =
-        transition::skip(conn, sql, &BTreeMap::from([(id.0, (reason, None))])).await?;
-    if skip.cascade {
-        let mut level: Vec<i64> = skipped.iter().map(|j| j.0).collect();
-        while !level.is_empty() {
-            let mut skips: BTreeMap<i64, (String, Option<i64>)> = BTreeMap::new();
-            for edge in dependency::into_blocked(conn, sql, &level).await? {
-                if edge.policy == EdgePolicy::Required {
-                    skips.entry(edge.dependent).or_insert_with(|| {
-                        let reason =
-                            rules::skipped_by_dependency(&edge.name, JobId(edge.dependency));
-                        (reason, Some(edge.dependency))
-                    });
-                }
-            }
-            let now_skipped = if skips.is_empty() {
-                Vec::new()
-            } else {
-                transition::skip(conn, sql, &skips).await?
-            };
-            level = now_skipped.iter().map(|j| j.0).collect();
-            skipped.extend(now_skipped);
+    ready: transition::Ready,
+) -> Result<bool, StoreError> {
+    let id = ready.id;
+    let reason = if let Some(cause) = ready.cascaded_from {
+        let name = dependency::step_results(conn, sql, id)
+            .await?
+            .into_iter()
+            .find(|d| d.job == cause)
+            .map(|d| d.name)
+            .unwrap_or_else(|| cause.to_string());
+        (rules::skipped_by_dependency(&name, cause), Some(cause.0))
+    } else {
+        let Some(condition) = ready.condition else {
+            return Ok(false);
+        };
+        let skip: SkipIf = serde_json::from_value(condition)
+            .map_err(|e| StoreError::corrupt(format!("the condition of job {id}: {e}")))?;
+        let deps = dependency::step_results(conn, sql, id).await?;
+        match rules::skip_reason(&skip, &deps) {
+            Some(reason) => (reason, None),
+            None => return Ok(false),
         }
-    }
-    Ok(skipped)
+    };
+    let skipped = transition::skip(conn, sql, &BTreeMap::from([(id.0, reason)])).await?;
+    Ok(!skipped.is_empty())
 }
 
 /// After a dead job was retried: every job cancelled because of it goes back to

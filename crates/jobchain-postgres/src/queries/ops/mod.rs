@@ -206,6 +206,8 @@ pub async fn send_signal(
     let recorded = wait::record_signal(conn, sql, workflow, name, &payload).await?;
     let mut completed = Vec::new();
     if recorded.accepted {
+        // The workflow first, then its jobs: the order every settle locks them in.
+        workflow::lock(conn, sql, &[workflow.0]).await?;
         let waiting = wait::take_waiting(conn, sql, workflow, name).await?;
         let settlements: Vec<Settlement> = waiting
             .iter()

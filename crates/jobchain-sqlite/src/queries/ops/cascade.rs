@@ -8,7 +8,6 @@ use jobchain_core::job::{JobId, JobState};
 use jobchain_core::rules;
 use jobchain_core::workflow::condition::SkipIf;
 use jobchain_core::workflow::graph::{effect, unsatisfied, Effect};
-use jobchain_core::workflow::EdgePolicy;
 use jobchain_core::StoreError;
 use rusqlite::Connection;
 
@@ -36,10 +35,10 @@ pub fn settle_dependents(
             match effect(policy, job_state) {
                 Effect::Satisfied => {
                     live.insert(dependent);
-                    if let Some(condition) = transition::satisfy(conn, now, dependent)? {
-                        for skipped in skip_if_held(conn, now, dependent, &condition)? {
-                            live.remove(&skipped);
-                            queue.push_back((skipped, JobState::Skipped));
+                    if let Some(ready) = transition::satisfy(conn, now, dependent)? {
+                        if skip_if_due(conn, now, &ready)? {
+                            live.remove(&dependent);
+                            queue.push_back((dependent, JobState::Skipped));
                         }
                     }
                 }
@@ -63,43 +62,26 @@ pub fn settle_dependents(
     Ok(!live.is_empty())
 }
 
-/// A step that just became ready with a condition: if the condition holds over its
-/// dependencies' results, it is skipped, and with a cascade its blocked required
-/// dependents too, transitively. Returns the jobs skipped (their dependents are the
-/// caller's to settle).
-fn skip_if_held(
-    conn: &Connection,
-    now: i64,
-    id: JobId,
-    condition: &str,
-) -> Result<Vec<JobId>, StoreError> {
-    let skip: SkipIf = serde_json::from_str(condition)
-        .map_err(|e| StoreError::corrupt(format!("the condition of job {id}: {e}")))?;
-    let deps = dependency::step_results(conn, id)?;
-    let Some(reason) = rules::skip_reason(&skip, &deps) else {
-        return Ok(Vec::new());
+/// A step that just became ready: skipped if a required dependency was skipped with a
+/// cascade, or if its condition holds over its dependencies' results. Returns whether it
+/// was skipped (its dependents are the caller's to settle). Deciding at readiness keeps
+/// the outcome independent of the order dependencies end in: a failed required
+/// dependency has already cancelled the step by then.
+fn skip_if_due(conn: &Connection, now: i64, ready: &transition::Ready) -> Result<bool, StoreError> {
+    if let Some(cause) = ready.cascaded_from {
+        let reason = rules::skipped_by_dependency(&job::name(conn, cause)?, cause);
+        return transition::skip(conn, now, ready.id, &reason, Some(cause));
+    }
+    let Some(condition) = &ready.condition else {
+        return Ok(false);
     };
-    let mut skipped = Vec::new();
-    if transition::skip(conn, now, id, &reason, None)? {
-        skipped.push(id);
+    let skip: SkipIf = serde_json::from_str(condition)
+        .map_err(|e| StoreError::corrupt(format!("the condition of job {}: {e}", ready.id)))?;
+    let deps = dependency::step_results(conn, ready.id)?;
+    match rules::skip_reason(&skip, &deps) {
+        Some(reason) => transition::skip(conn, now, ready.id, &reason, None),
+        None => Ok(false),
     }
-    if skip.cascade {
-        let mut queue = VecDeque::from([id]);
-        while let Some(cause) = queue.pop_front() {
-            let name = job::name(conn, cause)?;
-            for (dependent, policy) in dependency::into_blocked(conn, cause)? {
-                if policy != EdgePolicy::Required {
-                    continue;
-                }
-                let reason = rules::skipped_by_dependency(&name, cause);
-                if transition::skip(conn, now, dependent, &reason, Some(cause))? {
-                    skipped.push(dependent);
-                    queue.push_back(dependent);
-                }
-            }
-        }
-    }
-    Ok(skipped)
 }
 
 /// After a dead job was retried: every job cancelled because of it goes back to
