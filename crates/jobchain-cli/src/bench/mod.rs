@@ -7,6 +7,7 @@
 
 mod target;
 mod w1;
+mod w10;
 mod w2;
 mod w3;
 mod w4;
@@ -30,7 +31,8 @@ use crate::CliError;
 pub struct BenchArgs {
     /// Workloads to run, comma-separated: W1 drain, W2 latency, W3 orders, W4 fan-in,
     /// W5 backlog, W6 memory, W7 single enqueue, W9 flow control (keys and a rate limit
-    /// beside plain W1; not in the default set: it runs W1 nine times).
+    /// beside plain W1; not in the default set: it runs W1 nine times), W10 maps and
+    /// signals (not in the default set).
     #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7")]
     pub workload: Vec<String>,
     /// PostgreSQL URL to measure on (a schema of its own is created and dropped);
@@ -43,7 +45,7 @@ pub struct BenchArgs {
     /// Jobs waiting in W5's large backlog and W6.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub backlog: u64,
-    /// Workflows for W3 (default 20,000) and W4 (default 2,000).
+    /// Workflows for W3 (default 20,000), W4 and W10 (default 2,000 each).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub workflows: Option<u64>,
     /// Jobs per second that W2's producer enqueues.
@@ -97,7 +99,7 @@ pub struct BenchResult {
 
 /// Runs the selected workloads and prints their figures.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
-    const KNOWN: [&str; 8] = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9"];
+    const KNOWN: [&str; 9] = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9", "W10"];
     if let Some(bad) = args
         .workload
         .iter()
@@ -150,8 +152,9 @@ async fn run_one(
         "W6" => w1::memory_workload(target, args.backlog).await,
         "W7" => w7::run(target, args.jobs.min(20_000)).await,
         "W9" => w9::run(args.database.as_deref(), args.jobs.min(50_000)).await,
+        "W10" => w10::run(args.database.as_deref(), args.workflows.unwrap_or(2_000)).await,
         other => Err(CliError::failed(format!(
-            "unknown workload `{other}`: choose from W1, W2, W3, W4, W5, W6, W7, W9"
+            "unknown workload `{other}`: choose from W1, W2, W3, W4, W5, W6, W7, W9, W10"
         ))),
     }
 }
