@@ -11,7 +11,7 @@ fn run_bench(extra: &[&str]) -> Vec<Value> {
         .args([
             "bench",
             "--workload",
-            "W1,W2,W3,W4,W5,W6,W7,W9",
+            "W1,W2,W3,W4,W5,W6,W7,W9,W10",
             "--jobs",
             "300",
             "--backlog",
@@ -40,7 +40,10 @@ fn run_bench(extra: &[&str]) -> Vec<Value> {
 
 fn check(rows: &[Value], store: &str) {
     let workloads: Vec<&str> = rows.iter().filter_map(|r| r["workload"].as_str()).collect();
-    assert_eq!(workloads, ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9"]);
+    assert_eq!(
+        workloads,
+        ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9", "W10"]
+    );
     for row in rows {
         assert_eq!(row["store"], store);
         assert!(row["versions"]["jobchain"].is_string());
@@ -64,6 +67,8 @@ fn check(rows: &[Value], store: &str) {
     for figure in ["keyed_drain_jobs_per_s", "rate_limited_drain_jobs_per_s"] {
         assert!(by("W9")[figure].as_f64().expect("W9") > 0.0, "{figure}");
     }
+    assert!(by("W10")["map_jobs_per_s"].as_f64().expect("W10") > 0.0);
+    assert!(by("W10")["signal_p99_ms"].as_f64().is_some());
 }
 
 #[test]

@@ -622,7 +622,7 @@ fn bad_input_gets_a_clear_message_and_exit_status_2() {
         (vec!["bench", "--workflows", "0"], "0 is not in 1.."),
         (vec!["bench", "--duration", "NaN"], "above 0"),
         (vec!["bench", "--workers", "100000"], "from 0 to 64"),
-        (vec!["bench", "--workload", "W10"], "unknown workload"),
+        (vec!["bench", "--workload", "W11"], "unknown workload"),
         (
             vec![
                 "worker",

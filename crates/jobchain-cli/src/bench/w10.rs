@@ -1,7 +1,8 @@
 //! W10, workflows that map and wait. (a) Maps: W workflows, each `list` (an array of 20)
 //! → a map step over it (20 no-op elements) → `total`; started at once, run by one
 //! worker; jobs per second counts every job (23 per workflow), beside plain W1 draining
-//! as many jobs in the same run. (b) Signals: 1,000 workflows wait for a signal
+//! as many jobs in the same run. (b) Signals: 1,000 workflows (half of W, at most
+//! 1,000) wait for a signal
 //! (`wait_for_signal` → `after`); once every one is waiting, all are signalled at once
 //! from 4 tasks; every workflow must finish, and the latency from a signal call's return
 //! to the start of the step after it is reported (p50, p99).
@@ -21,8 +22,11 @@ use crate::CliError;
 const ELEMENTS: u64 = 20;
 /// Jobs per mapping workflow: list, map step, elements, total.
 const JOBS_PER_WORKFLOW: u64 = ELEMENTS + 3;
-/// Workflows waiting for a signal.
-const WAITING: usize = 1_000;
+/// Workflows waiting for a signal: half the mapping workflows, at most 1,000 (the
+/// default 2,000 gives 1,000).
+fn waiting(workflows: u64) -> usize {
+    (workflows / 2).clamp(1, 1000) as usize
+}
 
 /// Runs W10 on fresh stores.
 pub(crate) async fn run(database: Option<&str>, workflows: u64) -> Result<BenchResult, CliError> {
@@ -48,7 +52,7 @@ pub(crate) async fn run(database: Option<&str>, workflows: u64) -> Result<BenchR
     };
     let (signal_p50, signal_p99, signal_seconds) = {
         let target = Target::create(database, "w10").await?;
-        let measured = signals(&target).await;
+        let measured = signals(&target, waiting(workflows)).await;
         target.destroy().await;
         measured?
     };
@@ -57,7 +61,7 @@ pub(crate) async fn run(database: Option<&str>, workflows: u64) -> Result<BenchR
         settings: json!({
             "workflows": workflows,
             "elements": ELEMENTS,
-            "waiting_workflows": WAITING,
+            "waiting_workflows": waiting(workflows),
         }),
         figures: figures(&[
             ("map_jobs_per_s", maps.into()),
@@ -121,7 +125,7 @@ async fn maps(target: &Target, workflows: u64) -> Result<f64, CliError> {
 }
 
 /// Part (b): signal-to-next-step latency of waiting workflows signalled at once.
-async fn signals(target: &Target) -> Result<(f64, f64, f64), CliError> {
+async fn signals(target: &Target, waiting: usize) -> Result<(f64, f64, f64), CliError> {
     let client = target.client().await?;
     let started_after: Arc<Mutex<HashMap<WorkflowId, Instant>>> = Arc::default();
     let record = started_after.clone();
@@ -138,9 +142,9 @@ async fn signals(target: &Target) -> Result<(f64, f64, f64), CliError> {
         })
         .build()?
         .start();
-    let mut ids = Vec::with_capacity(WAITING);
-    let mut waits = Vec::with_capacity(WAITING);
-    for _ in 0..WAITING {
+    let mut ids = Vec::with_capacity(waiting);
+    let mut waits = Vec::with_capacity(waiting);
+    for _ in 0..waiting {
         let wf = Workflow::new("w10-signal")
             .step(Step::wait_for_signal("go", Duration::from_secs(3600)))
             .step(Step::untyped("after", JobSpec::new("after", json!({}))).after("go"));
@@ -167,7 +171,7 @@ async fn signals(target: &Target) -> Result<(f64, f64, f64), CliError> {
     let sent: Arc<Mutex<HashMap<WorkflowId, Instant>>> = Arc::default();
     let began = Instant::now();
     let mut tasks = Vec::new();
-    for chunk in ids.chunks(WAITING.div_ceil(4)) {
+    for chunk in ids.chunks(waiting.div_ceil(4)) {
         let (client, chunk, sent) = (client.clone(), chunk.to_vec(), sent.clone());
         tasks.push(tokio::spawn(async move {
             for id in chunk {
@@ -191,9 +195,9 @@ async fn signals(target: &Target) -> Result<(f64, f64, f64), CliError> {
         sent.lock().map(|m| m.clone()).unwrap_or_default(),
         started_after.lock().map(|m| m.clone()).unwrap_or_default(),
     );
-    if ran.len() != WAITING {
+    if ran.len() != waiting {
         return Err(CliError::failed(format!(
-            "W10: {} of {WAITING} signalled workflows ran the step after the signal",
+            "W10: {} of {waiting} signalled workflows ran the step after the signal",
             ran.len()
         )));
     }
