@@ -31,6 +31,15 @@ fn shipping_worker(h: &Harness) -> jobchain::WorkerHandle {
         .started()
 }
 
+/// Waits until a waiting step was reached: it ran once and waits, pending again.
+async fn reached(h: &Harness, step: jobchain::JobId) -> jobchain::Job {
+    eventually(&format!("step {step} to wait"), || async {
+        let job = h.client.job(step).await.expect("job");
+        (job.state == JobState::Pending && job.started_at.is_some()).then_some(job)
+    })
+    .await
+}
+
 /// A signal completes the step waiting for it, with its payload as output, and the
 /// step's dependents run.
 pub async fn a_signal_completes_its_waiting_step(h: &Harness) {
@@ -42,11 +51,7 @@ pub async fn a_signal_completes_its_waiting_step(h: &Harness) {
         .expect("start");
     let wait = started.jobs[1];
     // Reached: it ran once, found no signal and waits (pending, not running).
-    eventually("the signal step to wait", || async {
-        let job = h.client.job(wait).await.expect("job");
-        (job.state == JobState::Pending && job.started_at.is_some()).then_some(())
-    })
-    .await;
+    reached(h, wait).await;
     let receipt = h
         .client
         .signal(started.id, "shipped", json!({"tracking": "ZX-1"}))
@@ -127,11 +132,7 @@ pub async fn racing_signals_have_one_winner(h: &Harness) {
         .await
         .expect("start");
     let wait = started.jobs[1];
-    eventually("the signal step to wait", || async {
-        let job = h.client.job(wait).await.expect("job");
-        (job.state == JobState::Pending && job.started_at.is_some()).then_some(())
-    })
-    .await;
+    reached(h, wait).await;
     let mut sends = tokio::task::JoinSet::new();
     for i in 0..10 {
         let client = h.client.clone();
@@ -232,11 +233,7 @@ pub async fn a_timer_survives_a_worker_restart(h: &Harness) {
         .step(Step::untyped("after", job("ok", &json!(2))).after("cool_off"));
     let started = h.client.start_workflow(wf).await.expect("start");
     let sleep = started.jobs[1];
-    let reached = eventually("the sleep step to wait", || async {
-        let job = h.client.job(sleep).await.expect("job");
-        (job.state == JobState::Pending && job.started_at.is_some()).then_some(job)
-    })
-    .await;
+    let reached = reached(h, sleep).await;
     first.shutdown().await;
     let reached_at = reached.started_at.expect("reached");
     // The due instant is in the store, fixed when the step was reached: asking again

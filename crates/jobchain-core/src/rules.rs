@@ -214,6 +214,40 @@ pub fn split_settle_batch(settlements: &[Settlement]) -> (Vec<usize>, Vec<usize>
     (0..settlements.len()).partition(|&i| settlements[i].is_plain_completion())
 }
 
+/// The settlements of a signal: each waiting step (by its current attempt) completes
+/// with the signal's payload as its output.
+pub fn signal_settlements(
+    workflow: WorkflowId,
+    waiting: &[(JobId, u32)],
+    payload: &serde_json::Value,
+) -> Vec<crate::store::Settlement> {
+    waiting
+        .iter()
+        .map(|&(id, attempt)| crate::store::Settlement {
+            lease: crate::store::Lease { id, attempt },
+            outcome: crate::store::Outcome::Completed {
+                output: Some(payload.clone()),
+                follow_ups: Vec::new(),
+            },
+            only_if_expired: false,
+            workflow_id: Some(workflow),
+        })
+        .collect()
+}
+
+/// The waiting steps a signal's settlements completed.
+pub fn signal_completed(
+    waiting: &[(JobId, u32)],
+    results: &[crate::store::SettleResult],
+) -> Vec<JobId> {
+    waiting
+        .iter()
+        .zip(results)
+        .filter(|(_, r)| matches!(r, crate::store::SettleResult::Applied { .. }))
+        .map(|((id, _), _)| *id)
+        .collect()
+}
+
 /// Why a step with condition `skip` is skipped over its dependencies' results, or `None`
 /// when it runs.
 pub fn skip_reason(skip: &SkipIf, deps: &[StepResult]) -> Option<String> {

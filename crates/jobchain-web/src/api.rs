@@ -357,17 +357,7 @@ async fn start_workflow(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type",
-            "send the workflow document as JSON with `Content-Type: application/json`",
-        ));
-    }
+    require_json(&headers, "the workflow document")?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| Problem::bad_request(format!("the body is not UTF-8 text: {e}")))?;
     let document = WorkflowDocument::from_json(text).map_err(Problem::bad_request)?;
@@ -396,6 +386,23 @@ async fn cancel_workflow(State(state): State<AppState>, Path(id): Path<String>) 
     ok(StatusCode::OK, &info)
 }
 
+/// Refuses a body that is not declared JSON, naming `what` it should be.
+fn require_json(headers: &axum::http::HeaderMap, what: &str) -> Result<(), Problem> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            format!("send {what} as JSON with `Content-Type: application/json`"),
+        ))
+    }
+}
+
 /// Sends a signal; the body (any JSON, `null` when empty) is its payload.
 async fn signal_workflow(
     State(state): State<AppState>,
@@ -407,17 +414,7 @@ async fn signal_workflow(
     let payload = if body.is_empty() {
         serde_json::Value::Null
     } else {
-        let json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !json {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Unsupported media type",
-                "send the signal's payload as JSON with `Content-Type: application/json`",
-            ));
-        }
+        require_json(&headers, "the signal's payload")?;
         serde_json::from_slice(&body)
             .map_err(|e| Problem::bad_request(format!("the signal's payload is not JSON: {e}")))?
     };

@@ -362,31 +362,48 @@ pub async fn block_for_steps(
         .map_err(map_err)
 }
 
+/// Jobs to end, each with its reason and the job that caused it (if any).
+pub type Reasons = BTreeMap<i64, (String, Option<i64>)>;
+
 /// Cancels blocked dependents, each with its reason and the dependency that caused it;
 /// returns those that were live.
 pub async fn cancel_dependents(
     conn: &mut PgConnection,
     sql: &Sql,
-    cancels: &BTreeMap<i64, (String, i64)>,
+    cancels: &Reasons,
 ) -> Result<Vec<JobId>, StoreError> {
-    let ids: Vec<i64> = cancels.keys().copied().collect();
-    let reasons: Vec<&str> = cancels.values().map(|(r, _)| r.as_str()).collect();
-    let by: Vec<i64> = cancels.values().map(|(_, b)| *b).collect();
-    let statement = sql.get(
-        "UPDATE __schema__.jobs j SET state = 'cancelled', cancel_reason = t.reason, \
-         cancelled_by = t.by, finished_at = now(), lease_until = NULL \
-         FROM unnest($1::int8[], $2::text[], $3::int8[]) AS t(id, reason, by) \
-         WHERE j.id = t.id AND j.state IN ('blocked', 'pending', 'running') \
-         RETURNING j.id",
-    );
-    let cancelled: Vec<i64> = sqlx::query_scalar(statement)
+    end_with_reasons(
+        conn,
+        sql.get(
+            "UPDATE __schema__.jobs j SET state = 'cancelled', cancel_reason = t.reason, \
+             cancelled_by = t.by, finished_at = now(), lease_until = NULL \
+             FROM unnest($1::int8[], $2::text[], $3::int8[]) AS t(id, reason, by) \
+             WHERE j.id = t.id AND j.state IN ('blocked', 'pending', 'running') \
+             RETURNING j.id",
+        ),
+        cancels,
+    )
+    .await
+}
+
+/// Runs an UPDATE that ends jobs `$1` with reasons `$2` caused by jobs `$3`; returns the
+/// jobs it ended.
+async fn end_with_reasons(
+    conn: &mut PgConnection,
+    statement: sqlx::AssertSqlSafe<std::sync::Arc<str>>,
+    ends: &Reasons,
+) -> Result<Vec<JobId>, StoreError> {
+    let ids: Vec<i64> = ends.keys().copied().collect();
+    let reasons: Vec<&str> = ends.values().map(|(r, _)| r.as_str()).collect();
+    let by: Vec<Option<i64>> = ends.values().map(|(_, b)| *b).collect();
+    let ended: Vec<i64> = sqlx::query_scalar(statement)
         .bind(ids)
         .bind(reasons)
         .bind(by)
         .fetch_all(conn)
         .await
         .map_err(map_err)?;
-    Ok(cancelled.into_iter().map(JobId).collect())
+    Ok(ended.into_iter().map(JobId).collect())
 }
 
 /// Lowers blocked jobs' counts of unsettled dependencies by the given numbers; at zero
@@ -452,26 +469,20 @@ pub struct Ready {
 pub async fn skip(
     conn: &mut PgConnection,
     sql: &Sql,
-    skips: &BTreeMap<i64, (String, Option<i64>)>,
+    skips: &Reasons,
 ) -> Result<Vec<JobId>, StoreError> {
-    let ids: Vec<i64> = skips.keys().copied().collect();
-    let reasons: Vec<&str> = skips.values().map(|(r, _)| r.as_str()).collect();
-    let by: Vec<Option<i64>> = skips.values().map(|(_, b)| *b).collect();
-    let statement = sql.get(
-        "UPDATE __schema__.jobs j SET state = 'skipped', cancel_reason = t.reason, \
-         cancelled_by = t.by, finished_at = now(), lease_until = NULL \
-         FROM unnest($1::int8[], $2::text[], $3::int8[]) AS t(id, reason, by) \
-         WHERE j.id = t.id AND j.state IN ('blocked', 'pending') \
-         RETURNING j.id",
-    );
-    let skipped: Vec<i64> = sqlx::query_scalar(statement)
-        .bind(ids)
-        .bind(reasons)
-        .bind(by)
-        .fetch_all(conn)
-        .await
-        .map_err(map_err)?;
-    Ok(skipped.into_iter().map(JobId).collect())
+    end_with_reasons(
+        conn,
+        sql.get(
+            "UPDATE __schema__.jobs j SET state = 'skipped', cancel_reason = t.reason, \
+             cancelled_by = t.by, finished_at = now(), lease_until = NULL \
+             FROM unnest($1::int8[], $2::text[], $3::int8[]) AS t(id, reason, by) \
+             WHERE j.id = t.id AND j.state IN ('blocked', 'pending') \
+             RETURNING j.id",
+        ),
+        skips,
+    )
+    .await
 }
 
 /// The jobs still cancelled because one of `causes` failed.

@@ -254,30 +254,24 @@ impl WorkerBuilder {
         let mut handlers = self.handlers;
         // Steps that wait (signals, timers) and steps made of steps (maps, sub-workflows)
         // are run by every worker.
-        handlers
-            .entry(SLEEP_KIND.to_string())
-            .or_insert_with(|| Registered {
-                handler: erase::<SleepFor, _>(SLEEP_KIND, waits::sleep),
+        let builtin = [
+            (SLEEP_KIND, erase::<SleepFor, _>(SLEEP_KIND, waits::sleep)),
+            (
+                SIGNAL_KIND,
+                erase::<SignalWait, _>(SIGNAL_KIND, waits::signal),
+            ),
+            (MAP_KIND, erase::<MapSpec, _>(MAP_KIND, steps::map)),
+            (
+                WORKFLOW_KIND,
+                erase::<SubWorkflow, _>(WORKFLOW_KIND, steps::workflow),
+            ),
+        ];
+        for (kind, handler) in builtin {
+            handlers.entry(kind.to_string()).or_insert(Registered {
+                handler,
                 options: KindOptions::default(),
             });
-        handlers
-            .entry(SIGNAL_KIND.to_string())
-            .or_insert_with(|| Registered {
-                handler: erase::<SignalWait, _>(SIGNAL_KIND, waits::signal),
-                options: KindOptions::default(),
-            });
-        handlers
-            .entry(MAP_KIND.to_string())
-            .or_insert_with(|| Registered {
-                handler: erase::<MapSpec, _>(MAP_KIND, steps::map),
-                options: KindOptions::default(),
-            });
-        handlers
-            .entry(WORKFLOW_KIND.to_string())
-            .or_insert_with(|| Registered {
-                handler: erase::<SubWorkflow, _>(WORKFLOW_KIND, steps::workflow),
-                options: KindOptions::default(),
-            });
+        }
         for (kind, registered) in &handlers {
             if registered.options.retry.max_attempts == 0 {
                 return Err(Error::Config(format!(

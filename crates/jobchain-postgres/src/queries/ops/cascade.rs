@@ -25,7 +25,7 @@ pub async fn settle_dependents(
         let states: HashMap<i64, JobState> = settled.iter().map(|(id, s)| (id.0, *s)).collect();
         let ids: Vec<i64> = states.keys().copied().collect();
         let mut satisfied: BTreeMap<i64, i32> = BTreeMap::new();
-        let mut cancels: BTreeMap<i64, (String, i64)> = BTreeMap::new();
+        let mut cancels: transition::Reasons = BTreeMap::new();
         for edge in dependency::into_blocked(conn, sql, &ids).await? {
             let state = states
                 .get(&edge.dependency)
@@ -40,7 +40,7 @@ pub async fn settle_dependents(
                             JobId(edge.dependency),
                             state,
                         );
-                        (reason, edge.dependency)
+                        (reason, Some(edge.dependency))
                     });
                 }
                 Effect::Wait => {}

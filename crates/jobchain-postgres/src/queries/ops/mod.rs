@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use jobchain_core::job::{Job, JobId, JobState, NewJob};
 use jobchain_core::rules::{self, WorkflowPlan};
-use jobchain_core::store::{
-    CleanReport, Enqueued, Lease, Outcome, SettleResult, Settlement, SignalReceipt,
-};
+use jobchain_core::store::{CleanReport, Enqueued, SignalReceipt};
 use jobchain_core::workflow::{NewWorkflow, WorkflowInfo, WorkflowStarted};
 use jobchain_core::{StoreError, WorkflowId};
 
@@ -209,24 +207,9 @@ pub async fn send_signal(
         // The workflow first, then its jobs: the order every settle locks them in.
         workflow::lock(conn, sql, &[workflow.0]).await?;
         let waiting = wait::take_waiting(conn, sql, workflow, name).await?;
-        let settlements: Vec<Settlement> = waiting
-            .iter()
-            .map(|&(id, attempt)| Settlement {
-                lease: Lease { id, attempt },
-                outcome: Outcome::Completed {
-                    output: Some(payload.clone()),
-                    follow_ups: Vec::new(),
-                },
-                only_if_expired: false,
-                workflow_id: Some(workflow),
-            })
-            .collect();
+        let settlements = rules::signal_settlements(workflow, &waiting, &payload);
         let results = settle(conn, sql, &settlements).await?;
-        for ((id, _), result) in waiting.into_iter().zip(results) {
-            if matches!(result, SettleResult::Applied { .. }) {
-                completed.push(id);
-            }
-        }
+        completed = rules::signal_completed(&waiting, &results);
     }
     Ok(SignalReceipt {
         accepted: recorded.accepted,

@@ -11,8 +11,7 @@ use std::time::Duration;
 use jobchain_core::job::{Job, JobId, JobState, NewJob};
 use jobchain_core::rules::{self, WorkflowPlan};
 use jobchain_core::store::{
-    ClaimRequest, ClaimedJob, CleanReport, Enqueued, Lease, LimitScope, Outcome, SettleResult,
-    Settlement, SignalReceipt,
+    ClaimRequest, ClaimedJob, CleanReport, Enqueued, LimitScope, SignalReceipt,
 };
 use jobchain_core::workflow::{NewWorkflow, WorkflowInfo, WorkflowStarted};
 use jobchain_core::{StoreError, WorkflowId};
@@ -220,24 +219,9 @@ pub fn send_signal(
     let mut completed = Vec::new();
     if recorded.accepted {
         let waiting = wait::take_waiting(conn, now, workflow, name)?;
-        let settlements: Vec<Settlement> = waiting
-            .iter()
-            .map(|&(id, attempt)| Settlement {
-                lease: Lease { id, attempt },
-                outcome: Outcome::Completed {
-                    output: Some(payload.clone()),
-                    follow_ups: Vec::new(),
-                },
-                only_if_expired: false,
-                workflow_id: Some(workflow),
-            })
-            .collect();
+        let settlements = rules::signal_settlements(workflow, &waiting, &payload);
         let results = settle(conn, now, &settlements)?;
-        for ((id, _), result) in waiting.into_iter().zip(results) {
-            if matches!(result, SettleResult::Applied { .. }) {
-                completed.push(id);
-            }
-        }
+        completed = rules::signal_completed(&waiting, &results);
     }
     Ok(SignalReceipt {
         accepted: recorded.accepted,
