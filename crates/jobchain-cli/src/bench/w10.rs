@@ -1,6 +1,6 @@
 //! W10, workflows that map and wait. (a) Maps: W workflows, each `list` (an array of 20)
-//! → a map step over it (20 no-op elements) → `total`; started at once, run by one
-//! worker; jobs per second counts every job (23 per workflow), beside plain W1 draining
+//! → a map step over it (20 no-op elements) → `total`; started at once from 4 tasks, run
+//! by one worker; jobs per second counts every job (23 per workflow), beside plain W1 draining
 //! as many jobs in the same run. (b) Signals: 1,000 workflows (half of W, at most
 //! 1,000) wait for a signal
 //! (`wait_for_signal` → `after`); once every one is waiting, all are signalled at once
@@ -15,7 +15,9 @@ use jobchain::{JobContext, JobSpec, JobState, Step, Worker, Workflow, WorkflowId
 use serde_json::json;
 
 use super::w1::{drain_here_with, enqueue_backlog_of};
-use super::{all_workflows, figures, percentiles_ms, rate, BenchResult, Target};
+use super::{
+    all_workflows, figures, percentiles_ms, rate, start_from_four_tasks, BenchResult, Target,
+};
 use crate::CliError;
 
 /// Elements per map.
@@ -99,14 +101,25 @@ async fn maps(target: &Target, workflows: u64) -> Result<f64, CliError> {
         .build()?
         .start();
     let started = Instant::now();
-    let mut ids = Vec::with_capacity(workflows as usize);
-    for _ in 0..workflows {
-        let wf = Workflow::new("w10")
-            .step(Step::untyped("list", JobSpec::new("list", json!(ELEMENTS))))
-            .step(Step::map("each", "element").over("list"))
-            .step(Step::untyped("total", JobSpec::new("total", json!({}))).after("each"));
-        ids.push(client.start_workflow(wf).await?.id);
-    }
+    let ids: Arc<Mutex<Vec<WorkflowId>>> = Arc::default();
+    let record = ids.clone();
+    // Started from 4 tasks, as W3's orders are.
+    start_from_four_tasks(&client, workflows, move |client, _| {
+        let record = record.clone();
+        async move {
+            let wf = Workflow::new("w10")
+                .step(Step::untyped("list", JobSpec::new("list", json!(ELEMENTS))))
+                .step(Step::map("each", "element").over("list"))
+                .step(Step::untyped("total", JobSpec::new("total", json!({}))).after("each"));
+            let id = client.start_workflow(wf).await?.id;
+            if let Ok(mut ids) = record.lock() {
+                ids.push(id);
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let ids = ids.lock().map(|ids| ids.clone()).unwrap_or_default();
     wait_all(&client, &ids).await?;
     let seconds = started.elapsed().as_secs_f64();
     worker.shutdown().await;
