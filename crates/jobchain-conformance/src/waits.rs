@@ -40,9 +40,15 @@ async fn reached(h: &Harness, step: jobchain::JobId) -> jobchain::Job {
     .await
 }
 
-/// A signal completes the step waiting for it, with its payload as output, and the
-/// step's dependents run.
-pub async fn a_signal_completes_its_waiting_step(h: &Harness) {
+/// The order waiting for its shipment, under a worker, once the signal step was reached
+/// (it ran once, found no signal and waits: pending, not running).
+async fn order_waiting(
+    h: &Harness,
+) -> (
+    jobchain::WorkerHandle,
+    jobchain::WorkflowStarted,
+    jobchain::JobId,
+) {
     let worker = shipping_worker(h);
     let started = h
         .client
@@ -50,8 +56,14 @@ pub async fn a_signal_completes_its_waiting_step(h: &Harness) {
         .await
         .expect("start");
     let wait = started.jobs[1];
-    // Reached: it ran once, found no signal and waits (pending, not running).
     reached(h, wait).await;
+    (worker, started, wait)
+}
+
+/// A signal completes the step waiting for it, with its payload as output, and the
+/// step's dependents run.
+pub async fn a_signal_completes_its_waiting_step(h: &Harness) {
+    let (worker, started, wait) = order_waiting(h).await;
     let receipt = h
         .client
         .signal(started.id, "shipped", json!({"tracking": "ZX-1"}))
@@ -125,14 +137,7 @@ pub async fn an_early_signal_is_kept_and_a_later_one_refused(h: &Harness) {
 /// Ten signals of one name race to a waiting step: exactly one is accepted, and the
 /// step's output is its payload.
 pub async fn racing_signals_have_one_winner(h: &Harness) {
-    let worker = shipping_worker(h);
-    let started = h
-        .client
-        .start_workflow(order_waiting_for_shipment(Duration::from_secs(60)))
-        .await
-        .expect("start");
-    let wait = started.jobs[1];
-    reached(h, wait).await;
+    let (worker, started, wait) = order_waiting(h).await;
     let mut sends = tokio::task::JoinSet::new();
     for i in 0..10 {
         let client = h.client.clone();
