@@ -150,6 +150,24 @@ pub async fn a_failed_element_retried_from_the_dlq_revives_the_map(h: &Harness) 
         "{:?}",
         jobs["tens"].errors
     );
+    // Enqueued as a plain job, outside any workflow, a sub-workflow step ends dead,
+    // saying why (it never asks the store to write steps without a workflow).
+    let child = json!({"name": "c", "steps": [], "result": null});
+    let plain = h
+        .client
+        .enqueue(jobchain::JobSpec::new(
+            jobchain::steps::WORKFLOW_KIND,
+            child,
+        ))
+        .await
+        .expect("enqueue");
+    let dead = crate::support::terminal(&h.client, plain.id).await;
+    assert_eq!(dead.state, JobState::Dead);
+    assert!(
+        dead.errors[0].message.contains("belongs to no workflow"),
+        "{:?}",
+        dead.errors
+    );
     worker.shutdown().await;
 }
 

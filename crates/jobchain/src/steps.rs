@@ -63,8 +63,22 @@ fn element_name(step: &str, i: usize) -> String {
     format!("{step}[{i}]")
 }
 
+/// Refuses a step of these kinds outside a workflow (enqueued as a plain job): the steps
+/// it would write need one.
+fn in_workflow(ctx: &JobContext) -> Result<(), JobError> {
+    match ctx.workflow_id() {
+        Some(_) => Ok(()),
+        None => Err(JobError::permanent(format!(
+            "job {} of kind `{}` belongs to no workflow: map steps and sub-workflows are declared workflow steps",
+            ctx.job_id(),
+            ctx.kind()
+        ))),
+    }
+}
+
 /// The handler of [`MAP_KIND`].
 pub(crate) async fn map(ctx: JobContext, spec: MapSpec) -> Result<Value, JobError> {
+    in_workflow(&ctx)?;
     let me = ctx.step().unwrap_or(MAP_KIND).to_string();
     let deps = ctx.dependencies().await?;
     let prefix = format!("{me}[");
@@ -149,6 +163,7 @@ pub(crate) async fn map(ctx: JobContext, spec: MapSpec) -> Result<Value, JobErro
 
 /// The handler of [`WORKFLOW_KIND`].
 pub(crate) async fn workflow(ctx: JobContext, child: SubWorkflow) -> Result<Value, JobError> {
+    in_workflow(&ctx)?;
     let me = ctx.job_id();
     let deps = ctx.dependencies().await?;
     let mut children = Vec::new();
