@@ -90,7 +90,12 @@ pub async fn take_waiting(
     }
     Ok(locked
         .iter()
-        .map(|(id, _, _)| (JobId(*id), attempts[id].max(0) as u32))
+        .map(|(id, _, _)| {
+            (
+                JobId(*id),
+                attempts.get(id).copied().unwrap_or(0).max(0) as u32,
+            )
+        })
         .collect())
 }
 
