@@ -218,13 +218,33 @@ pub async fn an_unanswered_signal_times_out_dead(h: &Harness) {
     assert_eq!(jobs["anyway"].state, JobState::Completed);
     let waited = jobs["confirmed"].finished_at.expect("finished") - jobs["confirmed"].created_at;
     assert!(waited >= chrono::Duration::milliseconds(300), "{waited}");
-    // A late signal is kept, completes nothing.
-    let late = h
+    // Retried from the dead-letter queue, the step waits anew (its timeout starts over),
+    // and a signal now completes it and revives its required dependent.
+    let confirmed = jobs["confirmed"].id;
+    h.client.retry(confirmed).await.expect("retry");
+    // It ran again and waits: pending, due later (without a timeout that starts over it
+    // would end dead at once).
+    eventually("the retried step to wait again", || async {
+        let job = h.client.job(confirmed).await.expect("job");
+        assert_ne!(
+            job.state,
+            JobState::Dead,
+            "the retried step did not wait anew"
+        );
+        (job.state == JobState::Pending && job.run_at > chrono::Utc::now()).then_some(())
+    })
+    .await;
+    let now = h
         .client
-        .signal(started.id, "confirmed", json!({}))
+        .signal(started.id, "confirmed", json!({"late": true}))
         .await
-        .expect("late signal");
-    assert!(late.accepted && late.completed.is_empty(), "{late:?}");
+        .expect("signal after the retry");
+    assert!(now.accepted, "{now:?}");
+    assert_eq!(now.completed, vec![jobs["confirmed"].id]);
+    let info = settled(h, started.id).await;
+    assert_eq!(info.state, WorkflowState::Completed);
+    let jobs = jobs_by_step(h, started.id).await;
+    assert_eq!(jobs["needs"].state, JobState::Completed);
     worker.shutdown().await;
 }
 

@@ -135,6 +135,20 @@ pub async fn timer(
     .map_err(map_err)
 }
 
+/// Forgets the due instant of job `job` (a retried waiting step waits anew).
+pub async fn forget_timer(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    job: JobId,
+) -> Result<(), StoreError> {
+    sqlx::query(sql.get("DELETE FROM __schema__.timers WHERE job_id = $1"))
+        .bind(job.0)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
 /// Forgets signals of workflows that no longer exist and timers of jobs that ended or
 /// no longer exist, up to `limit` of each.
 pub async fn clean(conn: &mut PgConnection, sql: &Sql, limit: usize) -> Result<(), StoreError> {

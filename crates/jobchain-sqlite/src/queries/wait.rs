@@ -118,6 +118,14 @@ pub fn timer(conn: &Connection, job: JobId, proposed: i64) -> Result<i64, StoreE
     .map_err(map_err)
 }
 
+/// Forgets the due instant of job `job` (a retried waiting step waits anew).
+pub fn forget_timer(conn: &Connection, job: JobId) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM jobchain_timers WHERE job_id = ?1")
+        .and_then(|mut s| s.execute([job.0]))
+        .map_err(map_err)?;
+    Ok(())
+}
+
 /// Forgets signals of workflows that no longer exist and timers of jobs that ended or
 /// no longer exist, up to `limit` of each.
 pub fn clean(conn: &Connection, limit: usize) -> Result<(), StoreError> {

@@ -117,6 +117,8 @@ pub(crate) async fn insert_plan(
 pub async fn retry(conn: &mut PgConnection, sql: &Sql, id: JobId) -> Result<Job, StoreError> {
     let dead = rules::check_retry(id, job::get(conn, sql, id).await?)?;
     transition::pend_again(conn, sql, id).await?;
+    // A waiting step (a signal's timeout, a sleep) waits anew from its next run.
+    wait::forget_timer(conn, sql, id).await?;
     if let Some(wf) = dead.workflow_id {
         workflow::revive(conn, sql, wf).await?;
     }

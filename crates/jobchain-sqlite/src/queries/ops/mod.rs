@@ -86,6 +86,8 @@ pub(crate) fn insert_plan(
 pub fn retry(conn: &Connection, now: i64, id: JobId) -> Result<Job, StoreError> {
     let dead = rules::check_retry(id, job::get(conn, id)?)?;
     transition::pend_again(conn, now, id)?;
+    // A waiting step (a signal's timeout, a sleep) waits anew from its next run.
+    wait::forget_timer(conn, id)?;
     if let Some(wf) = dead.workflow_id {
         workflow::revive(conn, wf)?;
     }
