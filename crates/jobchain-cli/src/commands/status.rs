@@ -30,6 +30,7 @@ pub async fn stats(db: DbArgs, output: OutputArgs) -> Result<(), CliError> {
                     c.completed.to_string(),
                     c.dead.to_string(),
                     c.cancelled.to_string(),
+                    c.skipped.to_string(),
                     q.oldest_pending_age
                         .map(short_duration)
                         .unwrap_or_else(|| "-".into()),
@@ -45,6 +46,7 @@ pub async fn stats(db: DbArgs, output: OutputArgs) -> Result<(), CliError> {
                 "COMPLETED",
                 "DEAD",
                 "CANCELLED",
+                "SKIPPED",
                 "OLDEST PENDING",
             ],
             &rows,
