@@ -214,6 +214,19 @@ pub fn split_settle_batch(settlements: &[Settlement]) -> (Vec<usize>, Vec<usize>
     (0..settlements.len()).partition(|&i| settlements[i].is_plain_completion())
 }
 
+/// Checks a signal before anything is written: a name that can be stored, and a payload
+/// that can (nesting, no NUL).
+pub fn check_signal(name: &str, payload: &serde_json::Value) -> StoreResult<()> {
+    if name.trim().is_empty() {
+        return Err(StoreError::Invalid(
+            "a signal needs a name: the one its step waits for".into(),
+        ));
+    }
+    crate::job::check_name("signal name", name).map_err(StoreError::Invalid)?;
+    crate::job::check_payload(payload)
+        .map_err(|e| StoreError::Invalid(format!("the payload of signal `{name}` {e}")))
+}
+
 /// The settlements of a signal: each waiting step (by its current attempt) completes
 /// with the signal's payload as its output.
 pub fn signal_settlements(

@@ -569,6 +569,9 @@ pub trait Store: Send + Sync + 'static {
     /// it); every step of the workflow waiting for it now (pending or running, kind
     /// [`SIGNAL_KIND`]) completes with `payload` as its output, its dependents released as
     /// by any completion. A later signal of the same name changes nothing but is counted.
+    /// An unknown workflow is `NotFound` (a typo would otherwise be kept forever); a bad
+    /// name or payload is `Invalid` ([`crate::rules::check_signal`]); nothing is written
+    /// then.
     async fn send_signal(
         &self,
         workflow: WorkflowId,

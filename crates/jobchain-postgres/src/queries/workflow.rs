@@ -116,15 +116,16 @@ pub async fn finish(conn: &mut PgConnection, sql: &Sql, ids: &[Uuid]) -> Result<
 }
 
 /// Locks workflow rows, in id order (the order every statement takes them in).
-pub async fn lock(conn: &mut PgConnection, sql: &Sql, ids: &[Uuid]) -> Result<(), StoreError> {
+/// Returns how many exist.
+pub async fn lock(conn: &mut PgConnection, sql: &Sql, ids: &[Uuid]) -> Result<usize, StoreError> {
     let statement =
-        sql.get("SELECT 1 FROM __schema__.workflows WHERE id = ANY($1) ORDER BY id FOR UPDATE");
-    sqlx::query(statement)
+        sql.get("SELECT id FROM __schema__.workflows WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    let locked: Vec<Uuid> = sqlx::query_scalar(statement)
         .bind(ids)
-        .execute(conn)
+        .fetch_all(conn)
         .await
         .map_err(map_err)?;
-    Ok(())
+    Ok(locked.len())
 }
 
 /// A retried job makes its workflow run again, no longer cancelled.

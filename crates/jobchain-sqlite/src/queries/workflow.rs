@@ -107,6 +107,13 @@ fn workflow_from_row(r: &Row<'_>) -> rusqlite::Result<WorkflowInfo> {
     })
 }
 
+/// Whether workflow `id` exists.
+pub fn exists(conn: &Connection, id: WorkflowId) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobchain_workflows WHERE id = ?1)")
+        .and_then(|mut s| s.query_row([id.to_string()], |r| r.get(0)))
+        .map_err(map_err)
+}
+
 /// One workflow.
 pub fn get(conn: &Connection, id: WorkflowId) -> Result<Option<WorkflowInfo>, StoreError> {
     conn.prepare_cached(&format!(

@@ -203,11 +203,14 @@ pub async fn send_signal(
     name: &str,
     payload: serde_json::Value,
 ) -> Result<SignalReceipt, StoreError> {
+    rules::check_signal(name, &payload)?;
+    // The workflow first, then its jobs: the order every settle locks them in.
+    if workflow::lock(conn, sql, &[workflow.0]).await? == 0 {
+        return Err(rules::workflow_not_found(workflow));
+    }
     let recorded = wait::record_signal(conn, sql, workflow, name, &payload).await?;
     let mut completed = Vec::new();
     if recorded.accepted {
-        // The workflow first, then its jobs: the order every settle locks them in.
-        workflow::lock(conn, sql, &[workflow.0]).await?;
         let waiting = wait::take_waiting(conn, sql, workflow, name).await?;
         let settlements = rules::signal_settlements(workflow, &waiting, &payload);
         let results = settle(conn, sql, &settlements).await?;

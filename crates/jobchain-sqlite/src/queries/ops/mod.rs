@@ -217,6 +217,10 @@ pub fn send_signal(
     name: &str,
     payload: serde_json::Value,
 ) -> Result<SignalReceipt, StoreError> {
+    rules::check_signal(name, &payload)?;
+    if !workflow::exists(conn, workflow)? {
+        return Err(rules::workflow_not_found(workflow));
+    }
     let recorded = wait::record_signal(conn, now, workflow, name, &payload)?;
     let mut completed = Vec::new();
     if recorded.accepted {
