@@ -257,6 +257,22 @@ impl Columns {
     }
 }
 
+/// The fairness rank of one job (see [`rank_keys`]).
+async fn rank_of(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    job: &NewJob,
+) -> Result<Option<i64>, StoreError> {
+    let ranks = rank_keys(
+        conn,
+        sql,
+        std::slice::from_ref(&job.kind),
+        std::slice::from_ref(&job.concurrency_key),
+    )
+    .await?;
+    Ok(ranks.into_iter().next().flatten())
+}
+
 /// Inserts a debounced job, or collapses it into the pending job holding its key (then
 /// `duplicate` is true and that job now has this payload and start).
 pub async fn insert_debounced(
@@ -269,13 +285,7 @@ pub async fn insert_debounced(
         jobchain_core::job::RunAt::After(d) => ms(d),
         _ => 0,
     };
-    let rank = rank_keys(
-        conn,
-        sql,
-        std::slice::from_ref(&job.kind),
-        std::slice::from_ref(&job.concurrency_key),
-    )
-    .await?[0];
+    let rank = rank_of(conn, sql, job).await?;
     let row = sqlx::query(sql.get(INSERT_DEBOUNCED))
         .bind(&job.kind)
         .bind(&job.queue)
@@ -306,13 +316,7 @@ pub async fn insert_unique(
 ) -> Result<Enqueued, StoreError> {
     let (run_at, delay) = split_run_at(job.run_at);
     let payload = encode_payload(&job.kind, &job.payload)?;
-    let rank = rank_keys(
-        conn,
-        sql,
-        std::slice::from_ref(&job.kind),
-        std::slice::from_ref(&job.concurrency_key),
-    )
-    .await?[0];
+    let rank = rank_of(conn, sql, job).await?;
     // The live job holding the key may finish between the insert and the lookup: try again.
     for _ in 0..3 {
         let statement = sql.get(INSERT_UNIQUE);
