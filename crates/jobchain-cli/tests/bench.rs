@@ -11,7 +11,7 @@ fn run_bench(extra: &[&str]) -> Vec<Value> {
         .args([
             "bench",
             "--workload",
-            "W1,W2,W3,W4,W5,W6,W7,W9,W10",
+            "LIMIT,W1,W2,W3,W4,W5,W6,W7,W8,W9,W10",
             "--jobs",
             "300",
             "--backlog",
@@ -39,13 +39,61 @@ fn run_bench(extra: &[&str]) -> Vec<Value> {
 }
 
 fn check(rows: &[Value], store: &str) {
-    let workloads: Vec<&str> = rows.iter().filter_map(|r| r["workload"].as_str()).collect();
+    let mut workloads: Vec<&str> = rows.iter().filter_map(|r| r["workload"].as_str()).collect();
+    workloads.dedup();
     assert_eq!(
         workloads,
-        ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9", "W10"]
+        ["LIMIT", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "FLOOR"]
     );
+    // The storage limit: one row on SQLite, one per connection count (1, 8) on PostgreSQL.
+    let limits: Vec<&Value> = rows.iter().filter(|r| r["workload"] == "LIMIT").collect();
+    assert_eq!(limits.len(), if store == "postgres" { 2 } else { 1 });
+    for limit in &limits {
+        for figure in [
+            "single_lifecycle_jobs_per_s",
+            "batched_lifecycle_jobs_per_s",
+            "batched_drain_jobs_per_s",
+            "chain5_batched_steps_per_s",
+        ] {
+            assert!(limit[figure].as_f64().expect(figure) > 0.0, "{figure}");
+        }
+    }
+    // W8: a row per style, each with the figures the issue names.
+    let flows: Vec<&Value> = rows.iter().filter(|r| r["workload"] == "W8").collect();
+    let styles: Vec<&Value> = flows.iter().map(|r| &r["settings"]["style"]).collect();
+    assert_eq!(styles, ["dynamic", "declared"]);
+    for flow in &flows {
+        for figure in [
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "flows_per_s",
+            "step_to_step_ms",
+        ] {
+            assert!(flow[figure].as_f64().expect(figure) > 0.0, "{figure}");
+        }
+    }
+    // A floor relative to the limit is checked against this run's limit.
+    let floor = rows
+        .iter()
+        .find(|r| {
+            r["workload"] == "FLOOR"
+                && r["check"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("W1 drain_jobs_per_s"))
+        })
+        .expect("the W1 drain floor");
+    let limit_drain = limits
+        .iter()
+        .filter_map(|r| r["batched_drain_jobs_per_s"].as_f64())
+        .fold(0.0, f64::max);
+    assert_eq!(floor["baseline"].as_f64(), Some(limit_drain.round()));
+    assert!(floor["met"].is_boolean());
     for row in rows {
         assert_eq!(row["store"], store);
+        if row["workload"] == "FLOOR" {
+            continue;
+        }
         assert!(row["versions"]["jobchain"].is_string());
     }
     let by = |w: &str| rows.iter().find(|r| r["workload"] == w).expect("row");
@@ -117,4 +165,42 @@ fn every_workload_completes_on_postgres() {
         return;
     }
     check(&run_bench(&["--database", &url]), "postgres");
+}
+
+#[test]
+fn rounds_report_the_median_and_its_spread() {
+    let output = Command::new(env!("CARGO_BIN_EXE_jobchain"))
+        .args([
+            "bench",
+            "--workload",
+            "LIMIT",
+            "--jobs",
+            "500",
+            "--runs",
+            "3",
+            "--json",
+        ])
+        .output()
+        .expect("run jobchain bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(rows.len(), 1, "three rounds of one workload make one row");
+    let row = &rows[0];
+    assert_eq!(row["runs"], 3);
+    for figure in ["batched_drain_jobs_per_s", "single_lifecycle_jobs_per_s"] {
+        let median = row[figure].as_f64().expect(figure);
+        let spread = row["spread"][figure].as_array().expect("spread");
+        let (min, max) = (spread[0].as_f64().unwrap(), spread[1].as_f64().unwrap());
+        assert!(
+            min <= median && median <= max,
+            "{figure}: {min} ≤ {median} ≤ {max}"
+        );
+    }
 }

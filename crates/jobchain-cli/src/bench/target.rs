@@ -82,6 +82,14 @@ impl Target {
         }
     }
 
+    /// The PostgreSQL URL and the target's schema; `None` on SQLite.
+    pub fn postgres(&self) -> Option<(&str, &str)> {
+        match &self.cleanup {
+            Cleanup::Schema { url, schema } => Some((url, schema)),
+            _ => None,
+        }
+    }
+
     /// Opens a client on the target.
     pub async fn client(&self) -> Result<Client, CliError> {
         Ok(jobchain::open(&self.location).await?)

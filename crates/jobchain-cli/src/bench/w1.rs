@@ -7,17 +7,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use jobchain::{Client, JobContext, JobSpec, Worker};
+use jobchain::{Client, EnqueueOptions, JobContext, JobSpec, Worker};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 
-use super::{drained, figures, progress, rate, BenchResult, Target};
+use super::{
+    drained, figures, progress, rate, reference_payload, reference_priority, BenchResult, Target,
+};
 use crate::CliError;
 
-/// Enqueues `jobs` no-op jobs in batches of 5,000; returns the seconds it took.
+/// Enqueues `jobs` reference no-op jobs (the storage limit's) in batches of 5,000;
+/// returns the seconds it took.
 async fn enqueue_backlog(client: &Client, jobs: u64) -> Result<f64, CliError> {
-    enqueue_backlog_of(client, jobs, |i| JobSpec::new("noop", json!({ "i": i }))).await
+    enqueue_backlog_of(client, jobs, |i| {
+        JobSpec::new("noop", reference_payload(i))
+            .options(EnqueueOptions::new().priority(jobchain::Priority(reference_priority(i))))
+    })
+    .await
 }
 
 /// Enqueues `jobs` jobs made by `job(i)` in batches of 5,000; returns the seconds it took.

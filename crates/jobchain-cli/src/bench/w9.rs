@@ -52,11 +52,6 @@ async fn measure(database: Option<&str>, jobs: u64, variant: Variant) -> Result<
     measured
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// W9 on a fresh store per measurement.
 pub(crate) async fn run(database: Option<&str>, jobs: u64) -> Result<BenchResult, CliError> {
     let (mut plain, mut keyed, mut rated) = (Vec::new(), Vec::new(), Vec::new());
@@ -69,6 +64,10 @@ pub(crate) async fn run(database: Option<&str>, jobs: u64) -> Result<BenchResult
         keyed.push(measure(database, jobs, Variant::Keyed).await?);
         rated.push(measure(database, jobs, Variant::Rated(limit)).await?);
     }
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        super::median(&values)
+    };
     let (p, k, r) = (median(plain), median(keyed), median(rated));
     let ratio = |x: f64| (x / p * 1000.0).round() / 1000.0;
     Ok(BenchResult {
