@@ -17,15 +17,12 @@ const COMPLETE: &str =
     AND (?5 = 0 OR lease_until <= ?4) RETURNING workflow_id, \
     EXISTS (SELECT 1 FROM jobchain_dependencies d WHERE d.depends_on = jobchain_jobs.id)";
 
-// Plain completions ([`Settlement::is_plain_completion`]) in one statement: ids, attempts
-// and outputs come as one JSON array of `[id, attempt, output?]`.
-const COMPLETE_PLAIN: &str = "UPDATE jobchain_jobs SET state = 'completed', output = t.output, \
-        finished_at = ?2, lease_until = NULL \
-    FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value -> 2 AS output \
-        FROM json_each(?1)) AS t \
-    WHERE jobchain_jobs.id = t.id AND jobchain_jobs.attempts = t.attempt \
-        AND jobchain_jobs.state = 'running' AND jobchain_jobs.workflow_id IS NULL \
-    RETURNING jobchain_jobs.id, jobchain_jobs.attempts";
+// A plain completion ([`Settlement::is_plain_completion`]): one prepared statement run
+// per job inside the batch's transaction. (An `UPDATE … FROM json_each(?)` over the whole
+// batch was measured at half again the cost per job: the JSON is parsed and joined.)
+const COMPLETE_PLAIN: &str = "UPDATE jobchain_jobs SET state = 'completed', output = ?3, \
+        finished_at = ?4, lease_until = NULL \
+    WHERE id = ?1 AND attempts = ?2 AND state = 'running' AND workflow_id IS NULL";
 
 const RETRY: &str = "UPDATE jobchain_jobs SET state = 'pending', run_at = ?4 + ?5, \
     errors = json_insert(errors, '$[#]', json(?3)), lease_until = NULL \
@@ -62,40 +59,30 @@ fn error_json(attempt: u32, now: i64, message: &str) -> String {
     .unwrap_or_else(|_| "{}".to_string())
 }
 
-/// Writes plain completions ([`Settlement::is_plain_completion`]) in one statement;
-/// returns which of them were applied. The others, stale or in a workflow after all,
-/// need [`settle`].
+/// Writes plain completions ([`Settlement::is_plain_completion`]); returns which of
+/// them were applied. The others, stale or in a workflow after all, need [`settle`].
 pub fn complete_plain(
     conn: &Connection,
     now: i64,
     settlements: &[&Settlement],
 ) -> Result<Vec<bool>, StoreError> {
-    let mut rows = Vec::with_capacity(settlements.len());
-    for s in settlements {
-        let mut row = vec![Value::from(s.lease.id.0), Value::from(s.lease.attempt)];
-        if let Outcome::Completed {
-            output: Some(output),
-            ..
-        } = &s.outcome
-        {
-            row.push(output.clone());
-        }
-        rows.push(Value::Array(row));
-    }
-    let rows = serde_json::to_string(&rows)
-        .map_err(|e| StoreError::Invalid(format!("outputs of a settle batch: {e}")))?;
     let mut stmt = conn.prepare_cached(COMPLETE_PLAIN).map_err(map_err)?;
-    let applied = stmt
-        .query_map(params![rows, now], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?))
-        })
-        .map_err(map_err)?
-        .collect::<Result<std::collections::HashSet<_>, _>>()
-        .map_err(map_err)?;
-    Ok(settlements
+    settlements
         .iter()
-        .map(|s| applied.contains(&(s.lease.id.0, s.lease.attempt)))
-        .collect())
+        .map(|s| {
+            let output = match &s.outcome {
+                Outcome::Completed {
+                    output: Some(output),
+                    ..
+                } => Some(output.to_string()),
+                _ => None,
+            };
+            let changed = stmt
+                .execute(params![s.lease.id.0, s.lease.attempt, output, now])
+                .map_err(map_err)?;
+            Ok(changed == 1)
+        })
+        .collect()
 }
 
 /// A job that a settle statement ended (completed or dead).
