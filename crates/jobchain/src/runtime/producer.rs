@@ -6,7 +6,7 @@
 //! timer fired, another process committed) or, at the latest, the poll interval.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jobchain_core::store::{ClaimRequest, ClaimedJob, LimitScope, ScopeLimit};
 use jobchain_core::StoreError;
@@ -55,30 +55,59 @@ fn plans(shared: &Shared, queue: &str) -> Vec<ClaimRequest> {
     plans
 }
 
+/// How long a plan that came back short is left out of a round's first pass.
+const DRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// One claim plan and whether it came back short recently.
+struct Plan {
+    request: ClaimRequest,
+    /// Until then the plan is tried only when the others leave slots free: a claim that
+    /// finds no job of its kinds may step over every waiting job of the queue's other
+    /// kinds (the claim index is by queue), so it is not repeated while those keep the
+    /// slots busy.
+    dry_until: Option<Instant>,
+}
+
 /// Claims up to `want` jobs through the plans, starting at `first` (rotated each round so
-/// that no plan always comes last).
+/// that no plan always comes last): a first pass over the plans that found jobs lately,
+/// then, if slots are still free, a pass over the rest.
 async fn claim(
     shared: &Shared,
-    plans: &mut [ClaimRequest],
+    plans: &mut [Plan],
     first: usize,
     want: usize,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let mut jobs = Vec::with_capacity(want);
     let n = plans.len();
-    for i in 0..n {
-        let left = want - jobs.len();
-        if left == 0 {
-            break;
+    let now = Instant::now();
+    for dry_pass in [false, true] {
+        for i in 0..n {
+            let left = want - jobs.len();
+            if left == 0 {
+                return Ok(jobs);
+            }
+            let plan = &mut plans[(first + i) % n];
+            let dry = plan.dry_until.is_some_and(|until| until > now);
+            if dry != dry_pass {
+                continue;
+            }
+            plan.request.limit = left;
+            let claimed = shared.client.store().claim(plan.request.clone()).await?;
+            plan.dry_until = (claimed.len() < left).then(|| Instant::now() + DRY_PAUSE);
+            jobs.extend(claimed);
         }
-        let plan = &mut plans[(first + i) % n];
-        plan.limit = left;
-        jobs.extend(shared.client.store().claim(plan.clone()).await?);
     }
     Ok(jobs)
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
-    let mut plans = plans(&shared, &queue);
+    let mut plans: Vec<Plan> = plans(&shared, &queue)
+        .into_iter()
+        .map(|request| Plan {
+            request,
+            dry_until: None,
+        })
+        .collect();
     let mut round = 0usize;
     let semaphore = Arc::new(Semaphore::new(slots));
     let mut wakeups = shared.client.notifier().subscribe();
