@@ -1,11 +1,13 @@
 // BullMQ on jobchain's workloads, on a Redis of its own (started by ../run):
-//   W1 drain: enqueue N no-op jobs (addBulk, 1,000 per call), then drain them with one
-//             worker at each concurrency given;
+//   W1 drain: enqueue N of jobchain's reference no-op jobs (../reference.cjs: ~100-byte
+//             payload, priorities 0–9 — BullMQ's priority 0 means none, so 1–10), with
+//             addBulk, 1,000 per call; then drain them with one worker at each concurrency;
 //   flows:    N/5 flows of 5 sequential no-op steps (a FlowProducer chain: each step the
 //             child of the next), steps per second until every last step completed.
 // Prints one JSON object per result (medians over --runs, with min and max).
 import { FlowProducer, Queue, Worker } from "bullmq";
 import IORedis from "ioredis";
+import reference from "../reference.cjs";
 import { performance } from "node:perf_hooks";
 import { readFileSync } from "node:fs";
 
@@ -67,7 +69,11 @@ async function drain(args, connection, concurrency) {
     for (let i = 0; i < args.jobs; i += 1000) {
       const batch = [];
       for (let j = i; j < Math.min(i + 1000, args.jobs); j++) {
-        batch.push({ name: "noop", data: { i: j }, opts: { removeOnComplete: true } });
+        batch.push({
+          name: "noop",
+          data: reference.payload(j),
+          opts: { removeOnComplete: true, priority: reference.priority(j) + 1 },
+        });
       }
       await queue.addBulk(batch);
     }

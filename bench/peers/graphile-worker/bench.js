@@ -1,5 +1,6 @@
 // graphile-worker on jobchain's workloads, on the same PostgreSQL:
-//   W1 drain: enqueue N no-op jobs (addJobs, 1,000 per call), then drain them, with its
+//   W1 drain: enqueue N of jobchain's reference no-op jobs (../reference.cjs: ~100-byte
+//             payload, priorities 0–9; addJobs, 1,000 per call), then drain them, with its
 //             default options and with its fastest preset (local queue, batched completion);
 //   W2 latency: jobs added one at a time at a fixed rate while a worker runs (default
 //             options): from addJob's return to the task's start, p50/p90/p99 in ms.
@@ -8,6 +9,7 @@
 "use strict";
 const { run, makeWorkerUtils } = require("graphile-worker");
 const { performance } = require("node:perf_hooks");
+const reference = require("../reference.cjs");
 
 function parseArgs(argv) {
   const args = {
@@ -66,7 +68,11 @@ async function drain(args, presetName) {
     for (let i = 0; i < args.jobs; i += 1000) {
       const specs = [];
       for (let j = i; j < Math.min(i + 1000, args.jobs); j++) {
-        specs.push({ identifier: "noop", payload: { i: j } });
+        specs.push({
+          identifier: "noop",
+          payload: reference.payload(j),
+          priority: reference.priority(j),
+        });
       }
       await utils.addJobs(specs);
     }

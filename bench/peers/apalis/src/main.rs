@@ -1,4 +1,6 @@
-//! apalis on jobchain's W1: enqueue N no-op jobs (`push_all`), then drain them with one
+//! apalis on jobchain's W1: enqueue N of jobchain's reference no-op jobs (a ~100-byte
+//! payload and priorities spread over 0–9, as `reference_payload` and `reference_priority`
+//! in crates/jobchain-cli/src/bench/mod.rs make them) with `push_all`, then drain them with one
 //! worker of `--concurrency` slots — on SQLite (a temp file, WAL, `synchronous=NORMAL`, as
 //! jobchain runs it) and on PostgreSQL (apalis's own schema `apalis` in the database of
 //! `--database`, emptied before each run). Prints one JSON object per store: the median
@@ -54,7 +56,15 @@ fn args() -> Result<Args, String> {
     Ok(args)
 }
 
-async fn noop(_job: u64) -> Result<(), BoxDynError> {
+/// SplitMix64, as jobchain's bench spreads its reference jobs.
+fn mix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+async fn noop(_job: serde_json::Value) -> Result<(), BoxDynError> {
     Ok(())
 }
 
@@ -73,8 +83,19 @@ where
     }
 }
 
-fn tasks(jobs: u64) -> impl futures::Stream<Item = Task<u64>> + Unpin + Send {
-    stream::iter((0..jobs).map(|i| TaskBuilder::new(i).build()))
+fn tasks(jobs: u64) -> impl futures::Stream<Item = Task<serde_json::Value>> + Unpin + Send {
+    stream::iter((0..jobs).map(|i| {
+        let payload = serde_json::json!({
+            "user_id": mix(i) % 1_000_000,
+            "action": "noop",
+            "seq": i,
+            "tags": ["bench", "noop"],
+            "meta": { "source": "jobchain-bench", "attempt": 0 },
+        });
+        TaskBuilder::new(payload)
+            .priority(((mix(i) >> 32) % 10) as usize)
+            .build()
+    }))
 }
 
 /// One SQLite run: (enqueue seconds, drain seconds).
