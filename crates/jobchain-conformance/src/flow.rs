@@ -820,6 +820,50 @@ pub async fn keys_waiting_for_later_do_not_block_due_keys(h: &Harness) {
     assert_eq!(runs.lock().expect("lock").len(), 1, "only the due job ran");
 }
 
+/// Keyed jobs of a kind that the worker puts no per-key limit on run like any other job
+/// (a key matters only under a limit), beside the kind's unkeyed jobs; while they wait,
+/// they count as pending for the unhandled-kinds check, and a delayed one waits its turn.
+pub async fn keyed_jobs_run_where_no_key_limit_is_set(h: &Harness) {
+    let mut ids = enqueue_keyed(h, "keys_ignored", "k1", 5).await;
+    ids.extend(enqueue_keyed(h, "keys_ignored", "k2", 5).await);
+    ids.extend(enqueue_keyed(h, "keys_ignored", "", 5).await);
+    let later = h
+        .client
+        .enqueue(
+            JobSpec::new("keys_ignored", json!({"key": "k3"})).options(
+                EnqueueOptions::new()
+                    .concurrency_key("k3")
+                    .delay(Duration::from_millis(300)),
+            ),
+        )
+        .await
+        .expect("enqueue")
+        .id;
+    let unhandled = h.client.unhandled().await.expect("unhandled kinds");
+    let waiting = unhandled
+        .iter()
+        .find(|u| u.kind == "keys_ignored")
+        .expect("the waiting kind is listed as unhandled");
+    assert_eq!(waiting.count, 16, "keyed and unkeyed jobs are counted");
+    let runs: Runs = Default::default();
+    let workers = limited_workers(h, "keys_ignored", KindOptions::new(), Duration::ZERO, &runs);
+    all_completed(h, &ids).await;
+    let early = runs.lock().expect("lock").len();
+    all_completed(h, &[later]).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    assert_eq!(runs.lock().expect("lock").len(), 16);
+    assert!(early <= 15, "the delayed keyed job ran before it was due");
+    let job = h.client.job(later).await.expect("job");
+    let started = job.started_at.expect("started");
+    assert!(
+        started >= job.run_at,
+        "the delayed keyed job started at {started}, before its run_at {}",
+        job.run_at
+    );
+}
+
 /// Under a per-key limit, a key that shows up while another key's backlog drains starts
 /// at once (its rank starts at the kind's floor, not behind the backlog), and jobs of the
 /// kind without a key run too, once no keyed job may start.

@@ -101,6 +101,7 @@ macro_rules! conformance_suite {
             concurrency_keys_never_overlap_and_claims_are_fair,
             keys_waiting_for_later_do_not_block_due_keys,
             late_keys_start_at_once_and_unkeyed_jobs_run,
+            keyed_jobs_run_where_no_key_limit_is_set,
             periodic_jobs_run_once_per_tick_across_workers,
         );
         $crate::conformance_suite!(@in waits, $factory;

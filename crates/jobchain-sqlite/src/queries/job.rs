@@ -50,18 +50,30 @@ macro_rules! claim_statement {
     };
 }
 
-/// The due jobs of the kinds, by priority, then run_at, then id.
+/// The due jobs of the kinds, by priority, then run_at, then id: those without a
+/// concurrency key from the claim index, keyed ones (of kinds this claim puts no per-key
+/// limit on) from the fair index, which holds them instead.
 const CLAIM: &str = claim_statement!(
-    "SELECT id FROM jobchain_jobs \
-        WHERE state = 'pending' AND queue = ?4 AND run_at <= ?3 \
-          AND kind IN (SELECT value FROM json_each(?5)) \
-          AND NOT EXISTS (SELECT 1 FROM jobchain_queues q WHERE q.name = ?4 AND q.paused = 1) \
+    "SELECT id FROM (\
+        SELECT id, priority, run_at FROM (SELECT id, priority, run_at FROM jobchain_jobs \
+            INDEXED BY jobchain_jobs_claim \
+            WHERE state = 'pending' AND concurrency_key IS NULL AND queue = ?4 AND run_at <= ?3 \
+              AND kind IN (SELECT value FROM json_each(?5)) \
+              AND NOT EXISTS (SELECT 1 FROM jobchain_queues q WHERE q.name = ?4 AND q.paused = 1) \
+            ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)) \
+        UNION ALL \
+        SELECT id, priority, run_at FROM (SELECT id, priority, run_at FROM jobchain_jobs \
+            INDEXED BY jobchain_jobs_fair \
+            WHERE state = 'pending' AND concurrency_key IS NOT NULL \
+              AND kind IN (SELECT value FROM json_each(?5)) AND queue = ?4 AND run_at <= ?3 \
+              AND NOT EXISTS (SELECT 1 FROM jobchain_queues q WHERE q.name = ?4 AND q.paused = 1) \
+            ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER))) \
         ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)"
 );
 
 /// [`CLAIM`] of jobs without a concurrency key.
 const CLAIM_UNKEYED: &str = claim_statement!(
-    "SELECT id FROM jobchain_jobs \
+    "SELECT id FROM jobchain_jobs INDEXED BY jobchain_jobs_claim \
         WHERE state = 'pending' AND queue = ?4 AND run_at <= ?3 \
           AND kind IN (SELECT value FROM json_each(?5)) AND concurrency_key IS NULL \
           AND NOT EXISTS (SELECT 1 FROM jobchain_queues q WHERE q.name = ?4 AND q.paused = 1) \
@@ -115,8 +127,13 @@ const HEARTBEAT: &str = "UPDATE jobchain_jobs SET lease_until = ?3 \
 const EXPIRED: &str = "SELECT id, attempts, kind, max_attempts, workflow_id FROM jobchain_jobs \
     WHERE state = 'running' AND lease_until <= ?1 ORDER BY lease_until LIMIT ?2";
 
-const NEXT_SCHEDULED: &str =
-    "SELECT min(run_at) FROM jobchain_jobs WHERE state = 'pending' AND run_at > ?1";
+/// The earliest future run_at of a pending job, through the claim index (unkeyed jobs)
+/// and the fair index (keyed ones).
+const NEXT_SCHEDULED: &str = "SELECT min(m) FROM (\
+    SELECT min(run_at) AS m FROM jobchain_jobs \
+        WHERE state = 'pending' AND concurrency_key IS NULL AND run_at > ?1 \
+    UNION ALL SELECT min(run_at) FROM jobchain_jobs \
+        WHERE state = 'pending' AND concurrency_key IS NOT NULL AND run_at > ?1)";
 
 /// Resolves when a new job may run, in milliseconds.
 pub fn run_at_ms(run_at: RunAt, now: i64) -> i64 {

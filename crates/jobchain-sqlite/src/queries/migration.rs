@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_fair_ranks.sql"),
     include_str!("../../migrations/0009_waits.sql"),
     include_str!("../../migrations/0010_conditions.sql"),
+    include_str!("../../migrations/0011_claim_index_unkeyed.sql"),
 ];
 
 /// The schema version this build writes.

@@ -94,8 +94,12 @@ pub fn live(conn: &Connection, now: i64) -> Result<Vec<WorkerRecord>, StoreError
 pub fn pending_kinds(conn: &Connection) -> Result<Vec<PendingKind>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT queue, kind, count(*), min(created_at) FROM jobchain_jobs \
-             WHERE state = 'pending' GROUP BY queue, kind ORDER BY queue, kind",
+            "SELECT queue, kind, count(*), min(created_at) FROM (\
+                 SELECT queue, kind, created_at FROM jobchain_jobs \
+                     WHERE state = 'pending' AND concurrency_key IS NULL \
+                 UNION ALL SELECT queue, kind, created_at FROM jobchain_jobs \
+                     WHERE state = 'pending' AND concurrency_key IS NOT NULL) \
+             GROUP BY queue, kind ORDER BY queue, kind",
         )
         .map_err(map_err)?;
     let rows = stmt
