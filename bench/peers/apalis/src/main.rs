@@ -38,11 +38,9 @@ fn args() -> Result<Args, String> {
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let number = || {
-            value
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or(format!("{flag} takes a whole number above 0, not `{value}`"))
+            value.parse::<u64>().ok().filter(|n| *n > 0).ok_or(format!(
+                "{flag} takes a whole number above 0, not `{value}`"
+            ))
         };
         match flag.as_str() {
             "--jobs" => args.jobs = number()?,
@@ -98,6 +96,37 @@ fn tasks(jobs: u64) -> impl futures::Stream<Item = Task<serde_json::Value>> + Un
     }))
 }
 
+/// Runs a worker of `args.concurrency` slots on `backend` until the store counts every
+/// job of `args.jobs` done in `table`; evaluates to the seconds it took. (A macro: the
+/// two backends share no trait a function could name.)
+macro_rules! drain {
+    ($backend:expr, $pool:expr, $args:expr, $name:literal, $table:literal) => {{
+        let worker = WorkerBuilder::new($name)
+            .backend($backend)
+            .concurrency($args.concurrency)
+            .build(noop);
+        let started = Instant::now();
+        let pool = $pool.clone();
+        let count_done = move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar(concat!(
+                    "SELECT count(*) FROM ",
+                    $table,
+                    " WHERE status = 'Done'"
+                ))
+                .fetch_one(&pool)
+                .await
+            }
+        };
+        worker
+            .run_until(all_done($args.jobs, count_done))
+            .await
+            .map_err(|e| e.to_string())?;
+        started.elapsed().as_secs_f64()
+    }};
+}
+
 /// One SQLite run: (enqueue seconds, drain seconds).
 async fn sqlite_run(args: &Args) -> Result<(f64, f64), String> {
     let dir = std::env::temp_dir().join(format!("jobchain-peer-apalis-{}", std::process::id()));
@@ -112,31 +141,17 @@ async fn sqlite_run(args: &Args) -> Result<(f64, f64), String> {
         .connect_with(options)
         .await
         .map_err(|e| e.to_string())?;
-    SqliteStorage::setup(&pool).await.map_err(|e| e.to_string())?;
-    let mut backend = SqliteStorage::new(&pool);
-    let started = Instant::now();
-    backend.push_all(&mut tasks(args.jobs)).await.map_err(|e| e.to_string())?;
-    let enqueue = started.elapsed().as_secs_f64();
-    let worker = WorkerBuilder::new("jobchain-peer-sqlite")
-        .backend(backend)
-        .concurrency(args.concurrency)
-        .build(noop);
-    let started = Instant::now();
-    worker
-        .run_until(all_done(args.jobs, {
-            let pool = pool.clone();
-            move || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query_scalar("SELECT count(*) FROM Jobs WHERE status = 'Done'")
-                        .fetch_one(&pool)
-                        .await
-                }
-            }
-        }))
+    SqliteStorage::setup(&pool)
         .await
         .map_err(|e| e.to_string())?;
-    let drain = started.elapsed().as_secs_f64();
+    let mut backend = SqliteStorage::new(&pool);
+    let started = Instant::now();
+    backend
+        .push_all(&mut tasks(args.jobs))
+        .await
+        .map_err(|e| e.to_string())?;
+    let enqueue = started.elapsed().as_secs_f64();
+    let drain = drain!(backend, pool, args, "jobchain-peer-sqlite", "Jobs");
     pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok((enqueue, drain))
@@ -144,36 +159,24 @@ async fn sqlite_run(args: &Args) -> Result<(f64, f64), String> {
 
 /// One PostgreSQL run: (enqueue seconds, drain seconds).
 async fn postgres_run(args: &Args) -> Result<(f64, f64), String> {
-    let pool = PgPool::connect(&args.database).await.map_err(|e| e.to_string())?;
+    let pool = PgPool::connect(&args.database)
+        .await
+        .map_err(|e| e.to_string())?;
     sqlx::query("DROP SCHEMA IF EXISTS apalis CASCADE")
         .execute(&pool)
         .await
         .map_err(|e| e.to_string())?;
-    PostgresStorage::setup(&pool).await.map_err(|e| e.to_string())?;
-    let mut backend = PostgresStorage::new(&pool);
-    let started = Instant::now();
-    backend.push_all(&mut tasks(args.jobs)).await.map_err(|e| e.to_string())?;
-    let enqueue = started.elapsed().as_secs_f64();
-    let worker = WorkerBuilder::new("jobchain-peer-postgres")
-        .backend(backend)
-        .concurrency(args.concurrency)
-        .build(noop);
-    let started = Instant::now();
-    worker
-        .run_until(all_done(args.jobs, {
-            let pool = pool.clone();
-            move || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
-                        .fetch_one(&pool)
-                        .await
-                }
-            }
-        }))
+    PostgresStorage::setup(&pool)
         .await
         .map_err(|e| e.to_string())?;
-    let drain = started.elapsed().as_secs_f64();
+    let mut backend = PostgresStorage::new(&pool);
+    let started = Instant::now();
+    backend
+        .push_all(&mut tasks(args.jobs))
+        .await
+        .map_err(|e| e.to_string())?;
+    let enqueue = started.elapsed().as_secs_f64();
+    let drain = drain!(backend, pool, args, "jobchain-peer-postgres", "apalis.jobs");
     sqlx::query("DROP SCHEMA IF EXISTS apalis CASCADE")
         .execute(&pool)
         .await
