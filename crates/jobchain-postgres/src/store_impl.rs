@@ -55,6 +55,12 @@ impl Store for PgStore {
     }
 
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
+        // Plain jobs take one autocommit statement (one round trip instead of three).
+        if ops::inserts_in_one_statement(&jobs) {
+            let enqueued = ops::insert_many(&mut *self.conn().await?, self.sql(), &jobs).await?;
+            self.wake_others();
+            return Ok(enqueued);
+        }
         let mut tx = self.begin().await?;
         let enqueued = ops::insert_many(&mut tx, self.sql(), &jobs).await?;
         let enqueued = commit(tx, enqueued).await?;

@@ -29,6 +29,18 @@ pub async fn insert_many(
     insert_into(conn, sql, jobs, &[]).await
 }
 
+/// Whether [`insert_many`] writes `jobs` with one statement, atomic without a
+/// transaction: none has a unique or debounce key (checked by statements of their own), a
+/// workflow (whose record may have to be written) or a concurrency key (ranked first).
+pub fn inserts_in_one_statement(jobs: &[NewJob]) -> bool {
+    jobs.iter().all(|j| {
+        j.unique_key.is_none()
+            && j.debounce_key.is_none()
+            && j.workflow_id.is_none()
+            && j.concurrency_key.is_none()
+    })
+}
+
 /// [`insert_many`], for a caller that holds the locks of the running workflows `locked`.
 pub(crate) async fn insert_into(
     conn: &mut PgConnection,
