@@ -623,6 +623,7 @@ fn bad_input_gets_a_clear_message_and_exit_status_2() {
         (vec!["bench", "--duration", "NaN"], "above 0"),
         (vec!["bench", "--workers", "100000"], "from 0 to 64"),
         (vec!["bench", "--workload", "W11"], "unknown workload"),
+        (vec!["bench", "--runs", "0"], "0 is not in 1..=99"),
         (
             vec![
                 "worker",
