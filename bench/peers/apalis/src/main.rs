@@ -127,6 +127,22 @@ macro_rules! drain {
     }};
 }
 
+/// Sets up `$storage` on `$pool`, enqueues `args.jobs` jobs and drains them; evaluates to
+/// (enqueue seconds, drain seconds).
+macro_rules! measure {
+    ($storage:ident, $pool:expr, $args:expr, $name:literal, $table:literal) => {{
+        $storage::setup(&$pool).await.map_err(|e| e.to_string())?;
+        let mut backend = $storage::new(&$pool);
+        let started = Instant::now();
+        backend
+            .push_all(&mut tasks($args.jobs))
+            .await
+            .map_err(|e| e.to_string())?;
+        let enqueue = started.elapsed().as_secs_f64();
+        (enqueue, drain!(backend, $pool, $args, $name, $table))
+    }};
+}
+
 /// One SQLite run: (enqueue seconds, drain seconds).
 async fn sqlite_run(args: &Args) -> Result<(f64, f64), String> {
     let dir = std::env::temp_dir().join(format!("jobchain-peer-apalis-{}", std::process::id()));
@@ -141,17 +157,7 @@ async fn sqlite_run(args: &Args) -> Result<(f64, f64), String> {
         .connect_with(options)
         .await
         .map_err(|e| e.to_string())?;
-    SqliteStorage::setup(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut backend = SqliteStorage::new(&pool);
-    let started = Instant::now();
-    backend
-        .push_all(&mut tasks(args.jobs))
-        .await
-        .map_err(|e| e.to_string())?;
-    let enqueue = started.elapsed().as_secs_f64();
-    let drain = drain!(backend, pool, args, "jobchain-peer-sqlite", "Jobs");
+    let (enqueue, drain) = measure!(SqliteStorage, pool, args, "jobchain-peer-sqlite", "Jobs");
     pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok((enqueue, drain))
@@ -166,17 +172,13 @@ async fn postgres_run(args: &Args) -> Result<(f64, f64), String> {
         .execute(&pool)
         .await
         .map_err(|e| e.to_string())?;
-    PostgresStorage::setup(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut backend = PostgresStorage::new(&pool);
-    let started = Instant::now();
-    backend
-        .push_all(&mut tasks(args.jobs))
-        .await
-        .map_err(|e| e.to_string())?;
-    let enqueue = started.elapsed().as_secs_f64();
-    let drain = drain!(backend, pool, args, "jobchain-peer-postgres", "apalis.jobs");
+    let (enqueue, drain) = measure!(
+        PostgresStorage,
+        pool,
+        args,
+        "jobchain-peer-postgres",
+        "apalis.jobs"
+    );
     sqlx::query("DROP SCHEMA IF EXISTS apalis CASCADE")
         .execute(&pool)
         .await
