@@ -204,3 +204,36 @@ fn rounds_report_the_median_and_its_spread() {
         );
     }
 }
+
+#[test]
+fn orders_run_in_worker_processes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_jobchain"))
+        .args([
+            "bench",
+            "--workload",
+            "W3",
+            "--workflows",
+            "40",
+            "--workers",
+            "2",
+            "--json",
+        ])
+        .output()
+        .expect("run jobchain bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let row: Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .expect("a row"),
+    )
+    .expect("JSON");
+    // The bench itself fails unless every order completed with its four jobs.
+    assert_eq!(row["workload"], "W3");
+    assert_eq!(row["settings"]["worker_processes"], 2);
+    assert!(row["jobs_per_s"].as_f64().expect("jobs/s") > 0.0);
+}

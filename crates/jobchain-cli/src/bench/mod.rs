@@ -67,7 +67,7 @@ pub struct BenchArgs {
     /// Seconds W2's producer runs.
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     pub duration: f64,
-    /// Worker processes for W1 (0: a worker inside the bench process; at most 64).
+    /// Worker processes for W1 and W3 (0: a worker inside the bench process; at most 64).
     #[arg(long, default_value_t = 0, value_parser = at_most_64)]
     pub workers: usize,
     /// Print one JSON object per result instead of a table.
@@ -219,7 +219,7 @@ async fn run_one(
         "LIMIT" => limit::run(target, args.jobs).await?,
         "W1" => one(w1::drain_workload(target, args.jobs, args.workers).await?),
         "W2" => one(w2::run(target, args.rate, args.duration).await?),
-        "W3" => one(w3::run(target, args.workflows.unwrap_or(20_000)).await?),
+        "W3" => one(w3::run(target, args.workflows.unwrap_or(20_000), args.workers).await?),
         "W4" => one(w4::run(target, args.workflows.unwrap_or(2_000)).await?),
         "W5" => one(w1::backlog_workload(args.database.as_deref(), args.backlog, 10_000).await?),
         "W6" => one(w1::memory_workload(target, args.backlog).await?),

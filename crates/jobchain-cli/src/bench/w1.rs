@@ -91,6 +91,16 @@ pub(crate) async fn drain_here_with(
     Ok(seconds)
 }
 
+/// Runs `workers` worker processes until they have run `jobs` jobs between them (W3 starts
+/// its orders while they run); returns the seconds it took.
+pub(crate) async fn run_in_processes(
+    location: &str,
+    jobs: u64,
+    workers: usize,
+) -> Result<f64, CliError> {
+    Ok(drain_in_processes(location, jobs, workers).await?.0)
+}
+
 /// Drains `jobs` with `workers` worker processes; returns the seconds it took and the
 /// largest peak resident memory among them.
 async fn drain_in_processes(

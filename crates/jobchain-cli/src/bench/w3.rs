@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use jobchain::{EnqueueOptions, JobArgs, JobContext, JobSpec, Worker, WorkflowId, WorkflowState};
+use jobchain::{
+    EnqueueOptions, JobArgs, JobContext, JobSpec, Worker, WorkerBuilder, WorkflowId, WorkflowState,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -40,37 +42,74 @@ step!(SendConfirmation, "send_order_confirmation");
 step!(GenerateInvoice, "generate_invoice");
 step!(SyncInventory, "sync_inventory");
 
-/// Starts `workflows` orders from 4 producer tasks while one worker runs them.
-pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, CliError> {
-    let client = target.client().await?;
-    let leaves = Arc::new(AtomicU64::new(0));
-    let all_done = Arc::new(Notify::new());
-    let leaf = {
-        let (leaves, all_done) = (leaves.clone(), all_done.clone());
-        move |_: JobContext, _: serde::de::IgnoredAny| {
-            let (leaves, all_done) = (leaves.clone(), all_done.clone());
-            async move {
-                if leaves.fetch_add(1, Ordering::Relaxed) + 1 == 2 * workflows {
-                    all_done.notify_one();
-                }
-                Ok(())
-            }
+/// Registers the four order handlers: the first two hand on the next steps, each leaf
+/// calls `leaf`. Used by W3's worker here and by `jobchain bench-worker`, with `on_run`
+/// called for every job run.
+pub(crate) fn register_orders(
+    builder: WorkerBuilder,
+    on_run: impl Fn(bool) + Clone + Send + Sync + 'static,
+) -> WorkerBuilder {
+    let (first, second) = (on_run.clone(), on_run.clone());
+    let leaf = move |_: JobContext, _: serde::de::IgnoredAny| {
+        let on_run = on_run.clone();
+        async move {
+            on_run(true);
+            Ok(())
         }
     };
-    let worker = Worker::builder(&client)
-        .register(|ctx: JobContext, ProcessOrder(order)| async move {
-            ctx.enqueue(&SendConfirmation(order))?;
-            Ok(())
+    builder
+        .register(move |ctx: JobContext, ProcessOrder(order)| {
+            let on_run = first.clone();
+            async move {
+                ctx.enqueue(&SendConfirmation(order))?;
+                on_run(false);
+                Ok(())
+            }
         })
-        .register(|ctx: JobContext, SendConfirmation(order)| async move {
-            ctx.enqueue(&GenerateInvoice(Order { id: order.id }))?;
-            ctx.enqueue(&SyncInventory(order))?;
-            Ok(())
+        .register(move |ctx: JobContext, SendConfirmation(order)| {
+            let on_run = second.clone();
+            async move {
+                ctx.enqueue(&GenerateInvoice(Order { id: order.id }))?;
+                ctx.enqueue(&SyncInventory(order))?;
+                on_run(false);
+                Ok(())
+            }
         })
         .handler(GenerateInvoice::KIND, leaf.clone())
         .handler(SyncInventory::KIND, leaf)
-        .build()?
-        .start();
+}
+
+/// Starts `workflows` orders from 4 producer tasks while one worker (`workers == 0`) or
+/// `workers` worker processes run them.
+pub(crate) async fn run(
+    target: &Target,
+    workflows: u64,
+    workers: usize,
+) -> Result<BenchResult, CliError> {
+    let client = target.client().await?;
+    let leaves = Arc::new(AtomicU64::new(0));
+    let all_done = Arc::new(Notify::new());
+    let worker = if workers == 0 {
+        let (leaves, all_done) = (leaves.clone(), all_done.clone());
+        let on_run = move |leaf: bool| {
+            if leaf && leaves.fetch_add(1, Ordering::Relaxed) + 1 == 2 * workflows {
+                all_done.notify_one();
+            }
+        };
+        Some(
+            register_orders(Worker::builder(&client), on_run)
+                .build()?
+                .start(),
+        )
+    } else {
+        None
+    };
+    let processes = (workers > 0).then(|| {
+        let location = target.location.clone();
+        tokio::spawn(
+            async move { super::w1::run_in_processes(&location, 4 * workflows, workers).await },
+        )
+    });
     let started = Instant::now();
     // Orders arrive in batches, each started in one transaction (`enqueue_many` with a new
     // workflow id per order), as the limit program inserts its chains' first steps.
@@ -87,10 +126,20 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
         Ok(())
     })
     .await?;
-    all_done.notified().await;
-    drained(&worker).await;
+    match (worker, processes) {
+        (Some(worker), _) => {
+            all_done.notified().await;
+            drained(&worker).await;
+            worker.shutdown().await;
+        }
+        (None, Some(processes)) => {
+            processes
+                .await
+                .map_err(|e| CliError::failed(format!("W3 worker processes: {e}")))??;
+        }
+        (None, None) => {}
+    }
     let seconds = started.elapsed().as_secs_f64();
-    worker.shutdown().await;
     let infos = all_workflows(&client).await?;
     client.close().await;
     let complete = infos
@@ -115,6 +164,7 @@ pub(crate) async fn run(target: &Target, workflows: u64) -> Result<BenchResult, 
         workload: "W3",
         settings: serde_json::json!({
             "workflows": workflows,
+            "worker_processes": workers,
             "producers": 4,
             "start_batch": START_BATCH
         }),

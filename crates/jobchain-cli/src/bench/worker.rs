@@ -1,6 +1,7 @@
-//! `jobchain bench-worker`: a worker process for the benchmarks (W1 with several
-//! processes, W6). It runs no-op `noop` jobs, prints `processed N` every 50 ms, and when
-//! its standard input closes it shuts down and prints `done N PEAK_RSS_BYTES`.
+//! `jobchain bench-worker`: a worker process for the benchmarks (W1 and W3 with several
+//! processes, W6). It runs no-op `noop` jobs and W3's order steps, prints `processed N`
+//! (jobs run) every 50 ms, and when its standard input closes it shuts down and prints
+//! `done N PEAK_RSS_BYTES`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,16 +17,20 @@ pub async fn run(database: &str) -> Result<(), CliError> {
     let client = jobchain::open(database).await?;
     let processed = Arc::new(AtomicU64::new(0));
     let counter = processed.clone();
-    let worker = Worker::builder(&client)
-        .handler("noop", move |_: JobContext, _: serde_json::Value| {
+    let orders = processed.clone();
+    let builder =
+        Worker::builder(&client).handler("noop", move |_: JobContext, _: serde_json::Value| {
             let counter = counter.clone();
             async move {
                 counter.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-        })
-        .build()?
-        .start();
+        });
+    let worker = super::w3::register_orders(builder, move |_| {
+        orders.fetch_add(1, Ordering::Relaxed);
+    })
+    .build()?
+    .start();
     let reporter = {
         let processed = processed.clone();
         tokio::spawn(async move {
