@@ -6,25 +6,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn run_bench(extra: &[&str]) -> Vec<Value> {
+/// Runs `jobchain bench ARGS`, which must succeed; its JSON rows.
+fn bench(args: &[&str]) -> Vec<Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_jobchain"))
-        .args([
-            "bench",
-            "--workload",
-            "LIMIT,W1,W2,W3,W4,W5,W6,W7,W8,W9,W10",
-            "--jobs",
-            "300",
-            "--backlog",
-            "1000",
-            "--workflows",
-            "20",
-            "--rate",
-            "200",
-            "--duration",
-            "0.3",
-            "--json",
-        ])
-        .args(extra)
+        .arg("bench")
+        .args(args)
         .output()
         .expect("run jobchain bench");
     assert!(
@@ -36,6 +22,26 @@ fn run_bench(extra: &[&str]) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect()
+}
+
+fn run_bench(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "--workload",
+        "LIMIT,W1,W2,W3,W4,W5,W6,W7,W8,W9,W10",
+        "--jobs",
+        "300",
+        "--backlog",
+        "1000",
+        "--workflows",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "0.3",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    bench(&args)
 }
 
 fn check(rows: &[Value], store: &str) {
@@ -169,28 +175,15 @@ fn every_workload_completes_on_postgres() {
 
 #[test]
 fn rounds_report_the_median_and_its_spread() {
-    let output = Command::new(env!("CARGO_BIN_EXE_jobchain"))
-        .args([
-            "bench",
-            "--workload",
-            "LIMIT",
-            "--jobs",
-            "500",
-            "--runs",
-            "3",
-            "--json",
-        ])
-        .output()
-        .expect("run jobchain bench");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rows: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let rows = bench(&[
+        "--workload",
+        "LIMIT",
+        "--jobs",
+        "500",
+        "--runs",
+        "3",
+        "--json",
+    ]);
     assert_eq!(rows.len(), 1, "three rounds of one workload make one row");
     let row = &rows[0];
     assert_eq!(row["runs"], 3);
@@ -207,31 +200,16 @@ fn rounds_report_the_median_and_its_spread() {
 
 #[test]
 fn orders_run_in_worker_processes() {
-    let output = Command::new(env!("CARGO_BIN_EXE_jobchain"))
-        .args([
-            "bench",
-            "--workload",
-            "W3",
-            "--workflows",
-            "40",
-            "--workers",
-            "2",
-            "--json",
-        ])
-        .output()
-        .expect("run jobchain bench");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let row: Value = serde_json::from_str(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .next()
-            .expect("a row"),
-    )
-    .expect("JSON");
+    let rows = bench(&[
+        "--workload",
+        "W3",
+        "--workflows",
+        "40",
+        "--workers",
+        "2",
+        "--json",
+    ]);
+    let row = rows.first().expect("a row");
     // The bench itself fails unless every order completed with its four jobs.
     assert_eq!(row["workload"], "W3");
     assert_eq!(row["settings"]["worker_processes"], 2);
