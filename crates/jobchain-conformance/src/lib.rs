@@ -71,6 +71,7 @@ macro_rules! conformance_suite {
             wrong_workflow_hint_still_finishes_the_workflow,
             heartbeat_keeps_a_lease_and_reports_lost_ones,
             claim_takes_only_its_queue_and_kinds_up_to_the_limit,
+            builtin_kinds_are_claimed_apart_from_the_backlog,
             retry_and_cancel_check_their_preconditions,
             start_workflow_writes_initial_states_and_edges,
             follow_ups_inherit_their_parent_and_workflow,

@@ -276,6 +276,57 @@ pub async fn claim_takes_only_its_queue_and_kinds_up_to_the_limit(h: &Harness) {
     assert_eq!(b.state, JobState::Pending, "kind b was never asked for");
 }
 
+/// A claim of jobchain's own kinds alone (the stores answer it from an index of those
+/// jobs apart) takes their due jobs of its queue by priority, then age, and nothing of
+/// the backlog of other kinds beside them; a claim naming both takes from both.
+pub async fn builtin_kinds_are_claimed_apart_from_the_backlog(h: &Harness) {
+    let store = h.client.store();
+    let sleep = jobchain::core::store::SLEEP_KIND;
+    let signal = jobchain::core::store::SIGNAL_KIND;
+    let mut jobs: Vec<NewJob> = (0..50).map(|_| new_job("backlog")).collect();
+    jobs.push(new_job(sleep));
+    let mut urgent = new_job(signal);
+    urgent.priority = jobchain::core::Priority(5);
+    jobs.push(urgent);
+    let mut later = new_job(sleep);
+    later.run_at = jobchain::core::RunAt::After(Duration::from_secs(3600));
+    jobs.push(later);
+    let mut elsewhere = new_job(sleep);
+    elsewhere.queue = "other".into();
+    jobs.push(elsewhere);
+    jobs.push(new_job("backlog"));
+    let ids: Vec<_> = store
+        .enqueue(jobs)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let builtin = ClaimRequest {
+        kinds: vec![sleep.to_string(), signal.to_string()],
+        ..claim_request("w1", sleep, Duration::from_secs(60))
+    };
+    assert!(builtin.is_builtin_only());
+    let claimed = store.claim(builtin.clone()).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [ids[51], ids[50]],
+        "the due built-in jobs of the queue, by priority: none of the backlog, the later \
+         timer or the other queue's"
+    );
+    assert!(store.claim(builtin).await.expect("claim").is_empty());
+    let mixed = ClaimRequest {
+        kinds: vec!["backlog".to_string(), sleep.to_string()],
+        limit: 100,
+        ..claim_request("w1", sleep, Duration::from_secs(60))
+    };
+    assert!(!mixed.is_builtin_only());
+    let claimed = store.claim(mixed).await.expect("claim");
+    assert_eq!(claimed.len(), 51, "the backlog, through the claim index");
+    let later = store.job(ids[52]).await.expect("job").expect("exists");
+    assert_eq!(later.state, JobState::Pending, "the timer is not due");
+}
+
 /// Retry takes only dead jobs and cancel only live ones; a refusal names the job and its
 /// state, and changes nothing.
 pub async fn retry_and_cancel_check_their_preconditions(h: &Harness) {

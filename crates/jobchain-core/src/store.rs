@@ -85,6 +85,14 @@ impl ClaimRequest {
     pub fn is_limited(&self) -> bool {
         !self.limits.is_empty() || self.per_key.is_some()
     }
+
+    /// Whether the request claims only jobchain's own kinds, without limits: a claim
+    /// the stores answer from their index of those jobs alone.
+    pub fn is_builtin_only(&self) -> bool {
+        !self.is_limited()
+            && !self.kinds.is_empty()
+            && self.kinds.iter().all(|k| is_builtin_kind(k))
+    }
 }
 
 /// What a limit counts: the jobs of one kind, or of one queue.
@@ -593,6 +601,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes pending writes and closes connections; later calls fail with `Closed`.
     async fn close(&self);
+}
+
+/// How jobchain's own kinds begin (timers, signals, maps, sub-workflows: steps every
+/// worker runs itself). The stores keep an index of their waiting jobs apart, so that a
+/// claim of them alone does not step over a queue's backlog of other kinds.
+pub const BUILTIN_KIND_PREFIX: &str = "jobchain.";
+
+/// Whether `kind` is one of jobchain's own (see [`BUILTIN_KIND_PREFIX`]).
+pub fn is_builtin_kind(kind: &str) -> bool {
+    kind.starts_with(BUILTIN_KIND_PREFIX)
 }
 
 /// The kind of a step that completes when a signal arrives (payload [`SignalWait`]); the

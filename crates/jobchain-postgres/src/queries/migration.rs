@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0010_fair_ranks.sql"),
     include_str!("../../migrations/0011_waits.sql"),
     include_str!("../../migrations/0012_conditions.sql"),
+    include_str!("../../migrations/0013_claim_paths.sql"),
 ];
 
 /// The schema version this build writes.

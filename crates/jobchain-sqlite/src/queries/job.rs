@@ -71,6 +71,15 @@ const CLAIM: &str = claim_statement!(
         ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)"
 );
 
+/// [`CLAIM`] of jobchain's own kinds alone, through their own index (migration 0012).
+const CLAIM_BUILTIN: &str = claim_statement!(
+    "SELECT id FROM jobchain_jobs INDEXED BY jobchain_jobs_builtin_claim \
+        WHERE state = 'pending' AND kind GLOB 'jobchain.*' AND queue = ?4 AND run_at <= ?3 \
+          AND kind IN (SELECT value FROM json_each(?5)) \
+          AND NOT EXISTS (SELECT 1 FROM jobchain_queues q WHERE q.name = ?4 AND q.paused = 1) \
+        ORDER BY priority DESC, run_at, id LIMIT CAST(?6 AS INTEGER)"
+);
+
 /// [`CLAIM`] of jobs without a concurrency key.
 const CLAIM_UNKEYED: &str = claim_statement!(
     "SELECT id FROM jobchain_jobs INDEXED BY jobchain_jobs_claim \
@@ -236,6 +245,9 @@ pub fn claim(
     pick: Pick,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let (statement, kinds) = match pick {
+        Pick::Due if request.is_builtin_only() => {
+            (CLAIM_BUILTIN, serde_json::to_string(&request.kinds))
+        }
         Pick::Due => (CLAIM, serde_json::to_string(&request.kinds)),
         Pick::Unkeyed => (CLAIM_UNKEYED, serde_json::to_string(&request.kinds)),
     };

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0009_waits.sql"),
     include_str!("../../migrations/0010_conditions.sql"),
     include_str!("../../migrations/0011_claim_index_unkeyed.sql"),
+    include_str!("../../migrations/0012_builtin_claim_index.sql"),
 ];
 
 /// The schema version this build writes.

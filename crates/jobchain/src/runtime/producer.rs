@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobchain_core::store::{ClaimRequest, ClaimedJob, LimitScope, ScopeLimit};
+use jobchain_core::store::{is_builtin_kind, ClaimRequest, ClaimedJob, LimitScope, ScopeLimit};
 use jobchain_core::StoreError;
 use tokio::sync::Semaphore;
 
@@ -16,9 +16,10 @@ use super::executor;
 use super::notifier::sleep_or_stop;
 use super::shared::Shared;
 
-/// The claims one round of a producer makes: the kinds without limits together, and each
-/// kind with limits on its own (the store enforces those per claim); the queue's own
-/// limits go with every one of them.
+/// The claims one round of a producer makes: the kinds without limits together, jobchain's
+/// own kinds together (the stores find those through an index of their own, without
+/// stepping over the queue's backlog), and each kind with limits on its own (the store
+/// enforces those per claim); the queue's own limits go with every one of them.
 fn plans(shared: &Shared, queue: &str) -> Vec<ClaimRequest> {
     let config = &shared.config;
     let queue_limit = config.queue_limits.get(queue).map(|l| ScopeLimit {
@@ -35,9 +36,13 @@ fn plans(shared: &Shared, queue: &str) -> Vec<ClaimRequest> {
         .kinds
         .iter()
         .partition(|k| shared.handlers[*k].options.is_limited());
+    let (builtin, free): (Vec<String>, Vec<String>) =
+        free.into_iter().cloned().partition(|k| is_builtin_kind(k));
     let mut plans = Vec::new();
-    if !free.is_empty() {
-        plans.push(request(free.into_iter().cloned().collect()));
+    for kinds in [free, builtin] {
+        if !kinds.is_empty() {
+            plans.push(request(kinds));
+        }
     }
     for kind in limited {
         let options = &shared.handlers[kind].options;
