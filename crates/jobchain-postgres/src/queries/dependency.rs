@@ -145,7 +145,11 @@ pub async fn step_results(
          FROM __schema__.dependencies d JOIN __schema__.jobs j ON j.id = d.depends_on \
          WHERE d.job_id = $1 ORDER BY j.id",
     );
+    // Planned at every call (an unnamed statement): a plan cached while the jobs table
+    // was small joins it by a sequential scan, which a growing table then pays for on
+    // every read (W10 read map steps' dependencies in up to 58 ms instead of 0.05).
     let rows = sqlx::query(statement)
+        .persistent(false)
         .bind(id.0)
         .fetch_all(conn)
         .await
