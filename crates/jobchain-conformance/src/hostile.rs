@@ -125,6 +125,19 @@ pub async fn unstorable_input_is_refused_and_writes_nothing(h: &Harness) {
     let err = h.client.enqueue(job("k", &deep)).await.unwrap_err();
     refused(err, "nested more than 128 levels");
     flatten_drop(deep);
+    // An empty key (most often an unset variable) would join every job given one.
+    for options in [
+        jobchain::EnqueueOptions::new().concurrency_key(""),
+        jobchain::EnqueueOptions::new().unique_key(""),
+        jobchain::EnqueueOptions::new().debounce("", std::time::Duration::from_secs(1)),
+    ] {
+        let err = h
+            .client
+            .enqueue(job("k", &json!({})).options(options))
+            .await
+            .unwrap_err();
+        refused(err, "is empty: give it a value");
+    }
     h.client.set_max_payload_bytes(1000);
     let err = h
         .client

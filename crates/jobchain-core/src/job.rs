@@ -455,16 +455,16 @@ impl NewJob {
         check_name("kind", &self.kind)?;
         check_name("queue", &self.queue)?;
         if let Some(key) = &self.unique_key {
-            check_name("unique key", key)?;
+            check_key("unique key", &self.kind, key)?;
         }
         if let Some(step) = &self.step {
             check_name("step name", step)?;
         }
         if let Some(key) = &self.concurrency_key {
-            check_name("concurrency key", key)?;
+            check_key("concurrency key", &self.kind, key)?;
         }
         if let Some(key) = &self.debounce_key {
-            check_name("debounce key", key)?;
+            check_key("debounce key", &self.kind, key)?;
             if self.unique_key.is_some() {
                 return Err(format!(
                     "job kind `{}`: a job is either debounced or unique, not both: drop one of the keys",
@@ -489,6 +489,18 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// The deepest nesting of arrays and objects a payload may have: what jobchain can read
 /// back (`serde_json`'s own limit), so no stored job is unreadable.
 pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// Checks a key of a job (unique, concurrency, debounce): a name that can be stored, and
+/// not empty (an empty key is most often an unset variable, and would join every other
+/// job given one).
+fn check_key(what: &str, kind: &str, key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err(format!(
+            "job kind `{kind}`: the {what} is empty: give it a value, or leave the option out for a job without one"
+        ));
+    }
+    check_name(what, key)
+}
 
 /// Checks a name: at most [`MAX_NAME_BYTES`], no NUL (PostgreSQL cannot store it).
 /// Quotes, `%`, `_` and right-to-left marks are plain characters and stay.
