@@ -59,30 +59,32 @@ const INSERT_DEBOUNCED: &str = "INSERT INTO __schema__.jobs (kind, queue, payloa
 const FIND_LIVE_UNIQUE: &str = "SELECT id FROM __schema__.jobs WHERE unique_key = $1 \
     AND state IN ('blocked', 'pending', 'running')";
 
+/// A claim statement: marks the due pending jobs of queue $1 and kinds $2 that also meet
+/// `$filter` running, by priority, then run_at, then id, $3 at most.
+macro_rules! claim_statement {
+    ($filter:literal) => {
+        concat!(
+            "WITH picked AS (SELECT id FROM __schema__.jobs \
+             WHERE state = 'pending' ",
+            $filter,
+            " AND queue = $1 AND run_at <= now() AND kind = ANY($2) \
+               AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
+             ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, worker = $4, \
+             lease_until = now() + $5 * interval '1 millisecond', started_at = now(), \
+             debounce_key = NULL \
+             FROM picked WHERE j.id = picked.id \
+             RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
+             j.workflow_id, j.parent_id, j.step, j.run_at"
+        )
+    };
+}
+
 /// Marks the due jobs of the kinds running, by priority, then run_at, then id.
-const CLAIM: &str = "WITH picked AS (SELECT id FROM __schema__.jobs \
-        WHERE state = 'pending' AND queue = $1 AND run_at <= now() AND kind = ANY($2) \
-          AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
-        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-    UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, worker = $4, \
-        lease_until = now() + $5 * interval '1 millisecond', started_at = now(), \
-        debounce_key = NULL \
-    FROM picked WHERE j.id = picked.id \
-    RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
-        j.workflow_id, j.parent_id, j.step, j.run_at";
+const CLAIM: &str = claim_statement!("");
 
 /// [`CLAIM`] of jobchain's own kinds alone, through their own index (migration 0013).
-const CLAIM_BUILTIN: &str = "WITH picked AS (SELECT id FROM __schema__.jobs \
-        WHERE state = 'pending' AND kind LIKE 'jobchain.%' AND queue = $1 AND run_at <= now() \
-          AND kind = ANY($2) \
-          AND NOT EXISTS (SELECT 1 FROM __schema__.queues q WHERE q.name = $1 AND q.paused) \
-        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-    UPDATE __schema__.jobs j SET state = 'running', attempts = j.attempts + 1, worker = $4, \
-        lease_until = now() + $5 * interval '1 millisecond', started_at = now(), \
-        debounce_key = NULL \
-    FROM picked WHERE j.id = picked.id \
-    RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempts, j.max_attempts, \
-        j.workflow_id, j.parent_id, j.step, j.run_at";
+const CLAIM_BUILTIN: &str = claim_statement!("AND kind LIKE 'jobchain.%'");
 
 /// A claim under limits in one call (see the functions `claim_limited` and `claim_keyed`
 /// of migration 0010).
