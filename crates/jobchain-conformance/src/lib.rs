@@ -72,6 +72,7 @@ macro_rules! conformance_suite {
             heartbeat_keeps_a_lease_and_reports_lost_ones,
             claim_takes_only_its_queue_and_kinds_up_to_the_limit,
             builtin_kinds_are_claimed_apart_from_the_backlog,
+            claims_continue_in_order_and_see_jobs_written_before_them,
             retry_and_cancel_check_their_preconditions,
             start_workflow_writes_initial_states_and_edges,
             follow_ups_inherit_their_parent_and_workflow,

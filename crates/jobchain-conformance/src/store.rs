@@ -327,6 +327,53 @@ pub async fn builtin_kinds_are_claimed_apart_from_the_backlog(h: &Harness) {
     assert_eq!(later.state, JobState::Pending, "the timer is not due");
 }
 
+/// Claims go on in claim order through a long backlog, and a job written meanwhile that
+/// comes before where they reached (a higher priority, an earlier run_at) is taken by the
+/// next claim: the stores may remember where a claim ended (PostgreSQL does, to skip the
+/// claimed jobs' dead index entries), but never past a job that came before it.
+pub async fn claims_continue_in_order_and_see_jobs_written_before_them(h: &Harness) {
+    let store = h.client.store();
+    let ids: Vec<_> = store
+        .enqueue((0..250).map(|_| new_job("drained")).collect())
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let claim = |limit: usize| ClaimRequest {
+        limit,
+        ..claim_request("w1", "drained", Duration::from_secs(60))
+    };
+    let first = store.claim(claim(100)).await.expect("claim");
+    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), ids[..100]);
+    let second = store.claim(claim(50)).await.expect("claim");
+    assert_eq!(
+        second.iter().map(|c| c.id).collect::<Vec<_>>(),
+        ids[100..150]
+    );
+    let mut urgent = new_job("drained");
+    urgent.priority = jobchain::core::Priority(3);
+    let mut overdue = new_job("drained");
+    overdue.run_at = jobchain::core::RunAt::At(chrono::Utc::now() - chrono::Duration::hours(1));
+    let late: Vec<_> = store
+        .enqueue(vec![urgent, overdue])
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let third = store.claim(claim(10)).await.expect("claim");
+    let mut expected = late.clone();
+    expected.extend_from_slice(&ids[150..158]);
+    assert_eq!(
+        third.iter().map(|c| c.id).collect::<Vec<_>>(),
+        expected,
+        "the higher priority first, then the overdue job, then the backlog where it was left"
+    );
+    let rest = store.claim(claim(200)).await.expect("claim");
+    assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), ids[158..]);
+}
+
 /// Retry takes only dead jobs and cancel only live ones; a refusal names the job and its
 /// state, and changes nothing.
 pub async fn retry_and_cancel_check_their_preconditions(h: &Harness) {

@@ -23,6 +23,8 @@
 mod queries;
 mod store_impl;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,7 +166,32 @@ struct Inner {
     sql: queries::Sql,
     schema: String,
     listener: Mutex<Option<PgListener>>,
+    /// Where each claim plan's last claim ended (see [`ClaimCursor`]).
+    cursors: std::sync::Mutex<HashMap<(String, Vec<String>), ClaimCursor>>,
+    /// Moves on whenever jobs may have become available before a cursor's position: an
+    /// enqueue or release in this process, or a notification from another.
+    availability: AtomicU64,
 }
+
+/// Where a plain claim ended: the last job it took, in claim order. The next claim of the
+/// same queue and kinds looks after it first, within its priority, instead of stepping
+/// over the claimed jobs' entries at the front of the claim index, which stay there until
+/// vacuum removes them (a long drain made every claim slower as it went). It holds only
+/// while nothing new may have come before it (see `availability`), and at most
+/// [`CURSOR_AGE`]; a claim that comes back short from it is completed from the front.
+#[derive(Clone, Copy)]
+pub(crate) struct ClaimCursor {
+    pub(crate) priority: i16,
+    pub(crate) run_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) id: i64,
+    availability: u64,
+    taken: std::time::Instant,
+}
+
+/// The longest a claim cursor is followed before a claim starts from the front again:
+/// what bounds the wait of a job a cursor passed over (one skipped as locked by another
+/// session, or written before the cursor without a wake-up reaching this process).
+const CURSOR_AGE: Duration = Duration::from_secs(1);
 
 impl PgStore {
     /// Connects to `url`, creates the schema if needed and migrates it.
@@ -216,6 +243,8 @@ impl PgStore {
                 sql,
                 schema: options.schema,
                 listener: Mutex::new(None),
+                cursors: std::sync::Mutex::new(HashMap::new()),
+                availability: AtomicU64::new(0),
             }),
         })
     }
@@ -271,12 +300,65 @@ impl PgStore {
 
     /// Asks the notification task to tell other processes that jobs became available.
     pub(crate) fn wake_others(&self) {
+        self.jobs_may_have_come();
         self.inner.wake.notify_one();
     }
 
     pub(crate) async fn stop_listening(&self) {
         self.inner.notifier.abort();
         self.inner.listener.lock().await.take();
+    }
+
+    /// Jobs may have become available anywhere in the claim order: cursors start over.
+    pub(crate) fn jobs_may_have_come(&self) {
+        self.inner.availability.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The cursor of a plan's last claim, if it still holds.
+    pub(crate) fn cursor(&self, queue: &str, kinds: &[String]) -> Option<ClaimCursor> {
+        let cursors = self.inner.cursors.lock().ok()?;
+        let cursor = *cursors.get(&(queue.to_string(), kinds.to_vec()))?;
+        (cursor.availability == self.inner.availability.load(Ordering::Relaxed)
+            && cursor.taken.elapsed() < CURSOR_AGE)
+            .then_some(cursor)
+    }
+
+    /// Records where a plan's claim ended (its last job in claim order), or forgets the
+    /// plan's cursor when the claim found nothing more after it.
+    pub(crate) fn set_cursor(
+        &self,
+        queue: &str,
+        kinds: &[String],
+        last: Option<&jobchain_core::store::ClaimedJob>,
+        availability: u64,
+        previous: Option<ClaimCursor>,
+    ) {
+        let Ok(mut cursors) = self.inner.cursors.lock() else {
+            return;
+        };
+        let key = (queue.to_string(), kinds.to_vec());
+        match last {
+            Some(job) => {
+                cursors.insert(
+                    key,
+                    ClaimCursor {
+                        priority: job.priority.0,
+                        run_at: job.run_at,
+                        id: job.id.0,
+                        availability,
+                        taken: previous.map_or_else(std::time::Instant::now, |p| p.taken),
+                    },
+                );
+            }
+            None => {
+                cursors.remove(&key);
+            }
+        }
+    }
+
+    /// The current availability count, read before a claim.
+    pub(crate) fn availability(&self) -> u64 {
+        self.inner.availability.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn listen(&self, timeout: Duration) -> Result<bool, StoreError> {
@@ -297,12 +379,16 @@ impl PgStore {
                 Err(_) => return Ok(false),
                 Ok(Ok(Some(n))) => {
                     if n.payload() == self.inner.schema {
+                        self.jobs_may_have_come();
                         return Ok(true);
                     }
                 }
                 // The connection was lost and re-established: notifications may have
                 // been missed, so report a change.
-                Ok(Ok(None)) => return Ok(true),
+                Ok(Ok(None)) => {
+                    self.jobs_may_have_come();
+                    return Ok(true);
+                }
                 Ok(Err(e)) => {
                     *guard = None;
                     return Err(queries::map_err(e));

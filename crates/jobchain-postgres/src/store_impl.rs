@@ -9,8 +9,9 @@ use jobchain_core::job::{Job, JobId, NewJob};
 use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::rules;
 use jobchain_core::store::{
-    Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob, JobFilter, Lease,
-    MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement, SignalReceipt, Store,
+    in_claim_order, Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob,
+    JobFilter, Lease, MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement, SignalReceipt,
+    Store,
 };
 use jobchain_core::workflow::{
     Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
@@ -83,7 +84,36 @@ impl Store for PgStore {
         if request.is_limited() {
             return job::claim_limited(&mut *self.conn().await?, self.sql(), &request).await;
         }
-        job::claim(&mut *self.conn().await?, self.sql(), &request).await
+        if request.is_builtin_only() {
+            return job::claim(&mut *self.conn().await?, self.sql(), &request).await;
+        }
+        let availability = self.availability();
+        let cursor = self.cursor(&request.queue, &request.kinds);
+        let mut conn = self.conn().await?;
+        let mut jobs = match &cursor {
+            Some(c) => job::claim_after(&mut conn, self.sql(), &request, c).await?,
+            None => Vec::new(),
+        };
+        let mut from_front = false;
+        if jobs.len() < request.limit {
+            // No cursor, or nothing more after it in its priority: from the front.
+            let rest = ClaimRequest {
+                limit: request.limit - jobs.len(),
+                ..request.clone()
+            };
+            let more = job::claim(&mut conn, self.sql(), &rest).await?;
+            from_front = true;
+            jobs = in_claim_order(jobs.into_iter().chain(more).collect());
+        }
+        let previous = if from_front { None } else { cursor };
+        self.set_cursor(
+            &request.queue,
+            &request.kinds,
+            jobs.last(),
+            availability,
+            previous,
+        );
+        Ok(jobs)
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<SettleResult>, StoreError> {

@@ -83,6 +83,10 @@ macro_rules! claim_statement {
 /// Marks the due jobs of the kinds running, by priority, then run_at, then id.
 const CLAIM: &str = claim_statement!("");
 
+/// [`CLAIM`] after a position in claim order, within its priority: $6 the priority, ($7,
+/// $8) the run_at and id of the last job taken there (see `ClaimCursor`).
+const CLAIM_AFTER: &str = claim_statement!("AND priority = $6 AND (run_at, id) > ($7, $8)");
+
 /// [`CLAIM`] of jobchain's own kinds alone, through their own index (migration 0013).
 const CLAIM_BUILTIN: &str = claim_statement!("AND kind LIKE 'jobchain.%'");
 
@@ -399,6 +403,28 @@ pub async fn claim(
         .bind(&request.worker)
         .bind(ms(request.lease));
     let rows = query.fetch_all(conn).await.map_err(map_err)?;
+    claimed_rows(&rows)
+}
+
+/// Claims due pending jobs after `cursor` in claim order, within its priority.
+pub async fn claim_after(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    request: &ClaimRequest,
+    cursor: &crate::ClaimCursor,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let rows = sqlx::query(sql.get(CLAIM_AFTER))
+        .bind(&request.queue)
+        .bind(&request.kinds)
+        .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
+        .bind(&request.worker)
+        .bind(ms(request.lease))
+        .bind(cursor.priority)
+        .bind(cursor.run_at)
+        .bind(cursor.id)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
     claimed_rows(&rows)
 }
 
