@@ -167,7 +167,7 @@ struct Inner {
     schema: String,
     listener: Mutex<Option<PgListener>>,
     /// Where each claim plan's last claim ended (see [`ClaimCursor`]).
-    cursors: std::sync::Mutex<HashMap<(String, Vec<String>), ClaimCursor>>,
+    cursors: std::sync::Mutex<HashMap<CursorKey, ClaimCursor>>,
     /// Moves on whenever jobs may have become available before a cursor's position: an
     /// enqueue or release in this process, or a notification from another.
     availability: AtomicU64,
@@ -185,8 +185,12 @@ pub(crate) struct ClaimCursor {
     pub(crate) run_at: chrono::DateTime<chrono::Utc>,
     pub(crate) id: i64,
     availability: u64,
-    taken: std::time::Instant,
+    /// When the chain of claims it continues began from the front.
+    pub(crate) started: std::time::Instant,
 }
+
+/// A claim plan, whose cursor is kept: its queue and kinds.
+pub(crate) type CursorKey = (String, Vec<String>);
 
 /// The longest a claim cursor is followed before a claim starts from the front again:
 /// what bounds the wait of a job a cursor passed over (one skipped as locked by another
@@ -314,41 +318,37 @@ impl PgStore {
         self.inner.availability.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The cursor of a plan's last claim, if it still holds.
-    pub(crate) fn cursor(&self, queue: &str, kinds: &[String]) -> Option<ClaimCursor> {
-        let cursors = self.inner.cursors.lock().ok()?;
-        let cursor = *cursors.get(&(queue.to_string(), kinds.to_vec()))?;
+    /// The cursor of a plan's last claim (`key`: its queue and kinds), if it still holds.
+    pub(crate) fn cursor(&self, key: &CursorKey) -> Option<ClaimCursor> {
+        let cursor = *self.inner.cursors.lock().ok()?.get(key)?;
         (cursor.availability == self.inner.availability.load(Ordering::Relaxed)
-            && cursor.taken.elapsed() < CURSOR_AGE)
+            && cursor.started.elapsed() < CURSOR_AGE)
             .then_some(cursor)
     }
 
-    /// Records where a plan's claim ended (its last job in claim order), or forgets the
-    /// plan's cursor when the claim found nothing more after it.
+    /// Records where a plan's claim ended (its last job in claim order) for a chain of
+    /// claims that began from the front at `started`, or forgets the plan's cursor when
+    /// the claim took nothing.
     pub(crate) fn set_cursor(
         &self,
-        queue: &str,
-        kinds: &[String],
+        key: CursorKey,
         last: Option<&jobchain_core::store::ClaimedJob>,
         availability: u64,
-        previous: Option<ClaimCursor>,
+        started: std::time::Instant,
     ) {
         let Ok(mut cursors) = self.inner.cursors.lock() else {
             return;
         };
-        let key = (queue.to_string(), kinds.to_vec());
         match last {
             Some(job) => {
-                cursors.insert(
-                    key,
-                    ClaimCursor {
-                        priority: job.priority.0,
-                        run_at: job.run_at,
-                        id: job.id.0,
-                        availability,
-                        taken: previous.map_or_else(std::time::Instant::now, |p| p.taken),
-                    },
-                );
+                let cursor = ClaimCursor {
+                    priority: job.priority.0,
+                    run_at: job.run_at,
+                    id: job.id.0,
+                    availability,
+                    started,
+                };
+                cursors.insert(key, cursor);
             }
             None => {
                 cursors.remove(&key);

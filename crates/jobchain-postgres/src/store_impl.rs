@@ -88,13 +88,14 @@ impl Store for PgStore {
             return job::claim(&mut *self.conn().await?, self.sql(), &request).await;
         }
         let availability = self.availability();
-        let cursor = self.cursor(&request.queue, &request.kinds);
+        let key = (request.queue.clone(), request.kinds.clone());
+        let cursor = self.cursor(&key);
         let mut conn = self.conn().await?;
         let mut jobs = match &cursor {
             Some(c) => job::claim_after(&mut conn, self.sql(), &request, c).await?,
             None => Vec::new(),
         };
-        let mut from_front = false;
+        let mut started = cursor.map(|c| c.started);
         if jobs.len() < request.limit {
             // No cursor, or nothing more after it in its priority: from the front.
             let rest = ClaimRequest {
@@ -102,16 +103,14 @@ impl Store for PgStore {
                 ..request.clone()
             };
             let more = job::claim(&mut conn, self.sql(), &rest).await?;
-            from_front = true;
             jobs = in_claim_order(jobs.into_iter().chain(more).collect());
+            started = None;
         }
-        let previous = if from_front { None } else { cursor };
         self.set_cursor(
-            &request.queue,
-            &request.kinds,
+            key,
             jobs.last(),
             availability,
-            previous,
+            started.unwrap_or_else(std::time::Instant::now),
         );
         Ok(jobs)
     }

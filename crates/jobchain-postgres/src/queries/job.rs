@@ -396,14 +396,26 @@ pub async fn claim(
     } else {
         CLAIM
     };
-    let query = sqlx::query(sql.get(statement))
+    let rows = claim_query(sql, statement, request)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    claimed_rows(&rows)
+}
+
+/// A claim statement with the parameters every claim of queue and kinds shares bound:
+/// $1 the queue, $2 the kinds, $3 the limit, $4 the worker, $5 the lease in ms.
+fn claim_query<'q>(
+    sql: &Sql,
+    statement: &'static str,
+    request: &'q ClaimRequest,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql.get(statement))
         .bind(&request.queue)
         .bind(&request.kinds)
         .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
         .bind(&request.worker)
-        .bind(ms(request.lease));
-    let rows = query.fetch_all(conn).await.map_err(map_err)?;
-    claimed_rows(&rows)
+        .bind(ms(request.lease))
 }
 
 /// Claims due pending jobs after `cursor` in claim order, within its priority.
@@ -413,12 +425,7 @@ pub async fn claim_after(
     request: &ClaimRequest,
     cursor: &crate::ClaimCursor,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let rows = sqlx::query(sql.get(CLAIM_AFTER))
-        .bind(&request.queue)
-        .bind(&request.kinds)
-        .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
-        .bind(&request.worker)
-        .bind(ms(request.lease))
+    let rows = claim_query(sql, CLAIM_AFTER, request)
         .bind(cursor.priority)
         .bind(cursor.run_at)
         .bind(cursor.id)
@@ -494,12 +501,7 @@ pub async fn claim_limited(
         rate_count.push(l.rate.map(|r| i64::from(r.count)));
         rate_ms.push(l.rate.map(|r| ms(r.period)));
     }
-    let rows = sqlx::query(sql.get(LIMITED_CLAIM))
-        .bind(&request.queue)
-        .bind(&request.kinds)
-        .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
-        .bind(&request.worker)
-        .bind(ms(request.lease))
+    let rows = claim_query(sql, LIMITED_CLAIM, request)
         .bind(&scopes)
         .bind(&fields)
         .bind(&names)
