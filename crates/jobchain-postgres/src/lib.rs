@@ -165,6 +165,9 @@ struct Inner {
     notifier: tokio::task::JoinHandle<()>,
     sql: queries::Sql,
     schema: String,
+    /// The payload of this store's own notifications: the schema and a token of this
+    /// store. Its listener ignores them: this process's workers are woken in-process.
+    sender: String,
     listener: Mutex<Option<PgListener>>,
     /// Where each claim plan's last claim ended (see [`ClaimCursor`]).
     cursors: std::sync::Mutex<HashMap<CursorKey, ClaimCursor>>,
@@ -234,9 +237,10 @@ impl PgStore {
         let sql = queries::Sql::new(&options.schema);
         queries::migration::run(&pool, &options.schema).await?;
         let wake = Arc::new(Notify::new());
+        let sender = format!("{}:{}", options.schema, uuid::Uuid::now_v7().simple());
         let notifier = tokio::spawn(send_notifications(
             pool.clone(),
-            options.schema.clone(),
+            sender.clone(),
             wake.clone(),
         ));
         Ok(PgStore {
@@ -246,6 +250,7 @@ impl PgStore {
                 notifier,
                 sql,
                 schema: options.schema,
+                sender,
                 listener: Mutex::new(None),
                 cursors: std::sync::Mutex::new(HashMap::new()),
                 availability: AtomicU64::new(0),
@@ -361,6 +366,15 @@ impl PgStore {
         self.inner.availability.load(Ordering::Relaxed)
     }
 
+    /// Whether a notification's payload is about this schema and from another sender: a
+    /// store of another process (`schema:token`) or the SQL functions (`schema`).
+    fn sent_by_others(&self, payload: &str) -> bool {
+        payload != self.inner.sender
+            && payload
+                .strip_prefix(self.inner.schema.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+    }
+
     pub(crate) async fn listen(&self, timeout: Duration) -> Result<bool, StoreError> {
         let mut guard = self.inner.listener.lock().await;
         if guard.is_none() {
@@ -378,7 +392,7 @@ impl PgStore {
             match tokio::time::timeout_at(deadline, listener.try_recv()).await {
                 Err(_) => return Ok(false),
                 Ok(Ok(Some(n))) => {
-                    if n.payload() == self.inner.schema {
+                    if self.sent_by_others(n.payload()) {
                         self.jobs_may_have_come();
                         return Ok(true);
                     }
@@ -399,13 +413,13 @@ impl PgStore {
 }
 
 /// Sends `NOTIFY` for every wake-up request, coalescing the requests of a few
-/// milliseconds into one notification.
-async fn send_notifications(pool: PgPool, schema: String, wake: Arc<Notify>) {
+/// milliseconds into one notification, with `payload` (the schema and the sender).
+async fn send_notifications(pool: PgPool, payload: String, wake: Arc<Notify>) {
     loop {
         wake.notified().await;
         if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(&schema)
+            .bind(&payload)
             .execute(&pool)
             .await
         {

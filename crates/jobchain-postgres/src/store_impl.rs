@@ -144,6 +144,29 @@ impl Store for PgStore {
             // Plain completions make no job available: nobody needs waking.
             return Ok(results);
         }
+        // Completions whose follow-ups are plain jobs take one call; the rest (and these,
+        // when a step they release may have to be skipped) the full settle.
+        let (quick, rest): (Vec<usize>, Vec<usize>) = full
+            .iter()
+            .partition(|&&i| transition::completes_in_one_call(&settlements[i]));
+        if !quick.is_empty() {
+            let batch: Vec<&Settlement> = quick.iter().map(|&i| &settlements[i]).collect();
+            let written =
+                transition::complete_batch(&mut *self.conn().await?, self.sql(), &batch).await?;
+            if let Some(written) = written {
+                for (&i, follow_ups) in quick.iter().zip(written) {
+                    if let Some(follow_ups) = follow_ups {
+                        results[i] = SettleResult::Applied { follow_ups };
+                    }
+                }
+                full = rest;
+            }
+        }
+        if full.is_empty() {
+            // Follow-ups and released dependents are available now.
+            self.wake_others();
+            return Ok(results);
+        }
         full.sort_unstable();
         // Usually the whole batch (workflow jobs): no copy then.
         let batch: Cow<'_, [Settlement]> = if full.len() == settlements.len() {

@@ -15,8 +15,9 @@ use jobchain_core::store::{
 };
 use jobchain_core::{StoreError, WorkflowId};
 use serde_json::Value;
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::{encode_payload, map_err, ms, split_run_at, to_i32, Sql};
@@ -255,8 +256,24 @@ impl Columns {
         } else {
             vec![None; self.kind.len()]
         };
-        let statement = sql.get(INSERT_MANY);
-        let ids: Vec<i64> = sqlx::query_scalar(statement)
+        let rows = self
+            .bind(sqlx::query(sql.get(INSERT_MANY)), ranks)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| row.try_get(0).map(JobId).map_err(map_err))
+            .collect()
+    }
+
+    /// Binds the columns, in the order `INSERT_MANY` takes them (the ranks of concurrency
+    /// keys among them), as the next 16 parameters of `query`.
+    pub(crate) fn bind(
+        self,
+        query: Query<'_, Postgres, PgArguments>,
+        ranks: Vec<Option<i64>>,
+    ) -> Query<'_, Postgres, PgArguments> {
+        query
             .bind(self.kind)
             .bind(self.queue)
             .bind(self.payload)
@@ -273,10 +290,11 @@ impl Columns {
             .bind(self.concurrency_key)
             .bind(ranks)
             .bind(self.skip_if)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?;
-        Ok(ids.into_iter().map(JobId).collect())
+    }
+
+    /// How many rows there are.
+    pub(crate) fn len(&self) -> usize {
+        self.kind.len()
     }
 }
 

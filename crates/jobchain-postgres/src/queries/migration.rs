@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0011_waits.sql"),
     include_str!("../../migrations/0012_conditions.sql"),
     include_str!("../../migrations/0013_claim_paths.sql"),
+    include_str!("../../migrations/0014_complete_batch.sql"),
 ];
 
 /// The schema version this build writes.

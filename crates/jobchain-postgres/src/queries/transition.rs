@@ -3,9 +3,10 @@
 //! costs a fixed number of round trips), the cascades' updates, retry and cancel. A leaf
 //! beside [`super::job`]: transactions that span tables are in [`super::ops`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use jobchain_core::job::JobId;
+use jobchain_core::job::{JobId, JobState};
+use jobchain_core::rules;
 use jobchain_core::store::{Outcome, Settlement};
 use jobchain_core::{StoreError, WorkflowId};
 use serde_json::Value;
@@ -13,7 +14,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::{encode_output, map_err, ms, to_i32, Sql};
+use super::{encode_output, job, map_err, ms, to_i32, Sql};
 
 // Locks, in one round trip, the batch's workflows and then its jobs, each in id order.
 // Every statement that changes several jobs or workflows takes its locks in this order
@@ -151,6 +152,92 @@ pub async fn complete_plain(
         })
         .collect())
 }
+
+/// Whether a settlement can take [`complete_batch`]: a completion by its worker whose
+/// follow-ups are plain jobs (no unique, debounce or concurrency key, no condition, no
+/// workflow but their parent's).
+pub fn completes_in_one_call(s: &Settlement) -> bool {
+    let Outcome::Completed { follow_ups, .. } = &s.outcome else {
+        return false;
+    };
+    !s.only_if_expired
+        && follow_ups.iter().all(|f| {
+            f.unique_key.is_none()
+                && f.debounce_key.is_none()
+                && f.concurrency_key.is_none()
+                && (f.workflow_id.is_none() || f.workflow_id == s.workflow_id)
+                && f.skip_if.is_none()
+        })
+}
+
+/// Completes jobs ([`completes_in_one_call`]) with their follow-ups, the dependents they
+/// release and the workflows they finish, in one call that commits on its own (migration
+/// 0014). Returns, per settlement, the ids of its follow-ups when it was applied (`None`:
+/// rejected by its fence); or `None` when a released dependent may have to be skipped:
+/// then nothing was written, and the batch takes the full settle.
+pub async fn complete_batch(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    settlements: &[&Settlement],
+) -> Result<Option<Vec<Option<Vec<JobId>>>>, StoreError> {
+    let (ids, attempts, _) = fences(settlements);
+    let mut outputs: Vec<Option<String>> = Vec::with_capacity(settlements.len());
+    let mut owners: Vec<i32> = Vec::new();
+    let mut columns = job::Columns::default();
+    for (i, s) in settlements.iter().enumerate() {
+        let Outcome::Completed { output, follow_ups } = &s.outcome else {
+            return Err(StoreError::Invalid(format!(
+                "job {} is not a completion: settle it in full",
+                s.lease.id
+            )));
+        };
+        outputs.push(output.as_ref().map(encode_output).transpose()?);
+        rules::validate_jobs(follow_ups)?;
+        for f in follow_ups {
+            columns.push(f, JobState::Pending, 0)?;
+            owners.push(to_i32(i as u32 + 1));
+        }
+    }
+    let ranks = vec![None; columns.len()];
+    let statement = sql.get(
+        "SELECT * FROM __schema__.complete_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+    );
+    let query = sqlx::query(statement)
+        .bind(ids)
+        .bind(attempts)
+        .bind(outputs)
+        .bind(owners);
+    let rows = match columns.bind(query, ranks).fetch_all(conn).await {
+        Ok(rows) => rows,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(SETTLE_IN_FULL) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(map_err(e)),
+    };
+    let mut written: HashMap<i64, Vec<JobId>> = HashMap::new();
+    for row in &rows {
+        let job: i64 = row.try_get(0).map_err(map_err)?;
+        let follow_up: Option<i64> = row.try_get(1).map_err(map_err)?;
+        let ids = written.entry(job).or_default();
+        ids.extend(follow_up.map(JobId));
+    }
+    Ok(Some(
+        settlements
+            .iter()
+            .map(|s| {
+                written.remove(&s.lease.id.0).map(|mut ids| {
+                    // Written in the order staged, so their ids rise in it.
+                    ids.sort_unstable();
+                    ids
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// The SQLSTATE by which [`complete_batch`] asks for the full settle.
+const SETTLE_IN_FULL: &str = "JC001";
 
 /// A job that a settle statement ended (completed or dead).
 #[derive(Clone, Copy, Debug)]
