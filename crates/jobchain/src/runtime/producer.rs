@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobchain_core::store::{is_builtin_kind, ClaimRequest, ClaimedJob, LimitScope, ScopeLimit};
+use jobchain_core::store::{is_builtin_kind, ClaimRequest, LimitScope, ScopeLimit};
 use jobchain_core::StoreError;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::executor;
 use super::notifier::sleep_or_stop;
@@ -73,23 +73,25 @@ struct Plan {
     dry_until: Option<Instant>,
 }
 
-/// Claims up to `want` jobs through the plans, starting at `first` (rotated each round so
-/// that no plan always comes last): a first pass over the plans that found jobs lately,
-/// then, if slots are still free, a pass over the rest.
+/// Claims up to one job per permit through the plans, starting at `first` (rotated each
+/// round so that no plan always comes last): a first pass over the plans that found jobs
+/// lately, then, if slots are still free, a pass over the rest. Each job starts (taking
+/// one of `permits`) as soon as its plan's claim returns, not after the round's other
+/// claims. Returns how many jobs were claimed.
 async fn claim(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     plans: &mut [Plan],
     first: usize,
-    want: usize,
-) -> Result<Vec<ClaimedJob>, StoreError> {
-    let mut jobs = Vec::with_capacity(want);
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) -> Result<usize, StoreError> {
+    let mut got = 0;
     let n = plans.len();
     let now = Instant::now();
     for dry_pass in [false, true] {
         for i in 0..n {
-            let left = want - jobs.len();
+            let left = permits.len();
             if left == 0 {
-                return Ok(jobs);
+                return Ok(got);
             }
             let plan = &mut plans[(first + i) % n];
             let dry = plan.dry_until.is_some_and(|until| until > now);
@@ -99,10 +101,18 @@ async fn claim(
             plan.request.limit = left;
             let claimed = shared.client.store().claim(plan.request.clone()).await?;
             plan.dry_until = (claimed.len() < left).then(|| Instant::now() + DRY_PAUSE);
-            jobs.extend(claimed);
+            got += claimed.len();
+            for job in claimed {
+                let Some(permit) = permits.pop() else {
+                    break;
+                };
+                shared
+                    .executors
+                    .spawn(executor::run(shared.clone(), job, permit));
+            }
         }
     }
-    Ok(jobs)
+    Ok(got)
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
@@ -147,11 +157,10 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
         let requested = permits.len();
         round = round.wrapping_add(1);
         let first = round % plans.len().max(1);
-        let claimed = claim(&shared, &mut plans, first, requested).await;
-        let jobs = match claimed {
-            Ok(jobs) => {
+        let got = match claim(&shared, &mut plans, first, &mut permits).await {
+            Ok(got) => {
                 backoff = Duration::from_millis(50);
-                jobs
+                got
             }
             Err(e) => {
                 tracing::warn!(queue = %queue, error = %e, retry_in = ?backoff, "claiming jobs failed");
@@ -163,15 +172,6 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
                 continue;
             }
         };
-        let got = jobs.len();
-        for job in jobs {
-            let Some(permit) = permits.pop() else {
-                break;
-            };
-            shared
-                .executors
-                .spawn(executor::run(shared.clone(), job, permit));
-        }
         if got < requested {
             drop(permits);
             tokio::select! {
