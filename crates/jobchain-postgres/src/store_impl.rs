@@ -70,9 +70,16 @@ impl Store for PgStore {
     }
 
     async fn start_workflow(&self, wf: NewWorkflow) -> Result<WorkflowStarted, StoreError> {
-        let mut tx = self.begin().await?;
-        let started = ops::start_workflow(&mut tx, self.sql(), &wf).await?;
-        let started = commit(tx, started).await?;
+        let at_once =
+            ops::start_workflow_at_once(&mut *self.conn().await?, self.sql(), &wf).await?;
+        let started = match at_once {
+            Some(started) => started,
+            None => {
+                let mut tx = self.begin().await?;
+                let started = ops::start_workflow(&mut tx, self.sql(), &wf).await?;
+                commit(tx, started).await?
+            }
+        };
         self.wake_others();
         Ok(started)
     }

@@ -22,7 +22,11 @@ use uuid::Uuid;
 
 use super::{encode_payload, map_err, ms, split_run_at, to_i32, Sql};
 
-const INSERT_MANY: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, state, \
+/// The bulk insert of jobs, without its end (`ORDER BY ord RETURNING id`): rows of 16
+/// column arrays, `$1` to `$16` (see [`Columns::bind`]), in order.
+macro_rules! insert_many_rows {
+    () => {
+        "INSERT INTO __schema__.jobs (kind, queue, payload, priority, state, \
     run_at, max_attempts, attempt_budget, workflow_id, step, parent_id, optional, waiting_for, \
     concurrency_key, fair_rank, skip_if) \
     SELECT kind, queue, payload::jsonb, priority, state, \
@@ -34,8 +38,30 @@ const INSERT_MANY: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, pr
         $14::text[], $15::int8[], $16::text[]) \
         WITH ORDINALITY AS t(kind, queue, payload, priority, state, run_at, delay_ms, \
         max_attempts, workflow_id, step, parent_id, optional, waiting_for, concurrency_key, \
-        fair_rank, skip_if, ord) \
-    ORDER BY ord RETURNING id";
+        fair_rank, skip_if, ord) "
+    };
+}
+
+const INSERT_MANY: &str = concat!(insert_many_rows!(), "ORDER BY ord RETURNING id");
+
+// A declared workflow in one autocommit statement: its record, then, only if the record
+// was written (no running workflow holds its unique key), its steps (`$1`-`$16`, the bulk
+// insert's rows) and its edges (`$21`-`$23`, by position among the steps, from 1). A step's id is its position among the new ids: the
+// rows are inserted in order, each taking the next value of the id sequence.
+const START_WORKFLOW: &str = concat!(
+    "WITH wf AS (INSERT INTO __schema__.workflows (id, name, unique_key, result_step) \
+        VALUES ($17, $18, $19, $20) ON CONFLICT (unique_key) \
+        WHERE unique_key IS NOT NULL AND state = 'running' DO NOTHING RETURNING id), \
+    ins AS (",
+    insert_many_rows!(),
+    "WHERE EXISTS (SELECT 1 FROM wf) ORDER BY ord RETURNING id), \
+    ids AS (SELECT array_agg(id ORDER BY id) AS a FROM ins), \
+    edges AS (INSERT INTO __schema__.dependencies (job_id, depends_on, policy) \
+        SELECT ids.a[e.dependent], ids.a[e.dependency], e.policy \
+        FROM ids, unnest($21::int4[], $22::int4[], $23::text[]) AS e(dependent, dependency, policy) \
+        WHERE ids.a IS NOT NULL) \
+    SELECT id FROM ins ORDER BY id"
+);
 
 const INSERT_UNIQUE: &str = "INSERT INTO __schema__.jobs (kind, queue, payload, priority, state, \
     run_at, max_attempts, attempt_budget, workflow_id, step, parent_id, unique_key, optional, \
@@ -251,7 +277,7 @@ impl Columns {
         if self.is_empty() {
             return Ok(Vec::new());
         }
-        let ranks = if self.concurrency_key.iter().any(Option::is_some) {
+        let ranks = if self.has_keys() {
             rank_keys(conn, sql, &self.kind, &self.concurrency_key).await?
         } else {
             vec![None; self.kind.len()]
@@ -264,6 +290,53 @@ impl Columns {
         rows.iter()
             .map(|row| row.try_get(0).map(JobId).map_err(map_err))
             .collect()
+    }
+
+    /// Starts a declared workflow in one autocommit statement (see `START_WORKFLOW`):
+    /// `self` holds its steps and `edges` its edges by index. Returns the steps' ids, or
+    /// `None` when a running workflow holds its unique key (nothing was written). Steps
+    /// with concurrency keys need their ranks first: the caller's transaction then.
+    pub(crate) async fn start_workflow(
+        self,
+        conn: &mut PgConnection,
+        sql: &Sql,
+        workflow: &jobchain_core::workflow::NewWorkflow,
+        edges: &[(usize, usize, jobchain_core::workflow::EdgePolicy)],
+    ) -> Result<Option<Vec<JobId>>, StoreError> {
+        let steps = self.len();
+        let ranks = vec![None; steps];
+        let rows = self
+            .bind(sqlx::query(sql.get(START_WORKFLOW)), ranks)
+            .bind(workflow.id.0)
+            .bind(&workflow.name)
+            .bind(&workflow.unique_key)
+            .bind(&workflow.result_step)
+            .bind(
+                edges
+                    .iter()
+                    .map(|e| to_i32(e.0 as u32 + 1))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                edges
+                    .iter()
+                    .map(|e| to_i32(e.1 as u32 + 1))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(edges.iter().map(|e| e.2.as_str()).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        let ids: Vec<JobId> = rows
+            .iter()
+            .map(|row| row.try_get(0).map(JobId).map_err(map_err))
+            .collect::<Result<_, _>>()?;
+        Ok((ids.len() == steps).then_some(ids))
+    }
+
+    /// Whether some row has a concurrency key (its rank is read before the insert).
+    pub(crate) fn has_keys(&self) -> bool {
+        self.concurrency_key.iter().any(Option::is_some)
     }
 
     /// Binds the columns, in the order `INSERT_MANY` takes them (the ranks of concurrency

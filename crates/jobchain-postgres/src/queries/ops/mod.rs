@@ -78,6 +78,49 @@ pub(crate) async fn insert_into(
         .collect()
 }
 
+/// Writes a workflow and all its steps in one autocommit statement (record, jobs, edges),
+/// unless a step has a concurrency key (its rank is read first): `None` then, for
+/// [`start_workflow`] in a transaction.
+pub async fn start_workflow_at_once(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    new: &NewWorkflow,
+) -> Result<Option<WorkflowStarted>, StoreError> {
+    let plan = WorkflowPlan::new(new)?;
+    let mut columns = job::Columns::default();
+    for step in &plan.steps {
+        columns.push(&step.job, step.state, step.waiting_for)?;
+    }
+    if columns.has_keys() {
+        return Ok(None);
+    }
+    if let Some(ids) = columns.start_workflow(conn, sql, new, &plan.edges).await? {
+        return Ok(Some(WorkflowStarted {
+            id: new.id,
+            duplicate: false,
+            jobs: ids,
+        }));
+    }
+    duplicate_of(conn, sql, new).await.map(Some)
+}
+
+/// The running workflow that holds `new`'s unique key, which kept `new` from being written.
+async fn duplicate_of(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    new: &NewWorkflow,
+) -> Result<WorkflowStarted, StoreError> {
+    let key = new.unique_key.as_deref().unwrap_or_default();
+    let existing = workflow::running_with_key(conn, sql, key)
+        .await?
+        .ok_or_else(|| StoreError::transient(format!("unique key `{key}` changed hands")))?;
+    Ok(WorkflowStarted {
+        id: existing,
+        duplicate: true,
+        jobs: Vec::new(),
+    })
+}
+
 /// Writes a workflow and all its steps: the record, the jobs in one statement, the edges
 /// in another.
 pub async fn start_workflow(
@@ -87,15 +130,7 @@ pub async fn start_workflow(
 ) -> Result<WorkflowStarted, StoreError> {
     let plan = WorkflowPlan::new(new)?;
     if !workflow::insert(conn, sql, new).await? {
-        let key = new.unique_key.as_deref().unwrap_or_default();
-        let existing = workflow::running_with_key(conn, sql, key)
-            .await?
-            .ok_or_else(|| StoreError::transient(format!("unique key `{key}` changed hands")))?;
-        return Ok(WorkflowStarted {
-            id: existing,
-            duplicate: true,
-            jobs: Vec::new(),
-        });
+        return duplicate_of(conn, sql, new).await;
     }
     let ids = insert_plan(conn, sql, &plan).await?;
     Ok(WorkflowStarted {
