@@ -114,6 +114,7 @@ macro_rules! conformance_suite {
             an_unanswered_signal_times_out_dead,
             a_timer_survives_a_worker_restart,
             the_result_is_read_through_wait,
+            calls_that_make_jobs_due_wake_this_process_at_once,
         );
         $crate::conformance_suite!(@in compose, $factory;
             a_map_runs_each_element_in_order_within_its_parallelism,

@@ -368,3 +368,63 @@ pub async fn the_result_is_read_through_wait(h: &Harness) {
     assert!(err.to_string().contains("result step `z`"), "{err}");
     worker.shutdown().await;
 }
+
+/// The calls of a client that make jobs due wake that process's idle workers at once, not
+/// at their next poll or notification: a signal releases the step after the waiting one,
+/// a resumed queue its jobs. Every poll here is a minute away; each check waits at most
+/// half of that.
+pub async fn calls_that_make_jobs_due_wake_this_process_at_once(h: &Harness) {
+    let minute = Duration::from_secs(60);
+    let worker = h
+        .worker()
+        .configure(|c| {
+            c.poll_interval = minute;
+            c.change_poll = minute;
+        })
+        .handler("ok", |_: JobContext, p: Value| async move { Ok(p) })
+        .handler(
+            "invoice",
+            |_: JobContext, _: Value| async move { Ok(json!({})) },
+        )
+        .started();
+    let started = h
+        .client
+        .start_workflow(order_waiting_for_shipment(minute * 10))
+        .await
+        .expect("start");
+    reached(h, started.jobs[1]).await;
+    // Let the producers go idle (a shorter pause only makes the check weaker).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.client
+        .signal(started.id, "shipped", json!({"tracking": "ZX-2"}))
+        .await
+        .expect("signal");
+    let info = h
+        .client
+        .wait_for_workflow(started.id, minute / 2)
+        .await
+        .expect("the step after the signal runs without waiting for a poll");
+    assert_eq!(info.state, WorkflowState::Completed);
+
+    h.client.pause_queue("default").await.expect("pause");
+    let id = h
+        .client
+        .enqueue(job("ok", &json!("after resume")))
+        .await
+        .expect("enqueue")
+        .id;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.client.job(id).await.expect("job").state,
+        JobState::Pending,
+        "a paused queue starts nothing"
+    );
+    h.client.resume_queue("default").await.expect("resume");
+    let done = h
+        .client
+        .wait_for_job(id, minute / 2)
+        .await
+        .expect("a resumed queue's job runs without waiting for a poll");
+    assert_eq!(done.state, JobState::Completed);
+    worker.shutdown().await;
+}

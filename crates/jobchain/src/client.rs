@@ -378,7 +378,10 @@ impl Client {
     /// discards a dead one from the dead-letter queue (it becomes cancelled; its
     /// dependents were settled when it died and stay as they are).
     pub async fn cancel(&self, id: JobId) -> Result<Job> {
-        Ok(self.inner.store.cancel(id, "cancelled by user").await?)
+        let job = self.inner.store.cancel(id, "cancelled by user").await?;
+        // A dependent that tolerates the cancellation may have become due.
+        self.inner.notifier.notify();
+        Ok(job)
     }
 
     /// Cancels every live job of a workflow.
@@ -428,7 +431,9 @@ impl Client {
     /// Resumes a paused queue.
     pub async fn resume_queue(&self, queue: &str) -> Result<QueueInfo> {
         valid_queue(queue)?;
-        Ok(self.inner.store.set_queue_paused(queue, false).await?)
+        let info = self.inner.store.set_queue_paused(queue, false).await?;
+        self.inner.notifier.notify();
+        Ok(info)
     }
 
     /// Pending jobs that no live worker handles, by queue and kind.
@@ -485,11 +490,15 @@ impl Client {
             kind: format!("signal `{name}`"),
             reason: e.to_string(),
         })?;
-        Ok(self
+        let receipt = self
             .inner
             .store
             .send_signal(workflow, name, payload)
-            .await?)
+            .await?;
+        // The steps after the waiting one may have become due: this process's workers
+        // look at once (other processes are told by the store).
+        self.inner.notifier.notify();
+        Ok(receipt)
     }
 
     /// A finished workflow's result as JSON: the output of its result step
