@@ -1,6 +1,6 @@
--- Completions in one round trip (W3, W4, W8, W10: a settle of workflow jobs took seven:
--- begin, lock, complete, write the follow-ups, find the dependents, release them, finish,
--- commit; the hand-off from one step to the next waited for all of them).
+-- Completions in one round trip (W3, W4, W8, W10: a settle of workflow jobs took up to
+-- eight: begin, lock, complete, write the follow-ups, find the dependents, release them,
+-- finish, commit; the hand-off from one step to the next waited for all of them).
 --
 -- The common case, completions by their worker whose follow-ups are plain jobs (no unique,
 -- debounce or concurrency key, no condition, no workflow but their parent's), as one call that
