@@ -46,8 +46,9 @@ const INSERT_MANY: &str = concat!(insert_many_rows!(), "ORDER BY ord RETURNING i
 
 // A declared workflow in one autocommit statement: its record, then, only if the record
 // was written (no running workflow holds its unique key), its steps (`$1`-`$16`, the bulk
-// insert's rows) and its edges (`$21`-`$23`, by position among the steps, from 1). A step's id is its position among the new ids: the
-// rows are inserted in order, each taking the next value of the id sequence.
+// insert's rows) and its edges (`$21`-`$23`, by position among the steps, from 1). A
+// step's id is its position among the new ids: the rows are inserted in order, each
+// taking the next value of the id sequence.
 const START_WORKFLOW: &str = concat!(
     "WITH wf AS (INSERT INTO __schema__.workflows (id, name, unique_key, result_step) \
         VALUES ($17, $18, $19, $20) ON CONFLICT (unique_key) \
@@ -287,9 +288,7 @@ impl Columns {
             .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
-        rows.iter()
-            .map(|row| row.try_get(0).map(JobId).map_err(map_err))
-            .collect()
+        ids_of(&rows)
     }
 
     /// Starts a declared workflow in one autocommit statement (see `START_WORKFLOW`):
@@ -311,26 +310,13 @@ impl Columns {
             .bind(&workflow.name)
             .bind(&workflow.unique_key)
             .bind(&workflow.result_step)
-            .bind(
-                edges
-                    .iter()
-                    .map(|e| to_i32(e.0 as u32 + 1))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                edges
-                    .iter()
-                    .map(|e| to_i32(e.1 as u32 + 1))
-                    .collect::<Vec<_>>(),
-            )
+            .bind(edges.iter().map(|e| position(e.0)).collect::<Vec<_>>())
+            .bind(edges.iter().map(|e| position(e.1)).collect::<Vec<_>>())
             .bind(edges.iter().map(|e| e.2.as_str()).collect::<Vec<_>>())
             .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
-        let ids: Vec<JobId> = rows
-            .iter()
-            .map(|row| row.try_get(0).map(JobId).map_err(map_err))
-            .collect::<Result<_, _>>()?;
+        let ids = ids_of(&rows)?;
         Ok((ids.len() == steps).then_some(ids))
     }
 
@@ -369,6 +355,18 @@ impl Columns {
     pub(crate) fn len(&self) -> usize {
         self.kind.len()
     }
+}
+
+/// The job ids of rows whose first column is one.
+fn ids_of(rows: &[PgRow]) -> Result<Vec<JobId>, StoreError> {
+    rows.iter()
+        .map(|row| row.try_get(0).map(JobId).map_err(map_err))
+        .collect()
+}
+
+/// A position among the rows of a statement, counted from 1 as SQL arrays are.
+pub(crate) fn position(i: usize) -> i32 {
+    i32::try_from(i + 1).unwrap_or(i32::MAX)
 }
 
 /// The fairness rank of one job (see [`rank_keys`]).
@@ -500,7 +498,7 @@ fn claim_query<'q>(
     sql: &Sql,
     statement: &'static str,
     request: &'q ClaimRequest,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+) -> Query<'q, Postgres, PgArguments> {
     sqlx::query(sql.get(statement))
         .bind(&request.queue)
         .bind(&request.kinds)

@@ -113,18 +113,8 @@ pub async fn complete_plain(
     sql: &Sql,
     settlements: &[&Settlement],
 ) -> Result<Vec<PlainResult>, StoreError> {
-    let mut ids = Vec::with_capacity(settlements.len());
-    let mut attempts = Vec::with_capacity(settlements.len());
-    let mut outputs: Vec<Option<String>> = Vec::with_capacity(settlements.len());
-    for s in settlements {
-        ids.push(s.lease.id.0);
-        attempts.push(to_i32(s.lease.attempt));
-        let output = match &s.outcome {
-            Outcome::Completed { output, .. } => output.as_ref(),
-            _ => None,
-        };
-        outputs.push(output.map(encode_output).transpose()?);
-    }
+    let (ids, attempts, _) = fences(settlements);
+    let outputs = outputs(settlements)?;
     let statement = sql.get(COMPLETE_PLAIN);
     let rows: Vec<(i64, i32, bool)> = sqlx::query_as(statement)
         .bind(ids)
@@ -181,21 +171,20 @@ pub async fn complete_batch(
     settlements: &[&Settlement],
 ) -> Result<Option<Vec<Option<Vec<JobId>>>>, StoreError> {
     let (ids, attempts, _) = fences(settlements);
-    let mut outputs: Vec<Option<String>> = Vec::with_capacity(settlements.len());
+    let outputs = outputs(settlements)?;
     let mut owners: Vec<i32> = Vec::new();
     let mut columns = job::Columns::default();
     for (i, s) in settlements.iter().enumerate() {
-        let Outcome::Completed { output, follow_ups } = &s.outcome else {
+        let Outcome::Completed { follow_ups, .. } = &s.outcome else {
             return Err(StoreError::Invalid(format!(
                 "job {} is not a completion: settle it in full",
                 s.lease.id
             )));
         };
-        outputs.push(output.as_ref().map(encode_output).transpose()?);
         rules::validate_jobs(follow_ups)?;
         for f in follow_ups {
             columns.push(f, JobState::Pending, 0)?;
-            owners.push(to_i32(i as u32 + 1));
+            owners.push(job::position(i));
         }
     }
     let ranks = vec![None; columns.len()];
@@ -272,6 +261,20 @@ fn fences(batch: &[&Settlement]) -> (Vec<i64>, Vec<i32>, Vec<bool>) {
     )
 }
 
+/// The encoded outputs of a batch of completions (`None` for other outcomes).
+fn outputs(batch: &[&Settlement]) -> Result<Vec<Option<String>>, StoreError> {
+    batch
+        .iter()
+        .map(|s| match &s.outcome {
+            Outcome::Completed {
+                output: Some(output),
+                ..
+            } => encode_output(output).map(Some),
+            _ => Ok(None),
+        })
+        .collect()
+}
+
 /// Locks, in one round trip, the workflows of the jobs and then the jobs, each in id
 /// order (see [`LOCK_BATCH`]).
 pub async fn lock_batch(conn: &mut PgConnection, sql: &Sql, ids: &[i64]) -> Result<(), StoreError> {
@@ -305,14 +308,7 @@ pub async fn complete(
     batch: &[&Settlement],
 ) -> Result<Vec<Ended>, StoreError> {
     let (ids, attempts, expired_only) = fences(batch);
-    let mut outputs: Vec<Option<String>> = Vec::with_capacity(batch.len());
-    for s in batch {
-        let output = match &s.outcome {
-            Outcome::Completed { output, .. } => output.as_ref(),
-            _ => None,
-        };
-        outputs.push(output.map(encode_output).transpose()?);
-    }
+    let outputs = outputs(batch)?;
     let rows = sqlx::query(sql.get(COMPLETE))
         .bind(ids)
         .bind(attempts)

@@ -87,10 +87,7 @@ pub async fn start_workflow_at_once(
     new: &NewWorkflow,
 ) -> Result<Option<WorkflowStarted>, StoreError> {
     let plan = WorkflowPlan::new(new)?;
-    let mut columns = job::Columns::default();
-    for step in &plan.steps {
-        columns.push(&step.job, step.state, step.waiting_for)?;
-    }
+    let columns = steps_of(&plan)?;
     if columns.has_keys() {
         return Ok(None);
     }
@@ -146,11 +143,7 @@ pub(crate) async fn insert_plan(
     sql: &Sql,
     plan: &WorkflowPlan,
 ) -> Result<Vec<JobId>, StoreError> {
-    let mut columns = job::Columns::default();
-    for step in &plan.steps {
-        columns.push(&step.job, step.state, step.waiting_for)?;
-    }
-    let ids = columns.insert(conn, sql).await?;
+    let ids = steps_of(plan)?.insert(conn, sql).await?;
     let edges: Vec<_> = plan
         .edges
         .iter()
@@ -158,6 +151,15 @@ pub(crate) async fn insert_plan(
         .collect();
     dependency::insert(conn, sql, &edges).await?;
     Ok(ids)
+}
+
+/// The steps of a plan as bulk-insert rows, each in its initial state.
+fn steps_of(plan: &WorkflowPlan) -> Result<job::Columns, StoreError> {
+    let mut columns = job::Columns::default();
+    for step in &plan.steps {
+        columns.push(&step.job, step.state, step.waiting_for)?;
+    }
+    Ok(columns)
 }
 
 /// Retries a dead job with a fresh budget of attempts and revives its branch.
