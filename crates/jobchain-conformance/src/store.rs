@@ -653,3 +653,229 @@ pub async fn purge_dead_deletes_only_old_dead_jobs_outside_workflows(h: &Harness
         1
     );
 }
+
+/// A settle that offers free slots hands off what it made pending, as a claim would take
+/// it: the follow-up or released step of an offered kind, unless the queue is paused or
+/// an earlier due job of the queue and kinds waits; nothing for a rejected settlement.
+/// A store without the hand-off settles the same and claims nothing.
+pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
+    let store = h.client.store();
+    let hands_off = store.capabilities().hand_off;
+    let lease = Duration::from_secs(60);
+    let offer = |kinds: &[&str]| {
+        ClaimRequest::new(
+            "default",
+            kinds.iter().map(|k| k.to_string()).collect(),
+            5,
+            "worker-h",
+            lease,
+        )
+    };
+    // A fresh `first` job, claimed.
+    let claim_first = || async {
+        h.client
+            .enqueue(job("first", &json!({})))
+            .await
+            .expect("enqueue first");
+        let claimed = store
+            .claim(claim_request("worker-h", "first", lease))
+            .await
+            .expect("claim first");
+        assert_eq!(claimed.len(), 1);
+        claimed[0].lease()
+    };
+    // Completes it with a `next` follow-up, offering `kinds`.
+    let settle_first = |lease_of: Lease, kinds: &'static [&'static str]| async move {
+        store
+            .settle_and_claim(
+                vec![Settlement {
+                    lease: lease_of,
+                    outcome: Outcome::Completed {
+                        output: None,
+                        follow_ups: vec![NewJob::new("next", json!({}), EnqueueOptions::new())],
+                    },
+                    only_if_expired: false,
+                    workflow_id: None,
+                }],
+                offer(kinds),
+            )
+            .await
+            .expect("settle and claim")
+    };
+    let complete_first = |kinds: &'static [&'static str]| async move {
+        settle_first(claim_first().await, kinds).await
+    };
+    let finish = |jobs: Vec<jobchain::core::store::ClaimedJob>| async move {
+        let settled = store
+            .settle(
+                jobs.iter()
+                    .map(|j| Settlement {
+                        lease: j.lease(),
+                        outcome: Outcome::Completed {
+                            output: None,
+                            follow_ups: Vec::new(),
+                        },
+                        only_if_expired: false,
+                        workflow_id: j.workflow_id,
+                    })
+                    .collect(),
+            )
+            .await
+            .expect("settle");
+        assert!(settled
+            .iter()
+            .all(|r| matches!(r, SettleResult::Applied { .. })));
+    };
+    let pending_next = || async {
+        h.client
+            .jobs(JobFilter {
+                kind: Some("next".into()),
+                state: Some(JobState::Pending),
+                ..JobFilter::default()
+            })
+            .await
+            .expect("list")
+    };
+
+    // The follow-up, offered, is handed off: running for the offering worker.
+    let (results, handed) = complete_first(&["next"]).await;
+    let SettleResult::Applied { follow_ups } = &results[0] else {
+        panic!("the completion was rejected: {results:?}");
+    };
+    if hands_off {
+        assert_eq!(handed.claimed.len(), 1, "the follow-up is handed off");
+        let next = &handed.claimed[0];
+        assert_eq!(next.id, follow_ups[0]);
+        assert_eq!((next.kind.as_str(), next.attempt), ("next", 1));
+        assert!(handed.all_claimed, "it was the only job made pending");
+        let stored = h.client.job(next.id).await.expect("job");
+        assert_eq!(stored.state, JobState::Running);
+        assert_eq!(stored.worker.as_deref(), Some("worker-h"));
+        assert_eq!(stored.attempts, 1);
+        finish(handed.claimed).await;
+    } else {
+        assert!(handed.claimed.is_empty() && !handed.all_claimed);
+        let claimed = store
+            .claim(claim_request("worker-h", "next", lease))
+            .await
+            .expect("claim next");
+        assert_eq!(claimed.len(), 1);
+        finish(claimed).await;
+    }
+
+    // A kind the worker did not offer stays pending for a claim.
+    let (_, handed) = complete_first(&["other"]).await;
+    assert!(handed.claimed.is_empty() && !handed.all_claimed);
+    assert_eq!(pending_next().await.len(), 1);
+    let claimed = store
+        .claim(claim_request("worker-h", "next", lease))
+        .await
+        .expect("claim next");
+    finish(claimed).await;
+
+    // An earlier due job of the offered kinds comes first: nothing is handed off, and a
+    // claim takes the earlier job first.
+    let earlier = h
+        .client
+        .enqueue(job("next", &json!("earlier")))
+        .await
+        .expect("enqueue earlier")
+        .id;
+    let (_, handed) = complete_first(&["next"]).await;
+    assert!(handed.claimed.is_empty(), "a job was waiting before it");
+    assert_eq!(pending_next().await.len(), 2);
+    let mut one = claim_request("worker-h", "next", lease);
+    one.limit = 1;
+    let claimed = store.claim(one).await.expect("claim one");
+    assert_eq!(claimed[0].id, earlier);
+    finish(claimed).await;
+    let claimed = store
+        .claim(claim_request("worker-h", "next", lease))
+        .await
+        .expect("claim next");
+    finish(claimed).await;
+
+    // A higher priority waiting in the queue comes first too.
+    h.client
+        .enqueue_with(
+            job("next", &json!("urgent")),
+            EnqueueOptions::new().priority(jobchain::Priority::HIGH),
+        )
+        .await
+        .expect("enqueue urgent");
+    let (_, handed) = complete_first(&["next"]).await;
+    assert!(handed.claimed.is_empty(), "a higher priority was waiting");
+    let claimed = store
+        .claim(claim_request("worker-h", "next", lease))
+        .await
+        .expect("claim next");
+    assert_eq!(claimed.len(), 2);
+    finish(claimed).await;
+
+    // A paused queue hands nothing off.
+    let first = claim_first().await;
+    h.client.pause_queue("default").await.expect("pause");
+    let (_, handed) = settle_first(first, &["next"]).await;
+    assert!(handed.claimed.is_empty(), "the queue is paused");
+    h.client.resume_queue("default").await.expect("resume");
+    let claimed = store
+        .claim(claim_request("worker-h", "next", lease))
+        .await
+        .expect("claim next");
+    assert_eq!(claimed.len(), 1);
+    finish(claimed).await;
+
+    // A completion its fence rejects writes nothing and hands nothing off.
+    let mut first = claim_first().await;
+    first.attempt += 1;
+    let (results, handed) = settle_first(first, &["next"]).await;
+    assert_eq!(results, [SettleResult::Stale]);
+    assert!(handed.claimed.is_empty());
+    assert!(pending_next().await.is_empty());
+
+    // A declared step released by the completion is handed off like a follow-up.
+    let wf = h
+        .client
+        .start_workflow(
+            jobchain::Workflow::new("hand-off")
+                .step(jobchain::Step::untyped("a", job("step-a", &json!({}))))
+                .step(jobchain::Step::untyped("b", job("step-b", &json!({}))).after("a")),
+        )
+        .await
+        .expect("start")
+        .id;
+    let a = store
+        .claim(claim_request("worker-h", "step-a", lease))
+        .await
+        .expect("claim a");
+    let (results, handed) = store
+        .settle_and_claim(
+            vec![Settlement {
+                lease: a[0].lease(),
+                outcome: Outcome::Completed {
+                    output: Some(json!(1)),
+                    follow_ups: Vec::new(),
+                },
+                only_if_expired: false,
+                workflow_id: Some(wf),
+            }],
+            offer(&["step-b"]),
+        )
+        .await
+        .expect("settle a");
+    assert!(matches!(results[0], SettleResult::Applied { .. }));
+    let b = if hands_off {
+        assert_eq!(handed.claimed.len(), 1, "step b is handed off");
+        assert_eq!(handed.claimed[0].step.as_deref(), Some("b"));
+        assert_eq!(handed.claimed[0].workflow_id, Some(wf));
+        handed.claimed
+    } else {
+        store
+            .claim(claim_request("worker-h", "step-b", lease))
+            .await
+            .expect("claim b")
+    };
+    finish(b).await;
+    let info = h.client.workflow(wf).await.expect("workflow");
+    assert_eq!(info.state, WorkflowState::Completed);
+}

@@ -28,6 +28,9 @@ pub struct Capabilities {
     /// Commits made by other processes are pushed to [`Store::wait_for_change`] (e.g.
     /// PostgreSQL's `LISTEN/NOTIFY`); without it, the runtime polls [`Store::change_marker`].
     pub push_notifications: bool,
+    /// [`Store::settle_and_claim`] claims jobs for the offering worker (otherwise it
+    /// settles and claims nothing).
+    pub hand_off: bool,
 }
 
 /// The result of writing one new job.
@@ -427,6 +430,16 @@ impl QueueStats {
     }
 }
 
+/// What [`Store::settle_and_claim`] claimed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HandOff {
+    /// The jobs claimed for the offering worker, in claim order.
+    pub claimed: Vec<ClaimedJob>,
+    /// Whether these are every job the write made available (pending or due again): then
+    /// no other worker of the process needs waking for it.
+    pub all_claimed: bool,
+}
+
 /// Every database operation jobchain needs. See the module docs for the contract.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -454,6 +467,24 @@ pub trait Store: Send + Sync + 'static {
     /// Applies settlements, fenced by their leases; a settlement that reaches a terminal
     /// state also releases or cancels the job's dependents, in the same transaction.
     async fn settle(&self, settlements: Vec<Settlement>) -> StoreResult<Vec<SettleResult>>;
+
+    /// Settles as [`Store::settle`] does and hands off: claims for `offer.worker`, in the
+    /// same write, up to `offer.limit` of the jobs the batch made pending (follow-ups and
+    /// released dependents) that are in `offer.queue` with a kind of `offer.kinds`, as a
+    /// claim would take them: due, the queue not paused, and only if no other due pending
+    /// job of that queue and those kinds comes before them in claim order. The worker runs
+    /// them without claiming. `offer.limits` must be empty: kinds and queues with limits are
+    /// claimed through [`Store::claim`], which enforces them. A store may claim fewer, or
+    /// none (the default: a settle, then nothing claimed).
+    async fn settle_and_claim(
+        &self,
+        settlements: Vec<Settlement>,
+        offer: ClaimRequest,
+    ) -> StoreResult<(Vec<SettleResult>, HandOff)> {
+        let _ = offer;
+        let results = self.settle(settlements).await?;
+        Ok((results, HandOff::default()))
+    }
 
     /// Extends the leases that are still held by `lease` from now; returns the jobs
     /// whose lease is no longer held (rescued, cancelled), whose handlers should stop.

@@ -10,8 +10,8 @@ use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::rules;
 use jobchain_core::store::{
     in_claim_order, Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob,
-    JobFilter, Lease, MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement, SignalReceipt,
-    Store,
+    HandOff, JobFilter, Lease, MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement,
+    SignalReceipt, Store,
 };
 use jobchain_core::workflow::{
     Dependency, NewWorkflow, StepResult, WorkflowFilter, WorkflowInfo, WorkflowStarted,
@@ -52,6 +52,7 @@ impl Store for PgStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             push_notifications: true,
+            hand_off: true,
         }
     }
 
@@ -123,82 +124,17 @@ impl Store for PgStore {
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<SettleResult>, StoreError> {
-        if settlements.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut results = vec![SettleResult::Stale; settlements.len()];
-        // Plain completions take one autocommit statement; the rest one transaction. If
-        // the transaction fails, the completer writes the whole batch again: the plain
-        // completions already committed are then rejected by their fence, harmlessly.
-        let (plain, mut full) = rules::split_settle_batch(&settlements);
-        if !plain.is_empty() {
-            let batch: Vec<&Settlement> = plain.iter().map(|&i| &settlements[i]).collect();
-            let written =
-                transition::complete_plain(&mut *self.conn().await?, self.sql(), &batch).await?;
-            for (i, result) in plain.into_iter().zip(written) {
-                match result {
-                    transition::PlainResult::Applied => {
-                        results[i] = SettleResult::Applied {
-                            follow_ups: Vec::new(),
-                        }
-                    }
-                    transition::PlainResult::Stale => {}
-                    transition::PlainResult::InWorkflow => full.push(i),
-                }
-            }
-        }
-        if full.is_empty() {
-            // Plain completions make no job available: nobody needs waking.
-            return Ok(results);
-        }
-        // Completions whose follow-ups are plain jobs take one call; the rest (and these,
-        // when a step they release may have to be skipped) the full settle.
-        let (quick, rest): (Vec<usize>, Vec<usize>) = full
-            .iter()
-            .partition(|&&i| transition::completes_in_one_call(&settlements[i]));
-        if !quick.is_empty() {
-            let batch: Vec<&Settlement> = quick.iter().map(|&i| &settlements[i]).collect();
-            let written =
-                transition::complete_batch(&mut *self.conn().await?, self.sql(), &batch).await?;
-            if let Some(written) = written {
-                for (&i, follow_ups) in quick.iter().zip(written) {
-                    if let Some(follow_ups) = follow_ups {
-                        results[i] = SettleResult::Applied { follow_ups };
-                    }
-                }
-                full = rest;
-            }
-        }
-        if full.is_empty() {
-            // Follow-ups and released dependents are available now.
-            self.wake_others();
-            return Ok(results);
-        }
-        full.sort_unstable();
-        // Usually the whole batch (workflow jobs): no copy then.
-        let batch: Cow<'_, [Settlement]> = if full.len() == settlements.len() {
-            Cow::Borrowed(&settlements)
-        } else {
-            Cow::Owned(full.iter().map(|&i| settlements[i].clone()).collect())
-        };
-        // Every statement of a settle finds its rows by primary key. A fresh schema has no
-        // statistics until autovacuum first analyzes it, and a generic plan made then
-        // (hashing a scan of all jobs) stays cached on the connection; pricing scans and
-        // hash joins out inside the settle keeps its plans index probes from the start.
-        let mut tx = self
-            .pool()
-            .begin_with(SETTLE_BEGIN)
+        Ok(self.settle_offering(settlements, None).await?.0)
+    }
+
+    async fn settle_and_claim(
+        &self,
+        settlements: Vec<Settlement>,
+        offer: ClaimRequest,
+    ) -> Result<(Vec<SettleResult>, HandOff), StoreError> {
+        let usable = offer.limit > 0 && !offer.kinds.is_empty() && offer.limits.is_empty();
+        self.settle_offering(settlements, usable.then_some(&offer))
             .await
-            .map_err(map_err)?;
-        let written = ops::settle(&mut tx, self.sql(), &batch).await?;
-        let written = commit(tx, written).await?;
-        for (i, result) in full.into_iter().zip(written) {
-            results[i] = result;
-        }
-        // Follow-ups, released dependents, releases and zero-delay retries are available
-        // now; other processes' idle workers should look.
-        self.wake_others();
-        Ok(results)
     }
 
     async fn heartbeat(
@@ -406,5 +342,99 @@ impl Store for PgStore {
         // pool would wait for it forever.
         self.stop_listening().await;
         self.pool().close().await;
+    }
+}
+
+impl PgStore {
+    /// Settles a batch; with an offer, the completions that take one call also hand off
+    /// (see [`Store::settle_and_claim`]), the full settle never does.
+    async fn settle_offering(
+        &self,
+        settlements: Vec<Settlement>,
+        offer: Option<&ClaimRequest>,
+    ) -> Result<(Vec<SettleResult>, HandOff), StoreError> {
+        if settlements.is_empty() {
+            return Ok((Vec::new(), HandOff::default()));
+        }
+        let mut results = vec![SettleResult::Stale; settlements.len()];
+        let mut hand_off = HandOff::default();
+        // Plain completions take one autocommit statement; the rest one transaction. If
+        // the transaction fails, the completer writes the whole batch again: the plain
+        // completions already committed are then rejected by their fence, harmlessly.
+        let (plain, mut full) = rules::split_settle_batch(&settlements);
+        if !plain.is_empty() {
+            let batch: Vec<&Settlement> = plain.iter().map(|&i| &settlements[i]).collect();
+            let written =
+                transition::complete_plain(&mut *self.conn().await?, self.sql(), &batch).await?;
+            for (i, result) in plain.into_iter().zip(written) {
+                match result {
+                    transition::PlainResult::Applied => {
+                        results[i] = SettleResult::Applied {
+                            follow_ups: Vec::new(),
+                        }
+                    }
+                    transition::PlainResult::Stale => {}
+                    transition::PlainResult::InWorkflow => full.push(i),
+                }
+            }
+        }
+        if full.is_empty() {
+            // Plain completions make no job available: nobody needs waking.
+            return Ok((results, hand_off));
+        }
+        // Completions whose follow-ups are plain jobs take one call; the rest (and these,
+        // when a step they release may have to be skipped) the full settle.
+        let (quick, rest): (Vec<usize>, Vec<usize>) = full
+            .iter()
+            .partition(|&&i| transition::completes_in_one_call(&settlements[i]));
+        if !quick.is_empty() {
+            let batch: Vec<&Settlement> = quick.iter().map(|&i| &settlements[i]).collect();
+            let written =
+                transition::complete_batch(&mut *self.conn().await?, self.sql(), &batch, offer)
+                    .await?;
+            if let Some(written) = written {
+                hand_off = HandOff {
+                    claimed: written.claimed,
+                    all_claimed: written.all_claimed,
+                };
+                for (&i, follow_ups) in quick.iter().zip(written.follow_ups) {
+                    if let Some(follow_ups) = follow_ups {
+                        results[i] = SettleResult::Applied { follow_ups };
+                    }
+                }
+                full = rest;
+            }
+        }
+        if full.is_empty() {
+            // Follow-ups and released dependents are available now.
+            self.wake_others();
+            return Ok((results, hand_off));
+        }
+        full.sort_unstable();
+        // Usually the whole batch (workflow jobs): no copy then.
+        let batch: Cow<'_, [Settlement]> = if full.len() == settlements.len() {
+            Cow::Borrowed(&settlements)
+        } else {
+            Cow::Owned(full.iter().map(|&i| settlements[i].clone()).collect())
+        };
+        // Every statement of a settle finds its rows by primary key. A fresh schema has no
+        // statistics until autovacuum first analyzes it, and a generic plan made then
+        // (hashing a scan of all jobs) stays cached on the connection; pricing scans and
+        // hash joins out inside the settle keeps its plans index probes from the start.
+        let mut tx = self
+            .pool()
+            .begin_with(SETTLE_BEGIN)
+            .await
+            .map_err(map_err)?;
+        let written = ops::settle(&mut tx, self.sql(), &batch).await?;
+        let written = commit(tx, written).await?;
+        for (i, result) in full.into_iter().zip(written) {
+            results[i] = result;
+        }
+        // Follow-ups, released dependents, releases and zero-delay retries are available
+        // now; other processes' idle workers should look.
+        self.wake_others();
+        hand_off.all_claimed = false;
+        Ok((results, hand_off))
     }
 }

@@ -525,7 +525,7 @@ pub async fn claim_after(
 }
 
 /// Claimed jobs from the rows of a claim statement, in claim order.
-fn claimed_rows(rows: &[PgRow]) -> Result<Vec<ClaimedJob>, StoreError> {
+pub(crate) fn claimed_rows(rows: &[PgRow]) -> Result<Vec<ClaimedJob>, StoreError> {
     let jobs = rows
         .iter()
         .map(|r| {

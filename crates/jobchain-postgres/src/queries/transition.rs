@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jobchain_core::job::{JobId, JobState};
 use jobchain_core::rules;
-use jobchain_core::store::{Outcome, Settlement};
+use jobchain_core::store::{ClaimRequest, ClaimedJob, Outcome, Settlement};
 use jobchain_core::{StoreError, WorkflowId};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -169,7 +169,8 @@ pub async fn complete_batch(
     conn: &mut PgConnection,
     sql: &Sql,
     settlements: &[&Settlement],
-) -> Result<Option<Vec<Option<Vec<JobId>>>>, StoreError> {
+    offer: Option<&ClaimRequest>,
+) -> Result<Option<Completed>, StoreError> {
     let (ids, attempts, _) = fences(settlements);
     let outputs = outputs(settlements)?;
     let mut owners: Vec<i32> = Vec::new();
@@ -190,29 +191,44 @@ pub async fn complete_batch(
     let ranks = vec![None; columns.len()];
     let statement = sql.get(
         "SELECT * FROM __schema__.complete_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
     );
     let query = sqlx::query(statement)
         .bind(ids)
         .bind(attempts)
         .bind(outputs)
         .bind(owners);
-    let rows = match columns.bind(query, ranks).fetch_all(conn).await {
+    let query = columns
+        .bind(query, ranks)
+        .bind(offer.map(|o| &o.queue))
+        .bind(offer.map(|o| &o.kinds))
+        .bind(offer.map_or(0, |o| i32::try_from(o.limit).unwrap_or(i32::MAX)))
+        .bind(offer.map(|o| &o.worker))
+        .bind(offer.map(|o| ms(o.lease)));
+    let rows = match query.fetch_all(conn).await {
         Ok(rows) => rows,
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(SETTLE_IN_FULL) => {
             return Ok(None)
         }
         Err(e) => return Err(map_err(e)),
     };
+    // Rows with a kind are jobs handed off; the others are completions and follow-ups.
+    let (claimed, rows): (Vec<PgRow>, Vec<PgRow>) = rows
+        .into_iter()
+        .partition(|r| matches!(r.try_get::<Option<&str>, _>(1), Ok(Some(_))));
     let mut written: HashMap<i64, Vec<JobId>> = HashMap::new();
+    let mut made_pending = 0;
     for row in &rows {
-        let job: i64 = row.try_get(0).map_err(map_err)?;
-        let follow_up: Option<i64> = row.try_get(1).map_err(map_err)?;
-        let ids = written.entry(job).or_default();
-        ids.extend(follow_up.map(JobId));
+        let job: Option<i64> = row.try_get(0).map_err(map_err)?;
+        let follow_up: Option<i64> = row.try_get(11).map_err(map_err)?;
+        match job {
+            Some(job) => written.entry(job).or_default().extend(follow_up.map(JobId)),
+            None => made_pending = follow_up.unwrap_or(0),
+        }
     }
-    Ok(Some(
-        settlements
+    let claimed = job::claimed_rows(&claimed)?;
+    Ok(Some(Completed {
+        follow_ups: settlements
             .iter()
             .map(|s| {
                 written.remove(&s.lease.id.0).map(|mut ids| {
@@ -222,7 +238,19 @@ pub async fn complete_batch(
                 })
             })
             .collect(),
-    ))
+        all_claimed: usize::try_from(made_pending).is_ok_and(|n| n == claimed.len()),
+        claimed,
+    }))
+}
+
+/// What [`complete_batch`] wrote and handed off.
+pub struct Completed {
+    /// Per settlement, in order: `None` if its fence rejected it, else its follow-ups.
+    pub follow_ups: Vec<Option<Vec<JobId>>>,
+    /// The jobs claimed for the offering worker, in claim order.
+    pub claimed: Vec<ClaimedJob>,
+    /// Whether those are all the jobs the call made pending.
+    pub all_claimed: bool,
 }
 
 /// The SQLSTATE by which [`complete_batch`] asks for the full settle.

@@ -8,16 +8,24 @@
 //! fenced, so a repeat is harmless. After each
 //! write, the jobs leave the running set (their heartbeats stop), their tickets for
 //! unwritten outcomes free, and producers are woken.
+//!
+//! The hand-off: when a queue's producer has caught up (its last claim came back short),
+//! a write that completes workflow steps or stages follow-ups offers that queue's free
+//! slots, and the store claims the jobs the write made pending for this worker in the same
+//! call ([`Store::settle_and_claim`]); they start here at once, without a wake-up and a
+//! claim of their own.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobchain_core::store::{Outcome, SettleResult, Settlement};
+use jobchain_core::store::{ClaimRequest, ClaimedJob, Outcome, SettleResult, Settlement};
 use jobchain_core::{Store, StoreError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
+use super::executor;
 use super::notifier::Notifier;
-use super::shared::{Pending, RunningJobs};
+use super::shared::{Pending, RunningJobs, Shared};
 
 /// What the completer uses.
 pub(crate) struct Completer {
@@ -27,6 +35,8 @@ pub(crate) struct Completer {
     pub(crate) running: Arc<RunningJobs>,
     /// At most this many settlements per write.
     pub(crate) max_batch: usize,
+    /// The worker: its queues' slots for hand-offs, and where handed-off jobs run.
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Writes the settlements that arrive on `rx` until every sender is gone.
@@ -58,16 +68,112 @@ pub(crate) async fn run(completer: Completer, mut rx: mpsc::UnboundedReceiver<Pe
                 p.ticket
             })
             .collect();
-        write(completer.store.as_ref(), &batch).await;
+        let all_claimed = match hand_off(&completer, &batch).await {
+            Some(all_claimed) => all_claimed,
+            None => {
+                write(completer.store.as_ref(), &batch).await;
+                false
+            }
+        };
         completer.running.remove_settled(&batch);
         for s in &batch {
             if let Outcome::Retry { delay, .. } | Outcome::Snooze { delay } = s.outcome {
                 completer.notifier.schedule_in(delay);
             }
         }
-        completer.notifier.notify();
+        // Jobs the write made available wake the producers, unless it handed them all off.
+        if !all_claimed {
+            completer.notifier.notify();
+        }
         drop(tickets);
         batch.clear();
+    }
+}
+
+/// Writes the batch with a hand-off, if one is worth offering: returns, if it was
+/// written, whether every job it made available was handed off. A failed write is left
+/// to [`write`], which retries it without an offer.
+async fn hand_off(completer: &Completer, batch: &[Settlement]) -> Option<bool> {
+    let (offer, permits) = offer(&completer.shared, batch)?;
+    let results = completer
+        .store
+        .settle_and_claim(batch.to_vec(), offer)
+        .await;
+    let (results, handed) = match results {
+        Ok(written) => written,
+        Err(e) => {
+            tracing::debug!(error = %e, "writing settlements with a hand-off failed; writing them again");
+            return None;
+        }
+    };
+    report_stale(batch, &results);
+    let all_claimed = handed.all_claimed;
+    start(completer, handed.claimed, permits).await;
+    Some(all_claimed)
+}
+
+/// The offer for a write: the first queue whose producer has caught up, with its free
+/// slots (taken until the write returns). None when the store has no hand-off, shutdown
+/// has begun, or the batch makes no job pending (only completions outside workflows
+/// without follow-ups).
+fn offer(
+    shared: &Shared,
+    batch: &[Settlement],
+) -> Option<(ClaimRequest, Vec<OwnedSemaphorePermit>)> {
+    if !shared.client.store().capabilities().hand_off || shared.stop_claiming.is_cancelled() {
+        return None;
+    }
+    let hands_on = batch.iter().any(|s| match &s.outcome {
+        Outcome::Completed { follow_ups, .. } => s.workflow_id.is_some() || !follow_ups.is_empty(),
+        _ => false,
+    });
+    if !hands_on {
+        return None;
+    }
+    shared.queues.values().find_map(|q| {
+        let offer = q.offer.as_ref()?;
+        if !q.caught_up.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut permits = Vec::new();
+        while let Ok(p) = q.slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        if permits.is_empty() {
+            return None;
+        }
+        let mut offer = offer.clone();
+        offer.limit = permits.len();
+        Some((offer, permits))
+    })
+}
+
+/// Starts the jobs a hand-off claimed, each in one of the offered slots; if shutdown
+/// began meanwhile, releases them instead (their attempt not counted).
+async fn start(
+    completer: &Completer,
+    claimed: Vec<ClaimedJob>,
+    mut permits: Vec<OwnedSemaphorePermit>,
+) {
+    let shared = &completer.shared;
+    let mut release = Vec::new();
+    for job in claimed {
+        match permits.pop() {
+            Some(permit) if !shared.stop_claiming.is_cancelled() => {
+                shared
+                    .executors
+                    .spawn(executor::run(shared.clone(), job, permit));
+            }
+            _ => release.push(Settlement {
+                lease: job.lease(),
+                outcome: Outcome::Released,
+                only_if_expired: false,
+                workflow_id: job.workflow_id,
+            }),
+        }
+    }
+    if !release.is_empty() {
+        write(completer.store.as_ref(), &release).await;
     }
 }
 
@@ -95,15 +201,7 @@ async fn try_write(store: &dyn Store, batch: &[Settlement], tries: u32) -> bool 
     for attempt in 1.. {
         match store.settle(batch.to_vec()).await {
             Ok(results) => {
-                for (s, r) in batch.iter().zip(results) {
-                    if r == SettleResult::Stale {
-                        tracing::info!(
-                            job.id = %s.lease.id,
-                            job.attempt = s.lease.attempt,
-                            "settlement rejected: the job's lease was lost (rescued, cancelled or claimed again)"
-                        );
-                    }
-                }
+                report_stale(batch, &results);
                 return true;
             }
             Err(StoreError::Closed) => {
@@ -125,4 +223,17 @@ async fn try_write(store: &dyn Store, batch: &[Settlement], tries: u32) -> bool 
         }
     }
     false
+}
+
+/// Logs the settlements that their fence rejected.
+fn report_stale(batch: &[Settlement], results: &[SettleResult]) {
+    for (s, r) in batch.iter().zip(results) {
+        if *r == SettleResult::Stale {
+            tracing::info!(
+                job.id = %s.lease.id,
+                job.attempt = s.lease.attempt,
+                "settlement rejected: the job's lease was lost (rescued, cancelled or claimed again)"
+            );
+        }
+    }
 }

@@ -5,12 +5,13 @@
 //! waits for a wake-up from the notifier (a job was enqueued or released in-process, a
 //! timer fired, another process committed) or, at the latest, the poll interval.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobchain_core::store::{is_builtin_kind, ClaimRequest, LimitScope, ScopeLimit};
 use jobchain_core::StoreError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::executor;
 use super::notifier::sleep_or_stop;
@@ -124,7 +125,10 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
         })
         .collect();
     let mut round = 0usize;
-    let semaphore = Arc::new(Semaphore::new(slots));
+    let Some(own) = shared.queues.get(&queue) else {
+        return;
+    };
+    let semaphore = own.slots.clone();
     let mut wakeups = shared.client.notifier().subscribe();
     let stop = shared.stop_claiming.clone();
     let mut backoff = Duration::from_millis(50);
@@ -172,6 +176,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
                 continue;
             }
         };
+        own.caught_up.store(got < requested, Ordering::Relaxed);
         if got < requested {
             drop(permits);
             tokio::select! {

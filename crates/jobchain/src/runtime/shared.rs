@@ -2,13 +2,14 @@
 //! of it that background services are given. Internal: users see only
 //! [`Worker`](super::Worker) and [`WorkerHandle`](super::WorkerHandle).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use jobchain_core::job::JobId;
 use jobchain_core::registry::WorkerRegistration;
 use jobchain_core::retry::RetryPolicy;
-use jobchain_core::store::{Lease, Settlement};
+use jobchain_core::store::{ClaimRequest, Lease, Settlement};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +23,20 @@ use crate::handler::{ErasedHandler, KindOptions};
 pub(crate) struct Pending {
     pub(crate) settlement: Settlement,
     pub(crate) ticket: OwnedSemaphorePermit,
+}
+
+/// The slots of one queue, shared by its producer (each claimed job takes one) and the
+/// completer (which offers the free ones for a hand-off).
+pub(crate) struct QueueSlots {
+    pub(crate) slots: Arc<Semaphore>,
+    /// What a hand-off may claim here: the queue's kinds without limits, with its worker
+    /// and lease (the limit is set per offer). None when the queue has limits of its own,
+    /// which only a claim enforces.
+    pub(crate) offer: Option<ClaimRequest>,
+    /// Whether the producer's last claim came back short: the queue has no backlog, so
+    /// a hand-off's check that no earlier job waits is cheap, and a job handed off is
+    /// one the producer would have claimed next.
+    pub(crate) caught_up: AtomicBool,
 }
 
 /// A registered handler.
@@ -164,6 +179,8 @@ pub(crate) struct Shared {
     pub(crate) data: Data,
     pub(crate) running: Arc<RunningJobs>,
     pub(crate) retry: Arc<RetryPolicies>,
+    /// Each queue's slots.
+    pub(crate) queues: BTreeMap<String, QueueSlots>,
     /// Fired first at shutdown: stop claiming.
     pub(crate) stop_claiming: CancellationToken,
     /// Fired at the shutdown deadline: interrupt handlers and release their jobs.

@@ -3,19 +3,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobchain_core::job::DEFAULT_QUEUE;
-use jobchain_core::store::{SignalWait, SleepFor, SIGNAL_KIND, SLEEP_KIND};
+use jobchain_core::store::{ClaimRequest, SignalWait, SleepFor, SIGNAL_KIND, SLEEP_KIND};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::shared::{Registered, RetryPolicies, Shared};
+use super::shared::{QueueSlots, Registered, RetryPolicies, Shared};
 use super::{completer, heartbeat, notifier, producer, registry};
 use crate::args::JobArgs;
 use crate::client::Client;
@@ -311,11 +311,36 @@ impl WorkerBuilder {
         let mut kinds: Vec<String> = handlers.keys().cloned().collect();
         kinds.sort();
         let retry = Arc::new(RetryPolicies::new(&handlers));
+        // A hand-off claims what a claim of the kinds without limits would.
+        let free: Vec<String> = kinds
+            .iter()
+            .filter(|k| !handlers[*k].options.is_limited())
+            .cloned()
+            .collect();
+        let queues = config
+            .queues
+            .iter()
+            .map(|(queue, &n)| {
+                let limited = config
+                    .queue_limits
+                    .get(queue)
+                    .is_some_and(|l| *l != QueueLimits::default());
+                let offer = (!limited && !free.is_empty())
+                    .then(|| ClaimRequest::new(queue, free.clone(), 0, &config.id, config.lease));
+                let slots = QueueSlots {
+                    slots: Arc::new(Semaphore::new(n)),
+                    offer,
+                    caught_up: AtomicBool::new(false),
+                };
+                (queue.clone(), slots)
+            })
+            .collect();
         Ok(Worker {
             shared: Arc::new(Shared {
                 client: self.client,
                 config,
                 retry,
+                queues,
                 handlers,
                 kinds,
                 data: self.data,
@@ -379,6 +404,7 @@ impl Worker {
                 notifier: notifier.clone(),
                 running: shared.running.clone(),
                 max_batch: config.completer_batch.max(1),
+                shared: shared.clone(),
             },
             rx,
         ));
