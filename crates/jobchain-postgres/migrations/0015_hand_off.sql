@@ -17,6 +17,11 @@
 -- The two checks against earlier jobs name the state as a literal: they are meant to use
 -- the claim index (a partial index on that state).
 --
+-- Two savings on the way: the release of dependents is skipped when nothing depends on
+-- the batch, and the check for a skipped required dependency (which joins every
+-- dependency of a released step: 21 rows for a map step of 20 elements) runs only in a
+-- workflow that has a skipped job.
+--
 -- The function of migration 0014 stays, with its arguments, as a call of this one without
 -- an offer: workers of the previous version call it until they are upgraded.
 DROP FUNCTION __schema__.complete_batch(bigint[], integer[], text[], integer[], text[], text[],
@@ -107,25 +112,31 @@ BEGIN
     SELECT array_agg(e.job_id), array_agg(e.n) INTO v_dependents, v_counts
     FROM (SELECT d.job_id, count(*)::integer AS n FROM __schema__.dependencies d
           WHERE d.depends_on = ANY(v_done) GROUP BY d.job_id) e;
-    WITH released AS (
-        UPDATE __schema__.jobs j
-        SET waiting_for = j.waiting_for - v_counts[array_position(v_dependents, j.id)],
-            state = CASE WHEN j.waiting_for - v_counts[array_position(v_dependents, j.id)] <= 0
-                THEN c_pending ELSE j.state END,
-            run_at = CASE WHEN j.waiting_for - v_counts[array_position(v_dependents, j.id)] <= 0
-                THEN greatest(j.run_at, now()) ELSE j.run_at END
-        WHERE j.id = ANY(v_dependents) AND j.state = c_blocked
-        RETURNING j.id, j.state, j.skip_if)
-    SELECT count(*) FILTER (WHERE r.skip_if IS NOT NULL OR EXISTS (
-        SELECT 1 FROM __schema__.dependencies d
-        JOIN __schema__.jobs p ON p.id = d.depends_on
-        WHERE d.job_id = r.id AND d.policy = 'required' AND p.state = 'skipped'
-            AND (p.cancelled_by IS NOT NULL OR (p.skip_if->>'cascade')::boolean))),
-        array_agg(r.id)
-    INTO v_skips, v_released FROM released r WHERE r.state = c_pending;
-    IF v_skips > 0 THEN
-        RAISE EXCEPTION USING ERRCODE = 'JC001',
-            MESSAGE = 'a released step may have to be skipped: settle in full';
+    IF v_dependents IS NOT NULL THEN
+        WITH released AS (
+            UPDATE __schema__.jobs j
+            SET waiting_for = j.waiting_for - v_counts[array_position(v_dependents, j.id)],
+                state = CASE WHEN j.waiting_for - v_counts[array_position(v_dependents, j.id)] <= 0
+                    THEN c_pending ELSE j.state END,
+                run_at = CASE WHEN j.waiting_for - v_counts[array_position(v_dependents, j.id)] <= 0
+                    THEN greatest(j.run_at, now()) ELSE j.run_at END
+            WHERE j.id = ANY(v_dependents) AND j.state = c_blocked
+            RETURNING j.id, j.state, j.skip_if, j.workflow_id)
+        -- A skipped dependency is looked for only in a workflow that has a skipped job
+        -- (one probe of the workflow index, instead of a join over every dependency).
+        SELECT count(*) FILTER (WHERE r.skip_if IS NOT NULL OR EXISTS (
+            SELECT 1 FROM __schema__.jobs s
+            WHERE s.workflow_id = r.workflow_id AND s.state = 'skipped') AND EXISTS (
+            SELECT 1 FROM __schema__.dependencies d
+            JOIN __schema__.jobs p ON p.id = d.depends_on
+            WHERE d.job_id = r.id AND d.policy = 'required' AND p.state = 'skipped'
+                AND (p.cancelled_by IS NOT NULL OR (p.skip_if->>'cascade')::boolean))),
+            array_agg(r.id)
+        INTO v_skips, v_released FROM released r WHERE r.state = c_pending;
+        IF v_skips > 0 THEN
+            RAISE EXCEPTION USING ERRCODE = 'JC001',
+                MESSAGE = 'a released step may have to be skipped: settle in full';
+        END IF;
     END IF;
     UPDATE __schema__.workflows w SET
         state = CASE WHEN w.cancel_requested THEN 'cancelled'

@@ -34,6 +34,9 @@ use jobchain_core::workflow::{NewWorkflow, WorkflowStarted};
 use jobchain_core::StoreError;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
+
+/// How long a pooled connection may sit idle before it is pinged on its next use.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 use tokio::sync::{Mutex, Notify};
 
 pub use jobchain_core::store::Store;
@@ -224,6 +227,19 @@ impl PgStore {
         let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
+            // The driver pings a connection as it returns to the pool, and by default again
+            // before handing it out: a round trip ahead of every call (a step's hand-off
+            // is one call). Only a connection that sat idle a while is pinged again; one
+            // that broke since fails its call with a retryable error and is dropped.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < PING_AFTER_IDLE {
+                        return Ok(true);
+                    }
+                    Ok(conn.ping().await.is_ok())
+                })
+            })
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await

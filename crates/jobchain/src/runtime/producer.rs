@@ -72,11 +72,15 @@ struct Plan {
     /// kinds (the claim index is by queue), so it is not repeated while those keep the
     /// slots busy.
     dry_until: Option<Instant>,
+    /// When its claim last took a job.
+    found_at: Option<Instant>,
 }
 
 /// Claims up to one job per permit through the plans, starting at `first` (rotated each
 /// round so that no plan always comes last): a first pass over the plans that found jobs
-/// lately, then, if slots are still free, a pass over the rest. Each job starts (taking
+/// lately, then, if slots are still free, a pass over the rest, the plan that took a job
+/// most recently first (an idle worker woken for new jobs finds them on its first claim,
+/// not after an empty claim of other kinds). Each job starts (taking
 /// one of `permits`) as soon as its plan's claim returns, not after the round's other
 /// claims. Returns how many jobs were claimed.
 async fn claim(
@@ -88,13 +92,17 @@ async fn claim(
     let mut got = 0;
     let n = plans.len();
     let now = Instant::now();
+    let mut order: Vec<usize> = (0..n).map(|i| (first + i) % n).collect();
     for dry_pass in [false, true] {
-        for i in 0..n {
+        if dry_pass {
+            order.sort_by_key(|&i| std::cmp::Reverse(plans[i].found_at));
+        }
+        for &i in &order {
             let left = permits.len();
             if left == 0 {
                 return Ok(got);
             }
-            let plan = &mut plans[(first + i) % n];
+            let plan = &mut plans[i];
             let dry = plan.dry_until.is_some_and(|until| until > now);
             if dry != dry_pass {
                 continue;
@@ -102,6 +110,9 @@ async fn claim(
             plan.request.limit = left;
             let claimed = shared.client.store().claim(plan.request.clone()).await?;
             plan.dry_until = (claimed.len() < left).then(|| Instant::now() + DRY_PAUSE);
+            if !claimed.is_empty() {
+                plan.found_at = Some(Instant::now());
+            }
             got += claimed.len();
             for job in claimed {
                 let Some(permit) = permits.pop() else {
@@ -122,6 +133,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, slots: usize) {
         .map(|request| Plan {
             request,
             dry_until: None,
+            found_at: None,
         })
         .collect();
     let mut round = 0usize;
