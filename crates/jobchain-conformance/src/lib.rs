@@ -77,7 +77,7 @@ macro_rules! conformance_suite {
             start_workflow_writes_initial_states_and_edges,
             follow_ups_inherit_their_parent_and_workflow,
             purge_dead_deletes_only_old_dead_jobs_outside_workflows,
-            settle_and_claim_hands_off_what_a_claim_would_take,
+            settle_and_claim_claims_what_a_claim_would_take,
         );
         $crate::conformance_suite!(@in workflows, $factory;
             declared_order_tolerates_failed_email_on_optional_edges,

@@ -654,13 +654,13 @@ pub async fn purge_dead_deletes_only_old_dead_jobs_outside_workflows(h: &Harness
     );
 }
 
-/// A settle that offers free slots hands off what it made pending, as a claim would take
+/// A settle that offers free slots claims what it made pending, as a claim would take
 /// it: the follow-up or released step of an offered kind, unless the queue is paused or
 /// an earlier due job of the queue and kinds waits; nothing for a rejected settlement.
-/// A store without the hand-off settles the same and claims nothing.
-pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
+/// A store that cannot claim on settle settles the same and claims nothing.
+pub async fn settle_and_claim_claims_what_a_claim_would_take(h: &Harness) {
     let store = h.client.store();
-    let hands_off = store.capabilities().hand_off;
+    let claims_on_settle = store.capabilities().claim_on_settle;
     let lease = Duration::from_secs(60);
     let offer = |kinds: &[&str]| {
         ClaimRequest::new(
@@ -737,24 +737,28 @@ pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
             .expect("list")
     };
 
-    // The follow-up, offered, is handed off: running for the offering worker.
-    let (results, handed) = complete_first(&["next"]).await;
+    // The follow-up, offered, is claimed on settle: running for the offering worker.
+    let (results, settled) = complete_first(&["next"]).await;
     let SettleResult::Applied { follow_ups } = &results[0] else {
         panic!("the completion was rejected: {results:?}");
     };
-    if hands_off {
-        assert_eq!(handed.claimed.len(), 1, "the follow-up is handed off");
-        let next = &handed.claimed[0];
+    if claims_on_settle {
+        assert_eq!(
+            settled.claimed.len(),
+            1,
+            "the follow-up is claimed on settle"
+        );
+        let next = &settled.claimed[0];
         assert_eq!(next.id, follow_ups[0]);
         assert_eq!((next.kind.as_str(), next.attempt), ("next", 1));
-        assert!(handed.all_claimed, "it was the only job made pending");
+        assert!(settled.all_claimed, "it was the only job made pending");
         let stored = h.client.job(next.id).await.expect("job");
         assert_eq!(stored.state, JobState::Running);
         assert_eq!(stored.worker.as_deref(), Some("worker-h"));
         assert_eq!(stored.attempts, 1);
-        finish(handed.claimed).await;
+        finish(settled.claimed).await;
     } else {
-        assert!(handed.claimed.is_empty() && !handed.all_claimed);
+        assert!(settled.claimed.is_empty() && !settled.all_claimed);
         let claimed = store
             .claim(claim_request("worker-h", "next", lease))
             .await
@@ -764,8 +768,8 @@ pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
     }
 
     // A kind the worker did not offer stays pending for a claim.
-    let (_, handed) = complete_first(&["other"]).await;
-    assert!(handed.claimed.is_empty() && !handed.all_claimed);
+    let (_, settled) = complete_first(&["other"]).await;
+    assert!(settled.claimed.is_empty() && !settled.all_claimed);
     assert_eq!(pending_next().await.len(), 1);
     let claimed = store
         .claim(claim_request("worker-h", "next", lease))
@@ -773,7 +777,7 @@ pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
         .expect("claim next");
     finish(claimed).await;
 
-    // An earlier due job of the offered kinds comes first: nothing is handed off, and a
+    // An earlier due job of the offered kinds comes first: nothing is claimed on settle, and a
     // claim takes the earlier job first.
     let earlier = h
         .client
@@ -781,8 +785,8 @@ pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
         .await
         .expect("enqueue earlier")
         .id;
-    let (_, handed) = complete_first(&["next"]).await;
-    assert!(handed.claimed.is_empty(), "a job was waiting before it");
+    let (_, settled) = complete_first(&["next"]).await;
+    assert!(settled.claimed.is_empty(), "a job was waiting before it");
     assert_eq!(pending_next().await.len(), 2);
     let mut one = claim_request("worker-h", "next", lease);
     one.limit = 1;
@@ -803,8 +807,8 @@ pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
         )
         .await
         .expect("enqueue urgent");
-    let (_, handed) = complete_first(&["next"]).await;
-    assert!(handed.claimed.is_empty(), "a higher priority was waiting");
+    let (_, settled) = complete_first(&["next"]).await;
+    assert!(settled.claimed.is_empty(), "a higher priority was waiting");
     let claimed = store
         .claim(claim_request("worker-h", "next", lease))
         .await
@@ -815,8 +819,8 @@ pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
     // A paused queue hands nothing off.
     let first = claim_first().await;
     h.client.pause_queue("default").await.expect("pause");
-    let (_, handed) = settle_first(first, &["next"]).await;
-    assert!(handed.claimed.is_empty(), "the queue is paused");
+    let (_, settled) = settle_first(first, &["next"]).await;
+    assert!(settled.claimed.is_empty(), "the queue is paused");
     h.client.resume_queue("default").await.expect("resume");
     let claimed = store
         .claim(claim_request("worker-h", "next", lease))
@@ -828,16 +832,16 @@ pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
     // A completion its fence rejects writes nothing and hands nothing off.
     let mut first = claim_first().await;
     first.attempt += 1;
-    let (results, handed) = settle_first(first, &["next"]).await;
+    let (results, settled) = settle_first(first, &["next"]).await;
     assert_eq!(results, [SettleResult::Stale]);
-    assert!(handed.claimed.is_empty());
+    assert!(settled.claimed.is_empty());
     assert!(pending_next().await.is_empty());
 
-    // A declared step released by the completion is handed off like a follow-up.
+    // A declared step released by the completion is claimed on settle like a follow-up.
     let wf = h
         .client
         .start_workflow(
-            jobchain::Workflow::new("hand-off")
+            jobchain::Workflow::new("claim-on-settle")
                 .step(jobchain::Step::untyped("a", job("step-a", &json!({}))))
                 .step(jobchain::Step::untyped("b", job("step-b", &json!({}))).after("a")),
         )
@@ -848,7 +852,7 @@ pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
         .claim(claim_request("worker-h", "step-a", lease))
         .await
         .expect("claim a");
-    let (results, handed) = store
+    let (results, settled) = store
         .settle_and_claim(
             vec![Settlement {
                 lease: a[0].lease(),
@@ -864,11 +868,11 @@ pub async fn settle_and_claim_hands_off_what_a_claim_would_take(h: &Harness) {
         .await
         .expect("settle a");
     assert!(matches!(results[0], SettleResult::Applied { .. }));
-    let b = if hands_off {
-        assert_eq!(handed.claimed.len(), 1, "step b is handed off");
-        assert_eq!(handed.claimed[0].step.as_deref(), Some("b"));
-        assert_eq!(handed.claimed[0].workflow_id, Some(wf));
-        handed.claimed
+    let b = if claims_on_settle {
+        assert_eq!(settled.claimed.len(), 1, "step b is claimed on settle");
+        assert_eq!(settled.claimed[0].step.as_deref(), Some("b"));
+        assert_eq!(settled.claimed[0].workflow_id, Some(wf));
+        settled.claimed
     } else {
         store
             .claim(claim_request("worker-h", "step-b", lease))

@@ -30,7 +30,7 @@ pub struct Capabilities {
     pub push_notifications: bool,
     /// [`Store::settle_and_claim`] claims jobs for the offering worker (otherwise it
     /// settles and claims nothing).
-    pub hand_off: bool,
+    pub claim_on_settle: bool,
 }
 
 /// The result of writing one new job.
@@ -432,7 +432,7 @@ impl QueueStats {
 
 /// What [`Store::settle_and_claim`] claimed.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct HandOff {
+pub struct SettleClaims {
     /// The jobs claimed for the offering worker, in claim order.
     pub claimed: Vec<ClaimedJob>,
     /// Whether these are every job the write made available (pending or due again): then
@@ -468,7 +468,7 @@ pub trait Store: Send + Sync + 'static {
     /// state also releases or cancels the job's dependents, in the same transaction.
     async fn settle(&self, settlements: Vec<Settlement>) -> StoreResult<Vec<SettleResult>>;
 
-    /// Settles as [`Store::settle`] does and hands off: claims for `offer.worker`, in the
+    /// Settles as [`Store::settle`] does and claims for `offer.worker`, in the
     /// same write, up to `offer.limit` of the jobs the batch made pending (follow-ups and
     /// released dependents) that are in `offer.queue` with a kind of `offer.kinds`, as a
     /// claim would take them: due, the queue not paused, and only if no other due pending
@@ -480,10 +480,10 @@ pub trait Store: Send + Sync + 'static {
         &self,
         settlements: Vec<Settlement>,
         offer: ClaimRequest,
-    ) -> StoreResult<(Vec<SettleResult>, HandOff)> {
+    ) -> StoreResult<(Vec<SettleResult>, SettleClaims)> {
         let _ = offer;
         let results = self.settle(settlements).await?;
-        Ok((results, HandOff::default()))
+        Ok((results, SettleClaims::default()))
     }
 
     /// Extends the leases that are still held by `lease` from now; returns the jobs

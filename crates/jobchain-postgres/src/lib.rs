@@ -228,9 +228,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             // The driver pings a connection as it returns to the pool, and by default again
-            // before handing it out: a round trip ahead of every call (a step's hand-off
-            // is one call). Only a connection that sat idle a while is pinged again; one
-            // that broke since fails its call with a retryable error and is dropped.
+            // before handing it out: a round trip ahead of every call (and a workflow step
+            // hands on to the next in one call). Only a connection that sat idle a while is
+            // pinged again; one that broke since fails its call with a retryable error and
+            // is dropped.
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {

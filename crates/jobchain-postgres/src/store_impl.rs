@@ -10,7 +10,7 @@ use jobchain_core::registry::{PendingKind, WorkerRecord, WorkerRegistration};
 use jobchain_core::rules;
 use jobchain_core::store::{
     in_claim_order, Capabilities, ClaimRequest, ClaimedJob, CleanReport, Enqueued, ExpiredJob,
-    HandOff, JobFilter, Lease, MinuteCount, QueueInfo, QueueStats, SettleResult, Settlement,
+    JobFilter, Lease, MinuteCount, QueueInfo, QueueStats, SettleClaims, SettleResult, Settlement,
     SignalReceipt, Store,
 };
 use jobchain_core::workflow::{
@@ -52,7 +52,7 @@ impl Store for PgStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             push_notifications: true,
-            hand_off: true,
+            claim_on_settle: true,
         }
     }
 
@@ -131,7 +131,7 @@ impl Store for PgStore {
         &self,
         settlements: Vec<Settlement>,
         offer: ClaimRequest,
-    ) -> Result<(Vec<SettleResult>, HandOff), StoreError> {
+    ) -> Result<(Vec<SettleResult>, SettleClaims), StoreError> {
         let usable = offer.limit > 0 && !offer.kinds.is_empty() && offer.limits.is_empty();
         self.settle_offering(settlements, usable.then_some(&offer))
             .await
@@ -346,18 +346,18 @@ impl Store for PgStore {
 }
 
 impl PgStore {
-    /// Settles a batch; with an offer, the completions that take one call also hand off
+    /// Settles a batch; with an offer, the completions that take one call also claim for the offering worker
     /// (see [`Store::settle_and_claim`]), the full settle never does.
     async fn settle_offering(
         &self,
         settlements: Vec<Settlement>,
         offer: Option<&ClaimRequest>,
-    ) -> Result<(Vec<SettleResult>, HandOff), StoreError> {
+    ) -> Result<(Vec<SettleResult>, SettleClaims), StoreError> {
         if settlements.is_empty() {
-            return Ok((Vec::new(), HandOff::default()));
+            return Ok((Vec::new(), SettleClaims::default()));
         }
         let mut results = vec![SettleResult::Stale; settlements.len()];
-        let mut hand_off = HandOff::default();
+        let mut claims = SettleClaims::default();
         // Plain completions take one autocommit statement; the rest one transaction. If
         // the transaction fails, the completer writes the whole batch again: the plain
         // completions already committed are then rejected by their fence, harmlessly.
@@ -380,7 +380,7 @@ impl PgStore {
         }
         if full.is_empty() {
             // Plain completions make no job available: nobody needs waking.
-            return Ok((results, hand_off));
+            return Ok((results, claims));
         }
         // Completions whose follow-ups are plain jobs take one call; the rest (and these,
         // when a step they release may have to be skipped) the full settle.
@@ -393,7 +393,7 @@ impl PgStore {
                 transition::complete_batch(&mut *self.conn().await?, self.sql(), &batch, offer)
                     .await?;
             if let Some(written) = written {
-                hand_off = HandOff {
+                claims = SettleClaims {
                     claimed: written.claimed,
                     all_claimed: written.all_claimed,
                 };
@@ -408,7 +408,7 @@ impl PgStore {
         if full.is_empty() {
             // Follow-ups and released dependents are available now.
             self.wake_others();
-            return Ok((results, hand_off));
+            return Ok((results, claims));
         }
         full.sort_unstable();
         // Usually the whole batch (workflow jobs): no copy then.
@@ -434,7 +434,7 @@ impl PgStore {
         // Follow-ups, released dependents, releases and zero-delay retries are available
         // now; other processes' idle workers should look.
         self.wake_others();
-        hand_off.all_claimed = false;
-        Ok((results, hand_off))
+        claims.all_claimed = false;
+        Ok((results, claims))
     }
 }

@@ -30,7 +30,7 @@ impl Store for SqliteStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             push_notifications: false,
-            hand_off: false,
+            claim_on_settle: false,
         }
     }
 

@@ -22,7 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0012_conditions.sql"),
     include_str!("../../migrations/0013_claim_paths.sql"),
     include_str!("../../migrations/0014_complete_batch.sql"),
-    include_str!("../../migrations/0015_hand_off.sql"),
+    include_str!("../../migrations/0015_claim_on_settle.sql"),
 ];
 
 /// The schema version this build writes.

@@ -212,7 +212,7 @@ pub async fn complete_batch(
         }
         Err(e) => return Err(map_err(e)),
     };
-    // Rows with a kind are jobs handed off; the others are completions and follow-ups.
+    // Rows with a kind are jobs claimed on settle; the others are completions and follow-ups.
     let (claimed, rows): (Vec<PgRow>, Vec<PgRow>) = rows
         .into_iter()
         .partition(|r| matches!(r.try_get::<Option<&str>, _>(1), Ok(Some(_))));
@@ -243,7 +243,7 @@ pub async fn complete_batch(
     }))
 }
 
-/// What [`complete_batch`] wrote and handed off.
+/// What [`complete_batch`] wrote and claimed on settle.
 pub struct Completed {
     /// Per settlement, in order: `None` if its fence rejected it, else its follow-ups.
     pub follow_ups: Vec<Option<Vec<JobId>>>,

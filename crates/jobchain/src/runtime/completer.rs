@@ -9,7 +9,7 @@
 //! write, the jobs leave the running set (their heartbeats stop), their tickets for
 //! unwritten outcomes free, and producers are woken.
 //!
-//! The hand-off: when a queue's producer has caught up (its last claim came back short),
+//! Claims on settle: when a queue's producer has caught up (its last claim came back short),
 //! a write that completes workflow steps or stages follow-ups offers that queue's free
 //! slots, and the store claims the jobs the write made pending for this worker in the same
 //! call ([`Store::settle_and_claim`]); they start here at once, without a wake-up and a
@@ -35,7 +35,7 @@ pub(crate) struct Completer {
     pub(crate) running: Arc<RunningJobs>,
     /// At most this many settlements per write.
     pub(crate) max_batch: usize,
-    /// The worker: its queues' slots for hand-offs, and where handed-off jobs run.
+    /// The worker: its queues' slots for claims on settle, and where the jobs it claims run.
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -68,7 +68,7 @@ pub(crate) async fn run(completer: Completer, mut rx: mpsc::UnboundedReceiver<Pe
                 p.ticket
             })
             .collect();
-        let all_claimed = match hand_off(&completer, &batch).await {
+        let all_claimed = match claim_on_settle(&completer, &batch).await {
             Some(all_claimed) => all_claimed,
             None => {
                 write(completer.store.as_ref(), &batch).await;
@@ -81,7 +81,7 @@ pub(crate) async fn run(completer: Completer, mut rx: mpsc::UnboundedReceiver<Pe
                 completer.notifier.schedule_in(delay);
             }
         }
-        // Jobs the write made available wake the producers, unless it handed them all off.
+        // Jobs the write made available wake the producers, unless it claimed them all for this worker.
         if !all_claimed {
             completer.notifier.notify();
         }
@@ -90,44 +90,45 @@ pub(crate) async fn run(completer: Completer, mut rx: mpsc::UnboundedReceiver<Pe
     }
 }
 
-/// Writes the batch with a hand-off, if one is worth offering: returns, if it was
-/// written, whether every job it made available was handed off. A failed write is left
+/// Writes the batch with an offer of free slots, if one is worth offering: returns, if it was
+/// written, whether every job it made available was claimed on settle. A failed write is left
 /// to [`write`], which retries it without an offer.
-async fn hand_off(completer: &Completer, batch: &[Settlement]) -> Option<bool> {
+async fn claim_on_settle(completer: &Completer, batch: &[Settlement]) -> Option<bool> {
     let (offer, permits) = offer(&completer.shared, batch)?;
     let results = completer
         .store
         .settle_and_claim(batch.to_vec(), offer)
         .await;
-    let (results, handed) = match results {
+    let (results, settled) = match results {
         Ok(written) => written,
         Err(e) => {
-            tracing::debug!(error = %e, "writing settlements with a hand-off failed; writing them again");
+            tracing::debug!(error = %e, "writing settlements with an offer of free slots failed; writing them again");
             return None;
         }
     };
     report_stale(batch, &results);
-    let all_claimed = handed.all_claimed;
-    start(completer, handed.claimed, permits).await;
+    let all_claimed = settled.all_claimed;
+    start(completer, settled.claimed, permits).await;
     Some(all_claimed)
 }
 
 /// The offer for a write: the first queue whose producer has caught up, with its free
-/// slots (taken until the write returns). None when the store has no hand-off, shutdown
+/// slots (taken until the write returns). None when the store cannot claim on settle, shutdown
 /// has begun, or the batch makes no job pending (only completions outside workflows
 /// without follow-ups).
 fn offer(
     shared: &Shared,
     batch: &[Settlement],
 ) -> Option<(ClaimRequest, Vec<OwnedSemaphorePermit>)> {
-    if !shared.client.store().capabilities().hand_off || shared.stop_claiming.is_cancelled() {
+    if !shared.client.store().capabilities().claim_on_settle || shared.stop_claiming.is_cancelled()
+    {
         return None;
     }
-    let hands_on = batch.iter().any(|s| match &s.outcome {
+    let makes_pending = batch.iter().any(|s| match &s.outcome {
         Outcome::Completed { follow_ups, .. } => s.workflow_id.is_some() || !follow_ups.is_empty(),
         _ => false,
     });
-    if !hands_on {
+    if !makes_pending {
         return None;
     }
     shared.queues.values().find_map(|q| {
@@ -148,7 +149,7 @@ fn offer(
     })
 }
 
-/// Starts the jobs a hand-off claimed, each in one of the offered slots; if shutdown
+/// Starts the jobs a settle claimed, each in one of the offered slots; if shutdown
 /// began meanwhile, releases them instead (their attempt not counted).
 async fn start(
     completer: &Completer,

@@ -26,15 +26,15 @@ pub(crate) struct Pending {
 }
 
 /// The slots of one queue, shared by its producer (each claimed job takes one) and the
-/// completer (which offers the free ones for a hand-off).
+/// completer (which offers the free ones to the settles it writes).
 pub(crate) struct QueueSlots {
     pub(crate) slots: Arc<Semaphore>,
-    /// What a hand-off may claim here: the queue's kinds without limits, with its worker
+    /// What a settle may claim here: the queue's kinds without limits, with its worker
     /// and lease (the limit is set per offer). None when the queue has limits of its own,
     /// which only a claim enforces.
     pub(crate) offer: Option<ClaimRequest>,
     /// Whether the producer's last claim came back short: the queue has no backlog, so
-    /// a hand-off's check that no earlier job waits is cheap, and a job handed off is
+    /// a settle's check that no earlier job waits is cheap, and a job claimed on settle is
     /// one the producer would have claimed next.
     pub(crate) caught_up: AtomicBool,
 }

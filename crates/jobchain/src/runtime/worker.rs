@@ -311,7 +311,7 @@ impl WorkerBuilder {
         let mut kinds: Vec<String> = handlers.keys().cloned().collect();
         kinds.sort();
         let retry = Arc::new(RetryPolicies::new(&handlers));
-        // A hand-off claims what a claim of the kinds without limits would.
+        // A settle claims for the worker what a claim of the kinds without limits would.
         let free: Vec<String> = kinds
             .iter()
             .filter(|k| !handlers[*k].options.is_limited())

@@ -1,4 +1,4 @@
--- The hand-off (W8: a step's handler to the next one's took a settle and then a claim,
+-- Claims on settle (W8: a step's handler to the next one's took a settle and then a claim,
 -- each a round trip with its commit, and a wake-up between them).
 --
 -- `complete_batch` gains an offer: a queue, the kinds its worker runs there without
@@ -12,7 +12,7 @@
 -- shutting down. Rows claimed so come back after the completions and the follow-ups, with
 -- their columns (`c_*`, as a claim returns them); the others have `c_kind` NULL. One row
 -- with `job` NULL counts the jobs the call made pending (in `follow_up`): when all were
--- handed off, the worker need not wake its producers for them.
+-- claimed on settle, the worker need not wake its producers for them.
 --
 -- The two checks against earlier jobs name the state as a literal: they are meant to use
 -- the claim index (a partial index on that state).
@@ -147,11 +147,11 @@ BEGIN
     WHERE w.id = ANY(v_workflows) AND w.state = 'running'
         AND (SELECT 1 FROM __schema__.jobs j WHERE j.workflow_id = w.id
             AND j.state IN ('blocked', 'pending', 'running') LIMIT 1) IS NULL;
-    -- The hand-off: the jobs made pending here that the worker can run now, claimed for
+    -- The claim on settle: the jobs made pending here that the worker can run now, claimed for
     -- it, each only if no due pending job of its queue and kinds comes before it in claim
     -- order (priority, then run_at, then id), as a claim would have taken them.
     v_written := coalesce(v_written, '{}') || coalesce(v_released, '{}');
-    -- How many jobs the call made pending: the caller compares it with those handed off.
+    -- How many jobs the call made pending: the caller compares it with those claimed on settle.
     RETURN QUERY SELECT NULL::bigint, NULL, NULL, NULL::jsonb, NULL::int2, NULL::integer,
         NULL::integer, NULL::uuid, NULL::bigint, NULL, NULL::timestamptz,
         cardinality(v_written)::bigint;
