@@ -406,8 +406,11 @@ impl PgStore {
             }
         }
         if full.is_empty() {
-            // Follow-ups and released dependents are available now.
-            self.wake_others();
+            // Follow-ups and released dependents are available now, unless the call
+            // claimed them all for the offering worker: then nobody else need look.
+            if !claims.all_claimed {
+                self.wake_others();
+            }
             return Ok((results, claims));
         }
         full.sort_unstable();
