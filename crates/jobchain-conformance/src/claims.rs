@@ -290,3 +290,62 @@ pub async fn queues_and_per_queue_concurrency(h: &Harness) {
     worker.shutdown().await;
     assert_eq!(peak.load(Ordering::SeqCst), 1);
 }
+
+/// Concurrent enqueues (which a store may write together) each get their own jobs: every
+/// id returned names a job with the payload its caller gave, none twice, nothing more
+/// written; a batch's jobs keep their order.
+pub async fn concurrent_enqueues_each_get_their_own_jobs(h: &Harness) {
+    const TASKS: u64 = 40;
+    const ROUNDS: u64 = 10;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let client = h.client.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for r in 0..ROUNDS {
+                    if r % 2 == 0 {
+                        let payload = json!({ "task": t, "round": r });
+                        let id = client
+                            .enqueue(job("grouped", &payload))
+                            .await
+                            .expect("enqueue")
+                            .id;
+                        mine.push((id, payload));
+                    } else {
+                        let payloads: Vec<_> = (0..3)
+                            .map(|k| json!({ "task": t, "round": r, "k": k }))
+                            .collect();
+                        let ids = client
+                            .enqueue_many(payloads.iter().map(|p| job("grouped", p)))
+                            .await
+                            .expect("enqueue many");
+                        assert_eq!(ids.len(), 3);
+                        assert!(ids.windows(2).all(|w| w[0].id < w[1].id), "{ids:?}");
+                        mine.extend(ids.into_iter().map(|e| e.id).zip(payloads));
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    let ids: HashSet<_> = all.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), all.len(), "an id was returned twice");
+    for (id, payload) in &all {
+        let stored = h.client.job(*id).await.expect("job");
+        assert_eq!(&stored.payload, payload, "job {id}");
+    }
+    let written = h
+        .client
+        .jobs(JobFilter {
+            kind: Some("grouped".into()),
+            limit: Some(10_000),
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(written.len(), all.len());
+}

@@ -49,6 +49,7 @@ macro_rules! conformance_suite {
         );
         $crate::conformance_suite!(@in claims, $factory;
             claims_by_priority_then_run_at_then_id,
+            concurrent_enqueues_each_get_their_own_jobs,
             delayed_job_never_runs_before_run_at,
             unique_key_returns_the_live_job,
             enqueue_many_is_one_batch,

@@ -20,6 +20,7 @@
 //! - Everything lives in one schema (default `jobchain`), created and migrated on
 //!   connect under an advisory lock, so concurrent processes migrate safely.
 
+mod grouped;
 mod queries;
 mod store_impl;
 
@@ -166,7 +167,10 @@ struct Inner {
     pool: PgPool,
     wake: Arc<Notify>,
     notifier: tokio::task::JoinHandle<()>,
-    sql: queries::Sql,
+    /// Plain enqueues of concurrent callers go to this writer, which groups them.
+    enqueues: tokio::sync::mpsc::UnboundedSender<grouped::Request>,
+    enqueuer: tokio::task::JoinHandle<()>,
+    sql: Arc<queries::Sql>,
     schema: String,
     /// The payload of this store's own notifications: the schema and a token of this
     /// store. Its listener ignores them: this process's workers are woken in-process.
@@ -251,8 +255,10 @@ impl PgStore {
                 )
                 .caused_by(e)
             })?;
-        let sql = queries::Sql::new(&options.schema);
+        let sql = Arc::new(queries::Sql::new(&options.schema));
         queries::migration::run(&pool, &options.schema).await?;
+        let (enqueues, requests) = tokio::sync::mpsc::unbounded_channel();
+        let enqueuer = tokio::spawn(grouped::run(pool.clone(), sql.clone(), requests));
         let wake = Arc::new(Notify::new());
         let sender = format!("{}:{}", options.schema, uuid::Uuid::now_v7().simple());
         let notifier = tokio::spawn(send_notifications(
@@ -265,6 +271,8 @@ impl PgStore {
                 pool,
                 wake,
                 notifier,
+                enqueues,
+                enqueuer,
                 sql,
                 schema: options.schema,
                 sender,
@@ -328,6 +336,26 @@ impl PgStore {
     pub(crate) fn wake_others(&self) {
         self.jobs_may_have_come();
         self.inner.wake.notify_one();
+    }
+
+    /// Writes plain jobs (see `inserts_in_one_statement`) with the other callers
+    /// that wait at the same time: one statement and one commit for all of them.
+    pub(crate) async fn insert_grouped(
+        &self,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<jobchain_core::store::Enqueued>, StoreError> {
+        // A job that cannot be written fails its own call, not the group's.
+        jobchain_core::rules::validate_jobs(&jobs)?;
+        let (reply, written) = tokio::sync::oneshot::channel();
+        self.inner
+            .enqueues
+            .send(grouped::Request { jobs, reply })
+            .map_err(|_| StoreError::Closed)?;
+        written.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) fn stop_grouping(&self) {
+        self.inner.enqueuer.abort();
     }
 
     pub(crate) async fn stop_listening(&self) {

@@ -23,7 +23,7 @@ use sqlx::{Postgres, Transaction};
 use crate::queries::{
     dependency, job, limit, map_err, ops, queue, transition, wait, worker, workflow,
 };
-use crate::PgStore;
+use crate::{grouped, PgStore};
 
 impl PgStore {
     async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
@@ -57,9 +57,14 @@ impl Store for PgStore {
     }
 
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, StoreError> {
-        // Plain jobs take one autocommit statement (one round trip instead of three).
+        // Plain jobs take one autocommit statement (one round trip instead of three), with
+        // those of other callers waiting at the same time unless they are many already.
         if ops::inserts_in_one_statement(&jobs) {
-            let enqueued = ops::insert_many(&mut *self.conn().await?, self.sql(), &jobs).await?;
+            let enqueued = if jobs.len() <= grouped::MAX_REQUEST {
+                self.insert_grouped(jobs).await?
+            } else {
+                ops::insert_many(&mut *self.conn().await?, self.sql(), &jobs).await?
+            };
             self.wake_others();
             return Ok(enqueued);
         }
@@ -342,6 +347,8 @@ impl Store for PgStore {
         // pool would wait for it forever.
         self.stop_listening().await;
         self.pool().close().await;
+        // Enqueues after this fail: the store is closed.
+        self.stop_grouping();
     }
 }
 
