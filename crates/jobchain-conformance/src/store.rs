@@ -726,6 +726,18 @@ pub async fn settle_and_claim_claims_what_a_claim_would_take(h: &Harness) {
             .iter()
             .all(|r| matches!(r, SettleResult::Applied { .. })));
     };
+    // Claims the pending `next` jobs (expecting `n`) and completes them.
+    let claim_next = |n: usize| {
+        let finish = &finish;
+        async move {
+            let claimed = store
+                .claim(claim_request("worker-h", "next", lease))
+                .await
+                .expect("claim next");
+            assert_eq!(claimed.len(), n);
+            finish(claimed).await;
+        }
+    };
     let pending_next = || async {
         h.client
             .jobs(JobFilter {
@@ -759,26 +771,17 @@ pub async fn settle_and_claim_claims_what_a_claim_would_take(h: &Harness) {
         finish(settled.claimed).await;
     } else {
         assert!(settled.claimed.is_empty() && !settled.all_claimed);
-        let claimed = store
-            .claim(claim_request("worker-h", "next", lease))
-            .await
-            .expect("claim next");
-        assert_eq!(claimed.len(), 1);
-        finish(claimed).await;
+        claim_next(1).await;
     }
 
     // A kind the worker did not offer stays pending for a claim.
     let (_, settled) = complete_first(&["other"]).await;
     assert!(settled.claimed.is_empty() && !settled.all_claimed);
     assert_eq!(pending_next().await.len(), 1);
-    let claimed = store
-        .claim(claim_request("worker-h", "next", lease))
-        .await
-        .expect("claim next");
-    finish(claimed).await;
+    claim_next(1).await;
 
-    // An earlier due job of the offered kinds comes first: nothing is claimed on settle, and a
-    // claim takes the earlier job first.
+    // An earlier due job of the offered kinds comes first: nothing is claimed on settle,
+    // and a claim takes the earlier job first.
     let earlier = h
         .client
         .enqueue(job("next", &json!("earlier")))
@@ -793,11 +796,7 @@ pub async fn settle_and_claim_claims_what_a_claim_would_take(h: &Harness) {
     let claimed = store.claim(one).await.expect("claim one");
     assert_eq!(claimed[0].id, earlier);
     finish(claimed).await;
-    let claimed = store
-        .claim(claim_request("worker-h", "next", lease))
-        .await
-        .expect("claim next");
-    finish(claimed).await;
+    claim_next(1).await;
 
     // A higher priority waiting in the queue comes first too.
     h.client
@@ -809,27 +808,17 @@ pub async fn settle_and_claim_claims_what_a_claim_would_take(h: &Harness) {
         .expect("enqueue urgent");
     let (_, settled) = complete_first(&["next"]).await;
     assert!(settled.claimed.is_empty(), "a higher priority was waiting");
-    let claimed = store
-        .claim(claim_request("worker-h", "next", lease))
-        .await
-        .expect("claim next");
-    assert_eq!(claimed.len(), 2);
-    finish(claimed).await;
+    claim_next(2).await;
 
-    // A paused queue hands nothing off.
+    // A paused queue: nothing is claimed on settle.
     let first = claim_first().await;
     h.client.pause_queue("default").await.expect("pause");
     let (_, settled) = settle_first(first, &["next"]).await;
     assert!(settled.claimed.is_empty(), "the queue is paused");
     h.client.resume_queue("default").await.expect("resume");
-    let claimed = store
-        .claim(claim_request("worker-h", "next", lease))
-        .await
-        .expect("claim next");
-    assert_eq!(claimed.len(), 1);
-    finish(claimed).await;
+    claim_next(1).await;
 
-    // A completion its fence rejects writes nothing and hands nothing off.
+    // A completion its fence rejects writes nothing and claims nothing.
     let mut first = claim_first().await;
     first.attempt += 1;
     let (results, settled) = settle_first(first, &["next"]).await;
@@ -837,7 +826,7 @@ pub async fn settle_and_claim_claims_what_a_claim_would_take(h: &Harness) {
     assert!(settled.claimed.is_empty());
     assert!(pending_next().await.is_empty());
 
-    // A declared step released by the completion is claimed on settle like a follow-up.
+    // A declared step released by the completion is claimed like a follow-up.
     let wf = h
         .client
         .start_workflow(
