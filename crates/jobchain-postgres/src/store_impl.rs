@@ -137,7 +137,7 @@ impl Store for PgStore {
         settlements: Vec<Settlement>,
         offer: ClaimRequest,
     ) -> Result<(Vec<SettleResult>, SettleClaims), StoreError> {
-        let usable = offer.limit > 0 && !offer.kinds.is_empty() && offer.limits.is_empty();
+        let usable = offer.limit > 0 && !offer.kinds.is_empty() && !offer.is_limited();
         self.settle_offering(settlements, usable.then_some(&offer))
             .await
     }
@@ -353,8 +353,8 @@ impl Store for PgStore {
 }
 
 impl PgStore {
-    /// Settles a batch; with an offer, the completions that take one call also claim for the offering worker
-    /// (see [`Store::settle_and_claim`]), the full settle never does.
+    /// Settles a batch; with an offer, the completions that take one call also claim jobs
+    /// for the offering worker (see [`Store::settle_and_claim`]); the full settle never does.
     async fn settle_offering(
         &self,
         settlements: Vec<Settlement>,

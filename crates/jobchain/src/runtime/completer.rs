@@ -81,7 +81,8 @@ pub(crate) async fn run(completer: Completer, mut rx: mpsc::UnboundedReceiver<Pe
                 completer.notifier.schedule_in(delay);
             }
         }
-        // Jobs the write made available wake the producers, unless it claimed them all for this worker.
+        // Jobs the write made available wake the producers, unless it claimed them all
+        // for this worker.
         if !all_claimed {
             completer.notifier.notify();
         }
@@ -102,7 +103,10 @@ async fn claim_on_settle(completer: &Completer, batch: &[Settlement]) -> Option<
     let (results, settled) = match results {
         Ok(written) => written,
         Err(e) => {
-            tracing::debug!(error = %e, "writing settlements with an offer of free slots failed; writing them again");
+            tracing::debug!(
+                error = %e,
+                "writing settlements with an offer of free slots failed; writing them again"
+            );
             return None;
         }
     };
