@@ -35,9 +35,6 @@ use jobchain_core::workflow::{NewWorkflow, WorkflowStarted};
 use jobchain_core::StoreError;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
-
-/// How long a pooled connection may sit idle before it is pinged on its next use.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 use tokio::sync::{Mutex, Notify};
 
 pub use jobchain_core::store::Store;
@@ -156,6 +153,9 @@ fn connect_advice(err: &sqlx::Error, options: &PgConnectOptions) -> String {
         None => format!("{err}: is PostgreSQL running and the URL right?"),
     }
 }
+
+/// How long a pooled connection may sit idle before it is pinged on its next use.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// A jobchain store on PostgreSQL. Cheap to clone.
 #[derive(Clone)]

@@ -400,10 +400,7 @@ impl PgStore {
                 transition::complete_batch(&mut *self.conn().await?, self.sql(), &batch, offer)
                     .await?;
             if let Some(written) = written {
-                claims = SettleClaims {
-                    claimed: written.claimed,
-                    all_claimed: written.all_claimed,
-                };
+                claims = written.claims;
                 for (&i, follow_ups) in quick.iter().zip(written.follow_ups) {
                     if let Some(follow_ups) = follow_ups {
                         results[i] = SettleResult::Applied { follow_ups };

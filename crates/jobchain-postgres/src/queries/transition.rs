@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jobchain_core::job::{JobId, JobState};
 use jobchain_core::rules;
-use jobchain_core::store::{ClaimRequest, ClaimedJob, Outcome, Settlement};
+use jobchain_core::store::{ClaimRequest, Outcome, SettleClaims, Settlement};
 use jobchain_core::{StoreError, WorkflowId};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -238,8 +238,10 @@ pub async fn complete_batch(
                 })
             })
             .collect(),
-        all_claimed: usize::try_from(made_pending).is_ok_and(|n| n == claimed.len()),
-        claimed,
+        claims: SettleClaims {
+            all_claimed: usize::try_from(made_pending).is_ok_and(|n| n == claimed.len()),
+            claimed,
+        },
     }))
 }
 
@@ -247,10 +249,8 @@ pub async fn complete_batch(
 pub struct Completed {
     /// Per settlement, in order: `None` if its fence rejected it, else its follow-ups.
     pub follow_ups: Vec<Option<Vec<JobId>>>,
-    /// The jobs claimed for the offering worker, in claim order.
-    pub claimed: Vec<ClaimedJob>,
-    /// Whether those are all the jobs the call made pending.
-    pub all_claimed: bool,
+    /// The jobs claimed for the offering worker (all of those the call made pending?).
+    pub claims: SettleClaims,
 }
 
 /// The SQLSTATE by which [`complete_batch`] asks for the full settle.

@@ -117,15 +117,14 @@ async fn claim_on_settle(completer: &Completer, batch: &[Settlement]) -> Option<
 }
 
 /// The offer for a write: the first queue whose producer has caught up, with its free
-/// slots (taken until the write returns). None when the store cannot claim on settle, shutdown
-/// has begun, or the batch makes no job pending (only completions outside workflows
-/// without follow-ups).
+/// slots (taken until the write returns). None when no queue takes offers (the store
+/// cannot claim on settle, or every queue has limits), shutdown has begun, or the batch
+/// makes no job pending (only completions outside workflows without follow-ups).
 fn offer(
     shared: &Shared,
     batch: &[Settlement],
 ) -> Option<(ClaimRequest, Vec<OwnedSemaphorePermit>)> {
-    if !shared.client.store().capabilities().claim_on_settle || shared.stop_claiming.is_cancelled()
-    {
+    if shared.stop_claiming.is_cancelled() {
         return None;
     }
     let makes_pending = batch.iter().any(|s| match &s.outcome {

@@ -30,8 +30,8 @@ pub(crate) struct Pending {
 pub(crate) struct QueueSlots {
     pub(crate) slots: Arc<Semaphore>,
     /// What a settle may claim here: the queue's kinds without limits, with its worker
-    /// and lease (the limit is set per offer). None when the queue has limits of its own,
-    /// which only a claim enforces.
+    /// and lease (the limit is set per offer). None when the store cannot claim on settle
+    /// or the queue has limits of its own, which only a claim enforces.
     pub(crate) offer: Option<ClaimRequest>,
     /// Whether the producer's last claim came back short: the queue has no backlog, so
     /// a settle's check that no earlier job waits is cheap, and a job claimed on settle is

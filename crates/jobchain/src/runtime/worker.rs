@@ -311,7 +311,9 @@ impl WorkerBuilder {
         let mut kinds: Vec<String> = handlers.keys().cloned().collect();
         kinds.sort();
         let retry = Arc::new(RetryPolicies::new(&handlers));
-        // A settle claims for the worker what a claim of the kinds without limits would.
+        // A settle claims for the worker what a claim of the kinds without limits would, on
+        // a store that can.
+        let claims_on_settle = self.client.store().capabilities().claim_on_settle;
         let free: Vec<String> = kinds
             .iter()
             .filter(|k| !handlers[*k].options.is_limited())
@@ -325,7 +327,7 @@ impl WorkerBuilder {
                     .queue_limits
                     .get(queue)
                     .is_some_and(|l| *l != QueueLimits::default());
-                let offer = (!limited && !free.is_empty())
+                let offer = (claims_on_settle && !limited && !free.is_empty())
                     .then(|| ClaimRequest::new(queue, free.clone(), 0, &config.id, config.lease));
                 let slots = QueueSlots {
                     slots: Arc::new(Semaphore::new(n)),
